@@ -1,0 +1,31 @@
+# Every target sets up what it needs: a fresh machine with python3, make, node and npm is enough.
+VENV := .venv
+PY := $(VENV)/bin/python
+READY := $(VENV)/.ready
+PROTOS := $(wildcard protos/backup/v1/*.proto)
+
+.PHONY: demo test lint proto bench clean
+
+demo: $(READY)
+	$(PY) examples/demo.py
+
+test: $(READY)
+	$(PY) -m pytest
+
+lint: $(READY) node_modules/.ready
+	node_modules/.bin/buf lint && $(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+
+proto: $(READY)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTOS)
+
+bench: $(READY)
+	$(PY) -m bench
+
+$(READY): pyproject.toml
+	python3 -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]' && touch $@
+
+node_modules/.ready: package.json
+	npm install --no-audit --no-fund --silent && touch $@
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info

@@ -1,0 +1,62 @@
+"""backup-agent: serve AgentControl, or act on this computer's backups.
+
+backup-agent --listen HOST:PORT --name NAME --data-dir DIR
+backup-agent run POLICY_ID --data-dir DIR
+"""
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from backup_server import serving
+
+from .app import AgentConfig, AgentServer
+from .local import LocalCommandError, run_job
+
+COMMANDS = ("run",)
+
+
+def serve(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="backup-agent", description="The backup agent: runs and cancels backup jobs."
+    )
+    parser.add_argument("--listen", required=True, help="HOST:PORT to serve AgentControl on")
+    parser.add_argument("--name", required=True, help="this computer's name, for logs")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the agent's own state")
+    args = parser.parse_args(argv)
+    serving.configure_logging()
+    agent = AgentServer(AgentConfig(args.listen, args.name, args.data_dir))
+    asyncio.run(serving.run_until_signalled(agent.start, agent.stop))
+
+
+def command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="backup-agent")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="start a policy's job now, from the policy this agent last received"
+    )
+    run.add_argument("policy_id")
+    run.add_argument("--data-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        reply = run_job(args.policy_id, args.data_dir)
+    except LocalCommandError as error:
+        print(f"backup-agent: {error}", file=sys.stderr)
+        return 1
+    if reply.already_running:
+        print(f"{reply.job.id} (already running)")
+    else:
+        print(reply.job.id)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        sys.exit(command(argv))
+    serve(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""AgentControl over gRPC: each method decodes, calls the job runner, encodes."""
+
+from typing import Any
+
+import grpc
+from backup.v1 import agent_control_pb2 as api
+from backup.v1 import agent_control_pb2_grpc as api_grpc
+from backup.v1 import resources_pb2 as pb
+
+from backup_server import status, validation
+from backup_server.errors import InvalidArgument
+
+from .jobs import JobRunner
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def check_received_policy(policy: pb.BackupPolicy) -> None:
+    """What the agent needs of a policy; a server is not trusted to have checked it."""
+    validation.require_id("policy.id", policy.id)
+    validation.check_policy_paths(policy)
+    if policy.throttle_bytes_per_second < 0:
+        raise InvalidArgument("policy.throttle_bytes_per_second", "must not be negative")
+
+
+class AgentControl(api_grpc.AgentControlServicer):
+    def __init__(self, jobs: JobRunner) -> None:
+        self._jobs = jobs
+
+    @status.unary
+    async def StartJob(
+        self, request: api.StartJobRequest, context: Context
+    ) -> api.StartJobResponse:
+        if request.session_id:
+            validation.check_id_shape("session_id", request.session_id)
+        check_received_policy(request.policy)
+        job, already_running = self._jobs.start(request.policy, request.session_id)
+        return api.StartJobResponse(job=job, already_running=already_running)
+
+    @status.unary
+    async def StopJob(self, request: api.StopJobRequest, context: Context) -> api.StopJobResponse:
+        validation.require_id("policy_id", request.policy_id)
+        job, was_running = self._jobs.stop(request.policy_id)
+        return api.StopJobResponse(job=job, was_running=was_running)
+
+    @status.unary
+    async def GetJob(self, request: api.GetJobRequest, context: Context) -> pb.Job:
+        validation.require_id("job_id", request.job_id)
+        return self._jobs.get(request.job_id)
+
+    @status.unary
+    async def ListJobs(
+        self, request: api.ListJobsRequest, context: Context
+    ) -> api.ListJobsResponse:
+        if request.policy_id:
+            validation.check_id_shape("policy_id", request.policy_id)
+        return api.ListJobsResponse(jobs=self._jobs.list(request.policy_id))

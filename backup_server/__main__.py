@@ -1,0 +1,60 @@
+"""backup-server: python -m backup_server --listen HOST:PORT --db PATH --agent-deadline SECONDS"""
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from . import serving
+from .app import BackupServer, ServerConfig
+
+
+def parse_args(argv: list[str] | None = None) -> ServerConfig:
+    parser = argparse.ArgumentParser(
+        prog="backup-server",
+        description="The backup server: holds policies and starts or stops them on agents.",
+    )
+    parser.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to serve on")
+    parser.add_argument("--db", type=Path, default=Path("backup-server.db"), help="SQLite file")
+    parser.add_argument(
+        "--agent-deadline",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="deadline of each command sent to an agent (default 5)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=10_000,
+        help="most commands one session has on the wire at once (default 10000)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long SIGTERM waits for running sessions before cancelling them",
+    )
+    args = parser.parse_args(argv)
+    if args.agent_deadline <= 0:
+        parser.error("--agent-deadline must be positive")
+    if args.max_in_flight < 1:
+        parser.error("--max-in-flight must be at least 1")
+    return ServerConfig(
+        listen=args.listen,
+        db=args.db,
+        agent_deadline=args.agent_deadline,
+        max_in_flight=args.max_in_flight,
+        shutdown_grace=args.shutdown_grace,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    serving.configure_logging()
+    server = BackupServer(config)
+    asyncio.run(serving.run_until_signalled(server.start, server.stop))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The domain's errors: what a request can get wrong, in the operator's words.
+
+    BackupError
+    ├── InvalidArgument      a field is malformed, missing or too large (names the field)
+    ├── NotFound             a well-shaped id that does not exist
+    ├── AlreadyExists        a client-chosen id that is taken
+    └── FailedPrecondition   the request is fine but the state forbids it
+
+Domain modules raise these; `backup_server.status` maps each to one gRPC status code.
+Anything else that escapes is a bug, not a client's mistake.
+"""
+
+
+class BackupError(Exception):
+    """A request the domain refuses, with a message meant for the client."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidArgument(BackupError):
+    """A field is malformed, missing or too large."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}", field)
+        self.problem = problem
+
+
+class NotFound(BackupError):
+    """A well-shaped id names nothing."""
+
+
+class AlreadyExists(BackupError):
+    """A client-chosen id is already taken."""
+
+
+class FailedPrecondition(BackupError):
+    """The request is well-formed but the stored state does not allow it."""

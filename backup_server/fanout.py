@@ -1,0 +1,119 @@
+"""Sends one command to every targeted computer at once and records each delivery.
+
+The fan-out reaches agents only through `AgentTransport`, one method that sends an
+already-serialized request to an address with a deadline, so tests and the benchmark can
+hand it any transport while production uses grpc.aio channels (`backup_server.transport`).
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from backup.v1 import resources_pb2 as pb
+
+from .sessions import LiveSession
+
+log = logging.getLogger("backup_server.fanout")
+
+# Codes that mean the command never reached the agent: DESIGN.md, "Delivery classification".
+NOT_RECEIVED_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+class AgentCallError(Exception):
+    """An agent call ended with a gRPC status other than OK."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class AgentTransport(Protocol):
+    """How the fan-out reaches an agent."""
+
+    async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
+        """Sends `request` to AgentControl.`method` at `address`; returns the reply's bytes.
+
+        Raises AgentCallError with the status code's name when the call is not OK.
+        """
+        ...
+
+
+# Reads an agent's reply into (job id, note for the detail).
+ReplyReader = Callable[[bytes], tuple[str, str]]
+
+
+class FanOut:
+    """One session's commands in flight: at most `limit` at once, the rest queued."""
+
+    def __init__(
+        self,
+        live: LiveSession,
+        transport: AgentTransport,
+        method: str,
+        request: bytes,
+        read_reply: ReplyReader,
+        deadline: float,
+        limit: int,
+    ) -> None:
+        self.live = live
+        self._transport = transport
+        self._method = method
+        self._request = request
+        self._read_reply = read_reply
+        self._deadline = deadline
+        self._limit = limit
+        self._queue: Iterator[int] = iter(
+            [
+                position
+                for position, result in enumerate(live.session.computer_results)
+                if result.delivery == pb.DELIVERY_PENDING
+            ]
+        )
+
+    async def run(self) -> None:
+        """Delivers every queued command; returns when each has its outcome."""
+        pending = self.live.session.statistics.pending
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(min(self._limit, pending)):
+                workers.create_task(self._worker())
+
+    def cancel_queued(self, reason: str) -> int:
+        """Marks every command not yet sent as cancelled; returns how many."""
+        count = 0
+        for position in self._queue:
+            self.live.record(position, pb.DELIVERY_CANCELLED, reason)
+            count += 1
+        return count
+
+    async def _worker(self) -> None:
+        for position in self._queue:
+            await self._deliver(position)
+
+    async def _deliver(self, position: int) -> None:
+        computer = self.live.session.computer_results[position].computer
+        started = time.perf_counter_ns()
+        try:
+            reply = await self._transport.call(
+                computer.address, self._method, self._request, self._deadline
+            )
+        except AgentCallError as error:
+            latency = time.perf_counter_ns() - started
+            detail = f"{error.code}: {error.message}"
+            if error.code in NOT_RECEIVED_CODES:
+                self.live.record(position, pb.DELIVERY_NOT_RECEIVED, detail, latency)
+                log.warning(
+                    "not received: computer=%s address=%s code=%s session=%s",
+                    computer.name,
+                    computer.address,
+                    error.code,
+                    self.live.session.id,
+                )
+            else:
+                self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)
+            return
+        latency = time.perf_counter_ns() - started
+        job_id, note = self._read_reply(reply)
+        self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job_id)

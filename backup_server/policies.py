@@ -1,0 +1,157 @@
+"""Protection groups and backup policies: create, read, list, update, delete."""
+
+import secrets
+from collections.abc import Sequence
+from typing import TypeVar
+
+from backup.v1 import resources_pb2 as pb
+from google.protobuf import field_mask_pb2
+
+from . import paging, validation
+from .database import Database
+from .errors import FailedPrecondition, InvalidArgument
+from .sessions import resolve_targets
+
+LIST_DEFAULT = 100
+LIST_LIMIT = 1000
+MUTABLE_POLICY_FIELDS = (
+    "name",
+    "description",
+    "computers",
+    "protection_group_ids",
+    "source_paths",
+    "repository",
+    "retention_points",
+    "throttle_bytes_per_second",
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGroup]) -> None:
+    """Referenced groups exist and the policy reaches at most COMPUTERS_MAX computers."""
+    for index, group_id in enumerate(policy.protection_group_ids):
+        if group_id not in groups:
+            field = f"policy.protection_group_ids[{index}]"
+            raise FailedPrecondition(
+                f"{field}: protection group {group_id!r} does not exist", field=field
+            )
+    reached = len(resolve_targets(policy, groups))
+    if reached > validation.COMPUTERS_MAX:
+        raise InvalidArgument(
+            "policy.computers",
+            f"the policy reaches {reached} computers with its groups; "
+            f"the limit is {validation.COMPUTERS_MAX}",
+        )
+
+
+class Policies:
+    """The catalogue of protection groups and policies."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._storage = database.storage
+
+    async def create_group(self, group_id: str, group: pb.ProtectionGroup) -> pb.ProtectionGroup:
+        if group_id:
+            validation.check_id_shape("protection_group_id", group_id)
+        validation.check_protection_group(group)
+        stored = pb.ProtectionGroup()
+        stored.CopyFrom(group)
+        stored.id = group_id or new_id("pg")
+        stored.create_time.GetCurrentTime()
+        await self._db.run(self._storage.insert_group, stored)
+        return stored
+
+    async def get_group(self, group_id: str) -> pb.ProtectionGroup:
+        validation.require_id("protection_group_id", group_id)
+        return await self._db.run(self._storage.get_group, group_id)
+
+    async def list_groups(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[pb.ProtectionGroup], str]:
+        size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
+        after = str(paging.decode(page_token, "groups") or "")
+        groups = await self._db.run(self._storage.list_groups, after, size + 1)
+        return _page(groups, size, "groups")
+
+    async def delete_group(self, group_id: str) -> None:
+        validation.require_id("protection_group_id", group_id)
+        await self._db.run(self._storage.delete_group, group_id)
+
+    async def create_policy(self, policy_id: str, policy: pb.BackupPolicy) -> pb.BackupPolicy:
+        if policy_id:
+            validation.check_id_shape("policy_id", policy_id)
+        validation.check_policy(policy)
+        stored = pb.BackupPolicy()
+        stored.CopyFrom(policy)
+        stored.id = policy_id or new_id("policy")
+        stored.create_time.GetCurrentTime()
+        stored.update_time.CopyFrom(stored.create_time)
+        await self._db.run(self._insert_policy, stored)
+        return stored
+
+    def _insert_policy(self, policy: pb.BackupPolicy) -> None:
+        with self._storage.transaction():
+            check_references(policy, self._storage.get_groups(policy.protection_group_ids))
+            self._storage.insert_policy(policy)
+
+    async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
+        validation.require_id("policy_id", policy_id)
+        return await self._db.run(self._storage.get_policy, policy_id)
+
+    async def list_policies(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[pb.BackupPolicy], str]:
+        size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
+        after = str(paging.decode(page_token, "policies") or "")
+        policies = await self._db.run(self._storage.list_policies, after, size + 1)
+        return _page(policies, size, "policies")
+
+    async def update_policy(
+        self, policy: pb.BackupPolicy, update_mask: field_mask_pb2.FieldMask
+    ) -> pb.BackupPolicy:
+        validation.require_id("policy.id", policy.id)
+        paths = _mutable_paths(update_mask.paths)
+        return await self._db.run(self._update_policy, policy, paths)
+
+    def _update_policy(self, change: pb.BackupPolicy, paths: Sequence[str]) -> pb.BackupPolicy:
+        with self._storage.transaction():
+            policy = self._storage.get_policy(change.id)
+            field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+                change, policy, replace_message_field=True, replace_repeated_field=True
+            )
+            validation.check_policy(policy)
+            check_references(policy, self._storage.get_groups(policy.protection_group_ids))
+            policy.update_time.GetCurrentTime()
+            self._storage.replace_policy(policy)
+            return policy
+
+    async def delete_policy(self, policy_id: str) -> None:
+        validation.require_id("policy_id", policy_id)
+        await self._db.run(self._storage.delete_policy, policy_id)
+
+
+def _mutable_paths(paths: Sequence[str]) -> list[str]:
+    """AIP-134: empty or '*' means every mutable field; anything else must be one of them."""
+    if not paths or list(paths) == ["*"]:
+        return list(MUTABLE_POLICY_FIELDS)
+    for path in paths:
+        if path not in MUTABLE_POLICY_FIELDS:
+            raise InvalidArgument(
+                "update_mask",
+                f"{path[:80]!r} is not a field that can be updated "
+                f"({', '.join(MUTABLE_POLICY_FIELDS)})",
+            )
+    return list(paths)
+
+
+Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
+
+
+def _page(items: list[Listed], size: int, query: str) -> tuple[list[Listed], str]:
+    if len(items) <= size:
+        return items, ""
+    return items[:size], paging.encode(query, items[size - 1].id)

@@ -1,0 +1,369 @@
+"""All SQL lives here: one SQLite file (WAL, busy timeout) through sqlite-utils.
+
+Policies and protection groups are stored as their serialized protos beside the columns
+that queries need; sessions as a header row plus one row per computer. Every method is
+synchronous and runs on the storage thread (`backup_server.database`), never on the
+event loop.
+"""
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import sqlite_utils
+from backup.v1 import resources_pb2 as pb
+
+from .errors import AlreadyExists, FailedPrecondition, NotFound
+from .sessions import Progress
+
+BUSY_TIMEOUT_SECONDS = 10.0
+INTERRUPTED = "interrupted: the server stopped while this session was running"
+OUTCOME_UNKNOWN = "unknown: the server stopped before this computer's answer was recorded"
+
+
+def _migration_1_initial(db: sqlite_utils.Database) -> None:
+    db.table("protection_groups").create(
+        {"id": str, "name": str, "kind": int, "body": bytes, "create_ns": int}, pk="id"
+    )
+    db.table("policies").create(
+        {"id": str, "name": str, "body": bytes, "create_ns": int, "update_ns": int}, pk="id"
+    )
+    db.table("policy_groups").create(
+        {"policy_id": str, "group_id": str}, pk=("policy_id", "group_id")
+    )
+    db.table("policy_groups").create_index(["group_id"])
+    db.table("sessions").create(
+        {
+            "seq": int,
+            "id": str,
+            "policy_id": str,
+            "action": int,
+            "state": int,
+            "start_ns": int,
+            "end_ns": int,
+            "warnings": str,
+            "total": int,
+            "pending": int,
+            "received": int,
+            "not_received": int,
+            "skipped": int,
+            "rejected": int,
+            "cancelled": int,
+        },
+        pk="seq",
+    )
+    db.table("sessions").create_index(["id"], unique=True)
+    db.table("sessions").create_index(["policy_id", "seq"])
+    db.table("sessions").create_index(["state"])
+    db.table("computer_results").create(
+        {
+            "session_seq": int,
+            "position": int,
+            "name": str,
+            "address": str,
+            "protection_group_id": str,
+            "delivery": int,
+            "detail": str,
+            "latency_ns": int,
+            "job_id": str,
+        },
+        pk=("session_seq", "position"),
+    )
+
+
+# Append only: a migration that has shipped is never edited, a new one is added.
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("initial schema", _migration_1_initial),
+]
+
+STAT_FIELDS = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled")
+RESULT_COLUMNS = "name, address, protection_group_id, delivery, detail, latency_ns, job_id"
+
+
+def open_database(path: str | Path) -> sqlite_utils.Database:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    db.enable_wal()
+    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Applies the migrations not yet applied, each in its own transaction."""
+    db.table("migrations").create(
+        {"version": int, "name": str, "applied_ns": int}, pk="version", if_not_exists=True
+    )
+    done = {row["version"] for row in db.table("migrations").rows}
+    applied = []
+    for version, (name, step) in enumerate(MIGRATIONS, start=1):
+        if version in done:
+            continue
+        with db.atomic():
+            step(db)
+            db.table("migrations").insert(
+                {"version": version, "name": name, "applied_ns": time.time_ns()}
+            )
+        applied.append(name)
+    return applied
+
+
+class Storage:
+    """Policies, protection groups and sessions in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.db = open_database(path)
+        migrate(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # Protection groups
+
+    def insert_group(self, group: pb.ProtectionGroup) -> None:
+        try:
+            self.db.table("protection_groups").insert(
+                {
+                    "id": group.id,
+                    "name": group.name,
+                    "kind": group.kind,
+                    "body": group.SerializeToString(),
+                    "create_ns": group.create_time.ToNanoseconds(),
+                }
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"protection group {group.id!r} already exists") from None
+
+    def get_group(self, group_id: str) -> pb.ProtectionGroup:
+        for row in self.db.query("select body from protection_groups where id = ?", [group_id]):
+            return pb.ProtectionGroup.FromString(row["body"])
+        raise NotFound(f"protection group {group_id!r} not found")
+
+    def get_groups(self, group_ids: Sequence[str]) -> dict[str, pb.ProtectionGroup]:
+        if not group_ids:
+            return {}
+        marks = ",".join("?" * len(group_ids))
+        rows = self.db.query(
+            f"select id, body from protection_groups where id in ({marks})", group_ids
+        )
+        return {row["id"]: pb.ProtectionGroup.FromString(row["body"]) for row in rows}
+
+    def list_groups(self, after_id: str, limit: int) -> list[pb.ProtectionGroup]:
+        rows = self.db.query(
+            "select body from protection_groups where id > ? order by id limit ?", [after_id, limit]
+        )
+        return [pb.ProtectionGroup.FromString(row["body"]) for row in rows]
+
+    def delete_group(self, group_id: str) -> None:
+        with self.db.atomic():
+            self.get_group(group_id)
+            users = [
+                row["policy_id"]
+                for row in self.db.query(
+                    "select policy_id from policy_groups where group_id = ?"
+                    " order by policy_id limit 5",
+                    [group_id],
+                )
+            ]
+            if users:
+                raise FailedPrecondition(
+                    f"protection group {group_id!r} is used by policies {', '.join(users)}; "
+                    "remove it from them first"
+                )
+            self.db.execute("delete from protection_groups where id = ?", [group_id])
+
+    # Policies
+
+    def _write_policy_groups(self, policy: pb.BackupPolicy) -> None:
+        self.db.execute("delete from policy_groups where policy_id = ?", [policy.id])
+        self.db.table("policy_groups").insert_all(
+            {"policy_id": policy.id, "group_id": group_id}
+            for group_id in policy.protection_group_ids
+        )
+
+    def _policy_row(self, policy: pb.BackupPolicy) -> dict[str, object]:
+        return {
+            "id": policy.id,
+            "name": policy.name,
+            "body": policy.SerializeToString(),
+            "create_ns": policy.create_time.ToNanoseconds(),
+            "update_ns": policy.update_time.ToNanoseconds(),
+        }
+
+    def transaction(self) -> AbstractContextManager[sqlite_utils.Database]:
+        """Everything inside commits together or not at all."""
+        return self.db.atomic()
+
+    def insert_policy(self, policy: pb.BackupPolicy) -> None:
+        with self.db.atomic():
+            try:
+                self.db.table("policies").insert(self._policy_row(policy))
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"policy {policy.id!r} already exists") from None
+            self._write_policy_groups(policy)
+
+    def replace_policy(self, policy: pb.BackupPolicy) -> None:
+        with self.db.atomic():
+            self.db.table("policies").update(policy.id, self._policy_row(policy))
+            self._write_policy_groups(policy)
+
+    def get_policy(self, policy_id: str) -> pb.BackupPolicy:
+        for row in self.db.query("select body from policies where id = ?", [policy_id]):
+            return pb.BackupPolicy.FromString(row["body"])
+        raise NotFound(f"policy {policy_id!r} not found")
+
+    def list_policies(self, after_id: str, limit: int) -> list[pb.BackupPolicy]:
+        rows = self.db.query(
+            "select body from policies where id > ? order by id limit ?", [after_id, limit]
+        )
+        return [pb.BackupPolicy.FromString(row["body"]) for row in rows]
+
+    def delete_policy(self, policy_id: str) -> None:
+        with self.db.atomic():
+            if self.db.execute("delete from policies where id = ?", [policy_id]).rowcount == 0:
+                raise NotFound(f"policy {policy_id!r} not found")
+            self.db.execute("delete from policy_groups where policy_id = ?", [policy_id])
+
+    def policy_exists_or_had_sessions(self, policy_id: str) -> bool:
+        row = self.db.execute(
+            "select exists(select 1 from policies where id = ?)"
+            " or exists(select 1 from sessions where policy_id = ?)",
+            [policy_id, policy_id],
+        ).fetchone()
+        return bool(row[0])
+
+    # Sessions
+
+    @staticmethod
+    def _session_header(session: pb.PolicySession) -> dict[str, object]:
+        stats = session.statistics
+        header: dict[str, object] = {
+            "state": session.state,
+            "end_ns": session.end_time.ToNanoseconds() if session.HasField("end_time") else 0,
+            "warnings": json.dumps(list(session.warnings)),
+        }
+        header.update({name: getattr(stats, name) for name in STAT_FIELDS})
+        return header
+
+    def insert_session(self, session: pb.PolicySession) -> int:
+        """Stores a new session with every computer's row; returns its sequence number."""
+        with self.db.atomic():
+            row = {
+                "id": session.id,
+                "policy_id": session.policy_id,
+                "action": session.action,
+                "start_ns": session.start_time.ToNanoseconds(),
+                **self._session_header(session),
+            }
+            seq = int(self.db.table("sessions").insert(row).last_rowid or 0)
+            self.db.conn.executemany(
+                f"insert into computer_results (session_seq, position, {RESULT_COLUMNS})"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (seq, position, *self._result_values(result))
+                    for position, result in enumerate(session.computer_results)
+                ),
+            )
+        return seq
+
+    @staticmethod
+    def _result_values(result: pb.ComputerResult) -> tuple[object, ...]:
+        return (
+            result.computer.name,
+            result.computer.address,
+            result.protection_group_id,
+            result.delivery,
+            result.detail,
+            result.latency.ToNanoseconds(),
+            result.job_id,
+        )
+
+    def save_progress(self, progress: Progress) -> None:
+        """Writes a batch of computers' outcomes and the session header in one transaction."""
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "update computer_results set delivery = ?, detail = ?, latency_ns = ?, job_id = ?"
+                " where session_seq = ? and position = ?",
+                progress.rows,
+            )
+            self.db.table("sessions").update(progress.seq, self._session_header(progress.header))
+
+    def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
+        session = pb.PolicySession(
+            id=str(row["id"]),
+            policy_id=str(row["policy_id"]),
+            action=int(row["action"]),  # type: ignore[call-overload]
+            state=int(row["state"]),  # type: ignore[call-overload]
+            warnings=json.loads(str(row["warnings"])),
+        )
+        session.start_time.FromNanoseconds(int(row["start_ns"]))  # type: ignore[call-overload]
+        if row["end_ns"]:
+            session.end_time.FromNanoseconds(int(row["end_ns"]))  # type: ignore[call-overload]
+        for name in STAT_FIELDS:
+            setattr(session.statistics, name, row[name])
+        if with_results:
+            cursor = self.db.execute(
+                f"select {RESULT_COLUMNS} from computer_results"
+                " where session_seq = ? order by position",
+                [row["seq"]],
+            )
+            for name, address, group_id, delivery, detail, latency_ns, job_id in cursor:
+                result = session.computer_results.add(
+                    protection_group_id=group_id, delivery=delivery, detail=detail, job_id=job_id
+                )
+                result.computer.name = name
+                result.computer.address = address
+                result.latency.FromNanoseconds(latency_ns)
+        return session
+
+    def get_session(self, session_id: str) -> pb.PolicySession:
+        for row in self.db.query("select * from sessions where id = ?", [session_id]):
+            return self._session_from_row(row, with_results=True)
+        raise NotFound(f"session {session_id!r} not found")
+
+    def session_seq(self, session_id: str) -> int | None:
+        row = self.db.execute("select seq from sessions where id = ?", [session_id]).fetchone()
+        return None if row is None else int(row[0])
+
+    def list_sessions(
+        self, policy_id: str, before_seq: int, limit: int, with_results: bool
+    ) -> list[tuple[int, pb.PolicySession]]:
+        """Newest first, those older than `before_seq` (0 = from the newest)."""
+        where = ["seq < ?"] if before_seq else []
+        params: list[object] = [before_seq] if before_seq else []
+        if policy_id:
+            where.append("policy_id = ?")
+            params.append(policy_id)
+        clause = f"where {' and '.join(where)}" if where else ""
+        rows = self.db.query(
+            f"select * from sessions {clause} order by seq desc limit ?", [*params, limit]
+        )
+        return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in rows]
+
+    def fail_interrupted_sessions(self, now_ns: int) -> list[str]:
+        """Marks sessions left RUNNING by a crash as FAILED; returns their ids."""
+        with self.db.atomic():
+            rows = list(
+                self.db.query(
+                    "select seq, id, warnings from sessions where state = ?",
+                    [pb.SESSION_STATE_RUNNING],
+                )
+            )
+            for row in rows:
+                warnings = [*json.loads(row["warnings"]), INTERRUPTED]
+                self.db.table("sessions").update(
+                    row["seq"],
+                    {
+                        "state": pb.SESSION_STATE_FAILED,
+                        "end_ns": now_ns,
+                        "warnings": json.dumps(warnings),
+                    },
+                )
+                self.db.execute(
+                    "update computer_results set detail = ? where session_seq = ? and delivery = ?",
+                    [OUTCOME_UNKNOWN, row["seq"], pb.DELIVERY_PENDING],
+                )
+        return [row["id"] for row in rows]

@@ -1,0 +1,96 @@
+"""The production AgentTransport: one long-lived grpc.aio channel per agent address."""
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from .fanout import AgentCallError
+
+log = logging.getLogger("backup_server.transport")
+
+SERVICE = "/backup.v1.AgentControl/"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# A computer that was down is tried again at the next session, not minutes later.
+CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+class _Agent:
+    """A channel and its callables, one per method, made once."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.methods: dict[str, grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
+
+    def method(self, name: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+        callable_ = self.methods.get(name)
+        if callable_ is None:
+            # Requests arrive serialized (once per session) and replies leave as bytes.
+            callable_ = self.channel.unary_unary(
+                SERVICE + name, request_serializer=_identity, response_deserializer=_identity
+            )
+            self.methods[name] = callable_
+        return callable_
+
+
+class GrpcAgentTransport:
+    """Keeps a bounded LRU of channels; a channel whose connection failed is replaced."""
+
+    def __init__(self, max_channels: int = 20_000, close_grace: float = 10.0) -> None:
+        self._agents: OrderedDict[str, _Agent] = OrderedDict()
+        self._max_channels = max_channels
+        self._close_grace = close_grace
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def _agent(self, address: str) -> _Agent:
+        agent = self._agents.get(address)
+        if agent is not None:
+            self._agents.move_to_end(address)
+            state = agent.channel.get_state(try_to_connect=False)
+            if state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                return agent
+            # Without this the channel would fail every call at once until its
+            # reconnect backoff ends, so an agent that came back would look down.
+            self._close_later(agent.channel)
+        agent = _Agent(grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+        self._agents[address] = agent
+        if len(self._agents) > self._max_channels:
+            _, oldest = self._agents.popitem(last=False)
+            self._close_later(oldest.channel)
+        return agent
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.ensure_future(channel.close(grace=self._close_grace))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._agents)
+
+    async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
+        try:
+            reply: bytes = await self._agent(address).method(method)(request, timeout=deadline)
+        except grpc.aio.AioRpcError as error:
+            raise AgentCallError(error.code().name, error.details() or "") from None
+        return reply
+
+    async def close(self) -> None:
+        """Closes every channel (calls still in flight are cancelled)."""
+        channels = [agent.channel for agent in self._agents.values()]
+        self._agents.clear()
+        await asyncio.gather(*(channel.close(None) for channel in channels), *self._closing)

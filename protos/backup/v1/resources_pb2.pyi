@@ -1,0 +1,205 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProtectionGroupKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTECTION_GROUP_KIND_UNSPECIFIED: _ClassVar[ProtectionGroupKind]
+    PROTECTION_GROUP_KIND_MANUAL: _ClassVar[ProtectionGroupKind]
+    PROTECTION_GROUP_KIND_PREINSTALLED_AGENTS: _ClassVar[ProtectionGroupKind]
+
+class SessionAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_ACTION_UNSPECIFIED: _ClassVar[SessionAction]
+    SESSION_ACTION_START: _ClassVar[SessionAction]
+    SESSION_ACTION_STOP: _ClassVar[SessionAction]
+
+class SessionState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_STATE_UNSPECIFIED: _ClassVar[SessionState]
+    SESSION_STATE_RUNNING: _ClassVar[SessionState]
+    SESSION_STATE_SUCCESS: _ClassVar[SessionState]
+    SESSION_STATE_WARNING: _ClassVar[SessionState]
+    SESSION_STATE_FAILED: _ClassVar[SessionState]
+
+class Delivery(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_UNSPECIFIED: _ClassVar[Delivery]
+    DELIVERY_PENDING: _ClassVar[Delivery]
+    DELIVERY_RECEIVED: _ClassVar[Delivery]
+    DELIVERY_NOT_RECEIVED: _ClassVar[Delivery]
+    DELIVERY_SKIPPED: _ClassVar[Delivery]
+    DELIVERY_REJECTED: _ClassVar[Delivery]
+    DELIVERY_CANCELLED: _ClassVar[Delivery]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_STOPPED: _ClassVar[JobState]
+PROTECTION_GROUP_KIND_UNSPECIFIED: ProtectionGroupKind
+PROTECTION_GROUP_KIND_MANUAL: ProtectionGroupKind
+PROTECTION_GROUP_KIND_PREINSTALLED_AGENTS: ProtectionGroupKind
+SESSION_ACTION_UNSPECIFIED: SessionAction
+SESSION_ACTION_START: SessionAction
+SESSION_ACTION_STOP: SessionAction
+SESSION_STATE_UNSPECIFIED: SessionState
+SESSION_STATE_RUNNING: SessionState
+SESSION_STATE_SUCCESS: SessionState
+SESSION_STATE_WARNING: SessionState
+SESSION_STATE_FAILED: SessionState
+DELIVERY_UNSPECIFIED: Delivery
+DELIVERY_PENDING: Delivery
+DELIVERY_RECEIVED: Delivery
+DELIVERY_NOT_RECEIVED: Delivery
+DELIVERY_SKIPPED: Delivery
+DELIVERY_REJECTED: Delivery
+DELIVERY_CANCELLED: Delivery
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_STOPPED: JobState
+
+class Computer(_message.Message):
+    __slots__ = ("name", "address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class ProtectionGroup(_message.Message):
+    __slots__ = ("id", "name", "kind", "computers", "create_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COMPUTERS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    kind: ProtectionGroupKind
+    computers: _containers.RepeatedCompositeFieldContainer[Computer]
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[ProtectionGroupKind, str]] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BackupPolicy(_message.Message):
+    __slots__ = ("id", "name", "description", "computers", "protection_group_ids", "source_paths", "repository", "retention_points", "throttle_bytes_per_second", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    COMPUTERS_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_GROUP_IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_PATHS_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_POINTS_FIELD_NUMBER: _ClassVar[int]
+    THROTTLE_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    description: str
+    computers: _containers.RepeatedCompositeFieldContainer[Computer]
+    protection_group_ids: _containers.RepeatedScalarFieldContainer[str]
+    source_paths: _containers.RepeatedScalarFieldContainer[str]
+    repository: str
+    retention_points: int
+    throttle_bytes_per_second: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., protection_group_ids: _Optional[_Iterable[str]] = ..., source_paths: _Optional[_Iterable[str]] = ..., repository: _Optional[str] = ..., retention_points: _Optional[int] = ..., throttle_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ComputerResult(_message.Message):
+    __slots__ = ("computer", "protection_group_id", "delivery", "detail", "latency", "job_id")
+    COMPUTER_FIELD_NUMBER: _ClassVar[int]
+    PROTECTION_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    computer: Computer
+    protection_group_id: str
+    delivery: Delivery
+    detail: str
+    latency: _duration_pb2.Duration
+    job_id: str
+    def __init__(self, computer: _Optional[_Union[Computer, _Mapping]] = ..., protection_group_id: _Optional[str] = ..., delivery: _Optional[_Union[Delivery, str]] = ..., detail: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class SessionStatistics(_message.Message):
+    __slots__ = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    NOT_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    pending: int
+    received: int
+    not_received: int
+    skipped: int
+    rejected: int
+    cancelled: int
+    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., received: _Optional[int] = ..., not_received: _Optional[int] = ..., skipped: _Optional[int] = ..., rejected: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
+
+class PolicySession(_message.Message):
+    __slots__ = ("id", "policy_id", "action", "state", "start_time", "end_time", "computer_results", "statistics", "warnings")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    COMPUTER_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    policy_id: str
+    action: SessionAction
+    state: SessionState
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    computer_results: _containers.RepeatedCompositeFieldContainer[ComputerResult]
+    statistics: SessionStatistics
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., action: _Optional[_Union[SessionAction, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computer_results: _Optional[_Iterable[_Union[ComputerResult, _Mapping]]] = ..., statistics: _Optional[_Union[SessionStatistics, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "policy_id", "session_id", "state", "start_time", "end_time", "bytes_total", "bytes_done", "files_done", "restore_point_id", "error", "warnings")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FILES_DONE_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    policy_id: str
+    session_id: str
+    state: JobState
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    bytes_total: int
+    bytes_done: int
+    files_done: int
+    restore_point_id: str
+    error: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., session_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., files_done: _Optional[int] = ..., restore_point_id: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,143 @@
+"""Real servers on loopback port 0, real agents, real SQLite files, real unreachable ports."""
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from backup.v1 import agent_control_pb2_grpc as agent_grpc
+from backup.v1 import policy_service_pb2_grpc as api_grpc
+from backup.v1 import resources_pb2 as pb
+
+from agent_stub.app import AgentConfig, AgentServer
+from backup_server.app import BackupServer, ServerConfig
+
+DEADLINE = 1.0
+
+
+@pytest.fixture
+def closed_address() -> str:
+    """An address whose port is closed: connecting is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+def hung_addresses() -> Iterator[Callable[[int], list[str]]]:
+    """Addresses that accept TCP connections and never answer a byte."""
+    sockets: list[socket.socket] = []
+
+    def make(count: int) -> list[str]:
+        made = []
+        for _ in range(count):
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(64)
+            sockets.append(listener)
+            made.append(f"127.0.0.1:{listener.getsockname()[1]}")
+        return made
+
+    yield make
+    for listener in sockets:
+        listener.close()
+
+
+@pytest.fixture
+def hung_address(hung_addresses: Callable[[int], list[str]]) -> str:
+    return hung_addresses(1)[0]
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[BackupServer]]]:
+    """Starts backup servers on port 0 (stopped at the end); keyword args go to ServerConfig."""
+    servers: list[BackupServer] = []
+
+    async def start(**overrides: object) -> BackupServer:
+        config = ServerConfig(
+            listen="127.0.0.1:0", db=tmp_path / "server.db", agent_deadline=DEADLINE
+        )
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        server = BackupServer(config)
+        await server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def server(start_server: Callable[..., Awaitable[BackupServer]]) -> BackupServer:
+    return await start_server()
+
+
+@pytest.fixture
+async def policy_service(server: BackupServer) -> AsyncIterator[api_grpc.PolicyServiceStub]:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        yield api_grpc.PolicyServiceStub(channel)
+
+
+@pytest.fixture
+async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[AgentServer]]]:
+    """Starts real agents on port 0, each with its own data dir under tmp_path."""
+    agents: list[AgentServer] = []
+
+    async def start(name: str) -> AgentServer:
+        agent = AgentServer(AgentConfig("127.0.0.1:0", name, tmp_path / "agents" / name))
+        await agent.start()
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        await agent.stop()
+
+
+def agent_stub(channel: grpc.aio.Channel) -> agent_grpc.AgentControlStub:
+    return agent_grpc.AgentControlStub(channel)
+
+
+@pytest.fixture
+def source_tree(tmp_path: Path) -> Path:
+    """A small real directory to back up."""
+    root = tmp_path / "source"
+    (root / "docs" / "deep").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_text("alpha\n")
+    (root / "docs" / "deep" / "b.bin").write_bytes(os.urandom(64 * 1024))
+    (root / "empty").write_bytes(b"")
+    return root
+
+
+def policy_over(
+    computers: list[tuple[str, str]],
+    tmp_path: Path,
+    source: Path,
+    group_ids: list[str] | None = None,
+    **fields: object,
+) -> pb.BackupPolicy:
+    """A policy backing `source` up into tmp_path/repository on the given computers."""
+    return pb.BackupPolicy(
+        name="nightly",
+        computers=[pb.Computer(name=name, address=address) for name, address in computers],
+        protection_group_ids=group_ids or [],
+        source_paths=[str(source)],
+        repository=str(tmp_path / "repository"),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], seconds: float = 5.0) -> None:
+    """Polls `condition` until it holds; fails the test after `seconds`."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not await condition():
+        if loop.time() > end:
+            raise AssertionError(f"condition not met within {seconds} s")
+        await asyncio.sleep(0.02)
