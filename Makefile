@@ -19,7 +19,7 @@ proto: $(READY)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTOS)
 
 bench: $(READY)
-	$(PY) -m bench
+	$(PY) tests/bench/run.py
 
 $(READY): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]' && touch $@
