@@ -109,19 +109,31 @@ def _fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def _copy(file: SourceFile, target: Path, throttle: _Throttle, job: JobControl) -> int:
-    """Copies one file chunk by chunk, checking for a stop between chunks; returns bytes."""
-    copied = 0
+class _Progress:
+    def __init__(self, job: JobControl, bytes_total: int) -> None:
+        self.job = job
+        self.bytes_total = bytes_total
+        self.bytes_done = 0
+        self.files_done = 0
+
+    def add(self, bytes_done: int = 0, files_done: int = 0) -> None:
+        self.bytes_done += bytes_done
+        self.files_done += files_done
+        self.job.progress(self.bytes_total, self.bytes_done, self.files_done)
+
+
+def _copy(file: SourceFile, target: Path, throttle: _Throttle, progress: _Progress) -> None:
+    """Copies one file chunk by chunk, checking for a stop between chunks."""
     with open(file.path, "rb") as source, open(target, "wb") as out:
         while chunk := source.read(throttle.chunk_bytes):
-            if job.cancelled():
+            if progress.job.cancelled():
                 raise JobCancelled
             out.write(chunk)
-            copied += len(chunk)
+            progress.add(bytes_done=len(chunk))
             throttle.account(len(chunk))
         out.flush()
         os.fsync(out.fileno())
-    return copied
+    progress.add(files_done=1)
 
 
 def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
@@ -138,9 +150,8 @@ def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
         points.mkdir(parents=True, exist_ok=True)
         staging.mkdir(parents=True)
         files = [file for source in sources for file in _walk(source, job)]
-        bytes_total = sum(file.size for file in files)
-        bytes_done = files_done = 0
-        job.progress(bytes_total, 0, 0)
+        progress = _Progress(job, sum(file.size for file in files))
+        progress.add()
         throttle = _Throttle(policy.throttle_bytes_per_second, job)
         directories: set[Path] = set()
         for file in files:
@@ -150,19 +161,16 @@ def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
             target.parent.mkdir(parents=True, exist_ok=True)
             directories.add(target.parent)
             try:
-                bytes_done += _copy(file, target, throttle, job)
+                _copy(file, target, throttle, progress)
             except PermissionError as error:
                 job.warn(f"skipped {file.path}: {error.strerror}")
-                continue
-            files_done += 1
-            job.progress(bytes_total, bytes_done, files_done)
         manifest = {
             "id": point_id,
             "policy_id": policy.id,
             "job_id": job_id,
             "create_ns": time.time_ns(),
-            "file_count": files_done,
-            "total_bytes": bytes_done,
+            "file_count": progress.files_done,
+            "total_bytes": progress.bytes_done,
         }
         (staging / "point.json").write_text(json.dumps(manifest))
         for directory in [*sorted(directories), staging]:

@@ -3,10 +3,10 @@
 from typing import Any
 
 import grpc
+
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-
 from backup_server import status, validation
 from backup_server.errors import InvalidArgument
 

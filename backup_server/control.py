@@ -7,10 +7,11 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 
+from google.protobuf.message import DecodeError
+
 from backup.v1 import agent_control_pb2 as agent_pb
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
-from google.protobuf.message import DecodeError
 
 from . import paging, validation
 from .database import Database

@@ -40,6 +40,10 @@ class AgentTransport(Protocol):
         """
         ...
 
+    async def close(self) -> None:
+        """Releases connections; called once at shutdown."""
+        ...
+
 
 # Reads an agent's reply into (job id, note for the detail).
 ReplyReader = Callable[[bytes], tuple[str, str]]

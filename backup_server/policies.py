@@ -4,8 +4,9 @@ import secrets
 from collections.abc import Sequence
 from typing import TypeVar
 
-from backup.v1 import resources_pb2 as pb
 from google.protobuf import field_mask_pb2
+
+from backup.v1 import resources_pb2 as pb
 
 from . import paging, validation
 from .database import Database

@@ -4,10 +4,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
+
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from google.protobuf import empty_pb2
 
 from . import status
 from .control import Control

@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import sqlite_utils
+
 from backup.v1 import resources_pb2 as pb
 
 from .errors import AlreadyExists, FailedPrecondition, NotFound

@@ -15,14 +15,23 @@ log = logging.getLogger("backup_server.transport")
 SERVICE = "/backup.v1.AgentControl/"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# A computer that was down is tried again at the next session, not minutes later.
-CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-)
+
+def channel_options(deadline: float) -> Sequence[tuple[str, Any]]:
+    """Options for every agent channel.
+
+    grpc-core takes its connect timeout from min_reconnect_backoff: keeping it past the
+    deadline means a computer that accepts TCP and never answers is judged by the
+    operator's deadline (DEADLINE_EXCEEDED), not by a shorter internal timer. Backoff
+    hardly matters: a channel whose connection failed is replaced at its next use.
+    """
+    connect_ms = int(deadline * 1000) + 1000
+    return (
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.min_reconnect_backoff_ms", connect_ms),
+        ("grpc.initial_reconnect_backoff_ms", connect_ms),
+        ("grpc.max_reconnect_backoff_ms", connect_ms),
+    )
 
 
 def _identity(data: bytes) -> bytes:
@@ -50,7 +59,10 @@ class _Agent:
 class GrpcAgentTransport:
     """Keeps a bounded LRU of channels; a channel whose connection failed is replaced."""
 
-    def __init__(self, max_channels: int = 20_000, close_grace: float = 10.0) -> None:
+    def __init__(
+        self, deadline: float = 5.0, max_channels: int = 20_000, close_grace: float = 10.0
+    ) -> None:
+        self._options = channel_options(deadline)
         self._agents: OrderedDict[str, _Agent] = OrderedDict()
         self._max_channels = max_channels
         self._close_grace = close_grace
@@ -66,7 +78,7 @@ class GrpcAgentTransport:
             # Without this the channel would fail every call at once until its
             # reconnect backoff ends, so an agent that came back would look down.
             self._close_later(agent.channel)
-        agent = _Agent(grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+        agent = _Agent(grpc.aio.insecure_channel(address, options=self._options))
         self._agents[address] = agent
         if len(self._agents) > self._max_channels:
             _, oldest = self._agents.popitem(last=False)
