@@ -57,7 +57,7 @@ class _Agent:
 
 
 class GrpcAgentTransport:
-    """Keeps a bounded LRU of channels; a channel whose connection failed is replaced."""
+    """Keeps a bounded LRU of channels; a channel whose connection failed is dropped."""
 
     def __init__(
         self, deadline: float = 5.0, max_channels: int = 20_000, close_grace: float = 10.0
@@ -72,12 +72,7 @@ class GrpcAgentTransport:
         agent = self._agents.get(address)
         if agent is not None:
             self._agents.move_to_end(address)
-            state = agent.channel.get_state(try_to_connect=False)
-            if state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                return agent
-            # Without this the channel would fail every call at once until its
-            # reconnect backoff ends, so an agent that came back would look down.
-            self._close_later(agent.channel)
+            return agent
         agent = _Agent(grpc.aio.insecure_channel(address, options=self._options))
         self._agents[address] = agent
         if len(self._agents) > self._max_channels:
@@ -95,11 +90,24 @@ class GrpcAgentTransport:
         return len(self._agents)
 
     async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
+        agent = self._agent(address)
         try:
-            reply: bytes = await self._agent(address).method(method)(request, timeout=deadline)
+            reply: bytes = await agent.method(method)(request, timeout=deadline)
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                self._forget(address, agent)
             raise AgentCallError(error.code().name, error.details() or "") from None
         return reply
+
+    def _forget(self, address: str, agent: _Agent) -> None:
+        """Drops a channel whose connection failed, so the next session connects afresh.
+
+        A failed channel otherwise answers every call at once with its last error until
+        its reconnect backoff ends, and an agent that came back would still look down.
+        """
+        if self._agents.get(address) is agent:
+            del self._agents[address]
+            self._close_later(agent.channel)
 
     async def close(self) -> None:
         """Closes every channel (calls still in flight are cancelled)."""

@@ -13,7 +13,7 @@ from conftest import policy_over
 async def test_channels_are_reused_across_sessions(
     server, policy_service, start_agent, hung_address, tmp_path, source_tree
 ) -> None:
-    """Two sessions over the same computers open one channel per address, the same ones both times."""
+    """Two sessions over the same computers reuse the live agents' channels, one per address."""
     a1, a2 = await start_agent("a1"), await start_agent("a2")
     computers = [("a1", a1.address), ("a2", a2.address), ("hung", hung_address)]
     await policy_service.CreatePolicy(
@@ -26,7 +26,6 @@ async def test_channels_are_reused_across_sessions(
     await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
     channels = {address: transport._agents[address].channel for address in (a1.address, a2.address)}
     await policy_service.StopPolicy(api.StopPolicyRequest(policy_id="nightly"))
-    assert transport.channel_count == 3
     assert {address: transport._agents[address].channel for address in channels} == channels
 
 
