@@ -440,3 +440,44 @@ async def test_a_caller_that_gives_up_does_not_cut_the_session_short(
         api.ListSessionsRequest(policy_id="nightly", view=api.SESSION_VIEW_FULL)
     )
     assert deliveries(listed.sessions[0]) == {"live": RECEIVED, "hung": NOT_RECEIVED}
+
+
+class RecordingAgent(grpc.GenericRpcHandler):
+    """A gRPC server that records every method called on it and answers StartJob OK."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def service(self, handler_call_details):  # type: ignore[no-untyped-def]
+        self.calls.append(handler_call_details.method)
+        if handler_call_details.method != "/backup.v1.AgentControl/StartJob":
+            return None
+
+        async def start_job(request: bytes, context) -> bytes:  # type: ignore[no-untyped-def]
+            parsed = agent_api.StartJobRequest.FromString(request)
+            return agent_api.StartJobResponse(
+                job=pb.Job(id="j-recorded", policy_id=parsed.policy.id)
+            ).SerializeToString()
+
+        return grpc.unary_unary_rpc_method_handler(start_job)
+
+
+async def test_the_server_sends_one_command_and_no_reachability_check(
+    policy_service, tmp_path, source_tree
+) -> None:
+    """Per computer and session the server sends exactly one StartJob: no health check or probe first."""
+    recorder = RecordingAgent()
+    wire = grpc.aio.server()
+    wire.add_generic_rpc_handlers([recorder])
+    port = wire.add_insecure_port("127.0.0.1:0")
+    await wire.start()
+    try:
+        await create(
+            policy_service, policy_over([("recorded", f"127.0.0.1:{port}")], tmp_path, source_tree)
+        )
+        for _ in range(2):
+            session = await start(policy_service)
+            assert session.computer_results[0].job_id == "j-recorded"
+    finally:
+        await wire.stop(None)
+    assert recorder.calls == ["/backup.v1.AgentControl/StartJob"] * 2
