@@ -53,8 +53,16 @@ declare -A AGENT
 for name in alpha bravo charlie; do
   AGENT[$name]=$(wait_for "$WORK/agents/$name/agent.json" '.*"address": "\([^"]*\)".*')
 done
-# A port nobody listens on: the computer "dc-down" whose agent is not running.
-DOWN=127.0.0.1:$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# The computer "dc-down", whose agent is not running: a port held bound but never
+# listening, so connecting is refused and nothing started meanwhile can take it.
+coproc HOLD {
+  exec python3 -c 'import signal, socket, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit())
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1], flush=True); signal.pause()'
+}
+PIDS+=("$HOLD_PID")
+read -r DOWN_PORT <&"${HOLD[0]}"
+DOWN=127.0.0.1:$DOWN_PORT
 echo "server $BACKUP_SERVER; agents alpha ${AGENT[alpha]}, bravo ${AGENT[bravo]}, charlie ${AGENT[charlie]}; dc-down $DOWN (nothing listens)"
 
 # Something to back up: 2 MiB, read at 256 KiB/s so the jobs are still running at the stop.
@@ -94,6 +102,8 @@ grep 'not received' "$WORK/server.log"
 
 say "Shutting down"
 kill -TERM "${PIDS[@]}"
-wait "${PIDS[@]}"
+for pid in "${PIDS[@]}"; do
+  wait "$pid" # each must exit 0: set -e stops the demo otherwise
+done
 PIDS=()
 echo "server and agents stopped cleanly"
