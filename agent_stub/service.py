@@ -1,5 +1,6 @@
 """AgentControl over gRPC: each method decodes, calls the job runner, encodes."""
 
+import logging
 from typing import Any
 
 import grpc
@@ -11,6 +12,8 @@ from backup_server import status, validation
 from backup_server.errors import InvalidArgument
 
 from .jobs import JobRunner
+
+log = logging.getLogger("agent_stub.service")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -40,7 +43,16 @@ class AgentControl(api_grpc.AgentControlServicer):
     @status.unary
     async def StopJob(self, request: api.StopJobRequest, context: Context) -> api.StopJobResponse:
         validation.require_id("policy_id", request.policy_id)
+        if request.session_id:
+            validation.check_id_shape("session_id", request.session_id)
         job, was_running = self._jobs.stop(request.policy_id)
+        log.info(
+            "stop of policy %s%s: %s",
+            request.policy_id,
+            f" by session {request.session_id}" if request.session_id else "",
+            f"job {job.id} stopping" if was_running else "no job was running",
+            extra={"session_id": request.session_id},
+        )
         return api.StopJobResponse(job=job, was_running=was_running)
 
     @status.unary

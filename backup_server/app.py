@@ -30,6 +30,7 @@ class ServerConfig:
     agent_deadline: float = 5.0
     max_in_flight: int = 10_000
     shutdown_grace: float = 5.0
+    log_format: str = "text"
 
 
 class BackupServer:

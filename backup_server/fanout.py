@@ -114,6 +114,7 @@ class FanOut:
                     computer.address,
                     error.code,
                     self.live.session.id,
+                    extra={"session_id": self.live.session.id},
                 )
             else:
                 self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)

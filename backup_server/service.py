@@ -84,13 +84,13 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def StartPolicy(
         self, request: api.StartPolicyRequest, context: Context
     ) -> pb.PolicySession:
-        return await self._control.start_policy(request.policy_id)
+        return await self._control.start_policy(request.policy_id, request.session_id)
 
     @status.unary
     async def StopPolicy(
         self, request: api.StopPolicyRequest, context: Context
     ) -> pb.PolicySession:
-        return await self._control.stop_policy(request.policy_id)
+        return await self._control.stop_policy(request.policy_id, request.session_id)
 
     @status.unary
     async def GetSession(

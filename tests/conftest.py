@@ -24,12 +24,15 @@ DEADLINE = 1.0
 
 
 @pytest.fixture
-def closed_address() -> str:
-    """An address whose port is closed: connecting is refused at once."""
+def closed_address() -> Iterator[str]:
+    """An address whose port is closed: connecting is refused at once.
+
+    The port stays bound (never listening) for the test, so no server started meanwhile,
+    here or by another test run on the machine, can take it and answer.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -221,3 +224,24 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
     yield start
     for process in processes:
         process.stop()
+
+
+@pytest.fixture
+async def slow_address() -> AsyncIterator[str]:
+    """An agent address that completes the HTTP/2 handshake but never answers a command."""
+    never = asyncio.Event()
+
+    async def hang(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await never.wait()
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "backup.v1.AgentControl",
+        {name: grpc.unary_unary_rpc_method_handler(hang) for name in ("StartJob", "StopJob")},
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)

@@ -1,5 +1,6 @@
 """The grpc.aio transport: one long-lived channel per agent, reused, renewed after a failure, closed at the end."""
 
+import socket
 from pathlib import Path
 
 from agent_stub.app import AgentConfig, AgentServer
@@ -30,9 +31,12 @@ async def test_channels_are_reused_across_sessions(
 
 
 async def test_a_computer_that_comes_back_receives_the_next_command(
-    policy_service, closed_address, tmp_path: Path, source_tree
+    policy_service, tmp_path: Path, source_tree
 ) -> None:
     """A computer down at one session gets the next session's command as soon as its agent is up again."""
+    with socket.socket() as probe:  # a port nothing listens on, that the agent takes later
+        probe.bind(("127.0.0.1", 0))
+        closed_address = f"127.0.0.1:{probe.getsockname()[1]}"
     await policy_service.CreatePolicy(
         api.CreatePolicyRequest(
             policy_id="nightly",
