@@ -12,7 +12,6 @@ from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.security.tls import TlsFiles
 
 from conftest import DEADLINE, policy_over, wait_for
 
@@ -106,7 +105,7 @@ async def test_local_run_works_on_a_tls_agent(
 async def test_the_readme_setup_from_the_command_line(spawn, pki, tmp_path, source_tree) -> None:
     """The README's secure setup, with real processes: a TLS server and a TLS agent confined to a root, an operator starting a policy with its certificate."""
     root = tmp_path / "data"
-    (root / "repository").parent.mkdir()
+    root.mkdir()
     source = root / "source"
     source_tree.rename(source)
     ca, server_pair, agent_pair = pki.ca, pki.issued("server"), pki.agent()
@@ -134,10 +133,3 @@ async def test_the_readme_setup_from_the_command_line(spawn, pki, tmp_path, sour
         await policies.CreatePolicy(api.CreatePolicyRequest(policy_id="nightly", policy=policy))
         session = await policies.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
     assert session.computer_results[0].delivery == RECEIVED, session.computer_results[0].detail
-
-
-def test_tls_files_name_the_role_they_hold(pki) -> None:
-    """The test PKI's files are laid out as `certs.init` and `issue_agent` write them."""
-    assert pki.tls(pki.agent()) == TlsFiles(
-        pki.root / "agents" / "agent.pem", pki.root / "agents" / "agent.key", pki.root / "ca.pem"
-    )
