@@ -1,6 +1,7 @@
 """backup-agent: serve AgentControl, or act on this computer's backups.
 
 backup-agent --listen HOST:PORT --name NAME --data-dir DIR
+             [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--allow-path PATH ...]
 backup-agent run POLICY_ID --data-dir DIR
 """
 
@@ -10,8 +11,9 @@ import sys
 from pathlib import Path
 
 from backup_server import logs, serving
+from backup_server.security import tls
 
-from .app import AgentConfig, AgentServer
+from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer
 from .local import LocalCommandError, run_job
 
 COMMANDS = ("run",)
@@ -24,10 +26,36 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve AgentControl on")
     parser.add_argument("--name", required=True, help="this computer's name, for logs")
     parser.add_argument("--data-dir", type=Path, required=True, help="the agent's own state")
+    parser.add_argument(
+        "--allow-path",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a root that policies' sources and repositories must lie under (repeatable)",
+    )
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=MAX_CONCURRENT_RPCS,
+        help=f"calls served at once; more are refused (default {MAX_CONCURRENT_RPCS})",
+    )
+    tls.add_arguments(parser)
     logs.add_log_format_option(parser)
     args = parser.parse_args(argv)
+    if args.max_concurrent_rpcs < 1:
+        parser.error("--max-concurrent-rpcs must be at least 1")
+    config = AgentConfig(
+        args.listen,
+        args.name,
+        args.data_dir,
+        tls=tls.files_from(args, parser),
+        insecure=args.insecure,
+        allow_paths=tuple(args.allow_path),
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
+    )
     serving.configure_logging(log_format=args.log_format)
-    agent = AgentServer(AgentConfig(args.listen, args.name, args.data_dir))
+    agent = AgentServer(config)
     asyncio.run(serving.run_until_signalled(agent.start, agent.stop))
 
 

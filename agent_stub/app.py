@@ -2,6 +2,8 @@
 
 The socket (`<data dir>/agent.sock`, readable only by the agent's user) is how commands
 run on the computer itself (`backup-agent run`) reach the agent serving that data dir.
+It uses grpc's local credentials, in TLS mode too: the file's 0600 mode is the
+credential, and whoever passes it could read the agent's key and state anyway.
 """
 
 import fcntl
@@ -16,7 +18,11 @@ import grpc
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup_server import serving
+from backup_server.security import authz, tls
+from backup_server.security.certs import Role
+from backup_server.security.tls import TlsFiles
 
+from .confinement import AllowedPaths
 from .jobs import JobRunner
 from .service import AgentControl
 from .store import AgentStore, write_atomically
@@ -28,6 +34,8 @@ SOCKET_NAME = "agent.sock"
 INFO_NAME = "agent.json"
 # sun_path holds 108 bytes with its NUL; longer paths cannot be bound.
 SOCKET_PATH_MAX = 107
+# Each session sends an agent one call; this bounds what a flood can hold open at once.
+MAX_CONCURRENT_RPCS = 100
 
 
 @dataclass
@@ -35,6 +43,16 @@ class AgentConfig:
     listen: str
     name: str
     data_dir: Path
+    tls: TlsFiles | None = None
+    insecure: bool = False
+    allow_paths: tuple[Path, ...] = ()
+    max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+
+
+def control_rules(authenticate: bool) -> dict[str, authz.Access]:
+    """AgentControl, every method present and future: the backup server, or the socket."""
+    server = authz.Access(roles=frozenset({Role.SERVER}), local=True)
+    return {SERVICE_NAME: server if authenticate else authz.OPEN, **authz.open_standard_services()}
 
 
 class AgentServer:
@@ -44,6 +62,8 @@ class AgentServer:
         self.config = config
         self.port = 0
         self.jobs = JobRunner(AgentStore(config.data_dir), config.name)
+        self.allowed = AllowedPaths(config.allow_paths)
+        self._tls = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
         self._server: grpc.aio.Server | None = None
         self._lock_fd = -1
 
@@ -60,35 +80,68 @@ class AgentServer:
             raise SystemExit(f"another agent is serving {self.config.data_dir}") from None
 
     async def start(self) -> None:
+        if self._tls is None:
+            tls.check_plaintext_listen(self.config.listen, self.config.insecure)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self.jobs.recover()
-        server = grpc.aio.server(options=serving.SERVER_OPTIONS)
-        api_grpc.add_AgentControlServicer_to_server(AgentControl(self.jobs), server)
+        server = grpc.aio.server(
+            options=serving.SERVER_OPTIONS,
+            interceptors=[authz.Authorizer(control_rules(self._tls is not None))],
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+        )
+        api_grpc.add_AgentControlServicer_to_server(AgentControl(self.jobs, self.allowed), server)
         health = await serving.add_standard_services(server, [SERVICE_NAME])
-        self.port = serving.bind(server, self.config.listen)
+        credentials = (
+            self._tls.server_credentials(require_client_certificate=True) if self._tls else None
+        )
+        self.port = serving.bind(server, self.config.listen, credentials)
         socket_path = self._bind_local_socket(server)
         await server.start()
         self._server = server
-        write_atomically(
-            self.config.data_dir / INFO_NAME,
-            json.dumps({"name": self.config.name, "address": self.address, "socket": socket_path}),
-        )
+        info = {
+            "name": self.config.name,
+            "address": self.address,
+            "socket": socket_path,
+            "tls": self._tls is not None,
+        }
+        write_atomically(self.config.data_dir / INFO_NAME, json.dumps(info))
         await serving.mark_serving(health, [SERVICE_NAME])
         log.info(
-            "agent %s listening on %s (plaintext, development mode), data dir %s",
+            "agent %s listening on %s (%s), data dir %s",
             self.config.name,
             self.address,
+            "mutual TLS: only the backup server's certificate may send commands"
+            if self._tls
+            else "plaintext, development mode: no authentication",
             self.config.data_dir,
         )
+        if self._tls is None:
+            consequence = "anyone who can connect may start and stop this computer's backups"
+            log.warning("%s", tls.plaintext_warning(self.config.listen, consequence))
+        if self.allowed.unrestricted:
+            log.warning("no --allow-path: policies may read and write any path on this computer")
+        else:
+            log.info("policies may use paths under: %s", ", ".join(self.allowed.roots))
 
     def _bind_local_socket(self, server: grpc.aio.Server) -> str:
         path = (self.config.data_dir / SOCKET_NAME).resolve()
         if len(str(path)) > SOCKET_PATH_MAX:
-            log.warning("data dir path too long for %s; local commands will use TCP", SOCKET_NAME)
+            log.warning(
+                "data dir path too long for %s; local commands will use TCP%s",
+                SOCKET_NAME,
+                " and cannot pass TLS" if self._tls else "",
+            )
             return ""
         path.unlink(missing_ok=True)
-        serving.bind(server, f"unix:{path}")
+        # Born 0600 (no moment when others could connect), and chmod in case of odd umasks.
+        previous = os.umask(0o177)
+        try:
+            serving.bind(
+                server, f"unix:{path}", grpc.local_server_credentials(grpc.LocalConnectionType.UDS)
+            )
+        finally:
+            os.umask(previous)
         os.chmod(path, 0o600)
         return str(path)
 

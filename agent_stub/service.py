@@ -11,6 +11,7 @@ from backup.v1 import resources_pb2 as pb
 from backup_server import status, validation
 from backup_server.errors import InvalidArgument
 
+from .confinement import AllowedPaths
 from .jobs import JobRunner
 
 log = logging.getLogger("agent_stub.service")
@@ -27,8 +28,9 @@ def check_received_policy(policy: pb.BackupPolicy) -> None:
 
 
 class AgentControl(api_grpc.AgentControlServicer):
-    def __init__(self, jobs: JobRunner) -> None:
+    def __init__(self, jobs: JobRunner, allowed: AllowedPaths | None = None) -> None:
         self._jobs = jobs
+        self._allowed = allowed or AllowedPaths([])
 
     @status.unary
     async def StartJob(
@@ -37,6 +39,7 @@ class AgentControl(api_grpc.AgentControlServicer):
         if request.session_id:
             validation.check_id_shape("session_id", request.session_id)
         check_received_policy(request.policy)
+        self._allowed.check(request.policy)
         job, already_running = self._jobs.start(request.policy, request.session_id)
         return api.StartJobResponse(job=job, already_running=already_running)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from . import logs, serving
 from .app import BackupServer, ServerConfig
+from .security import tls
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -36,6 +37,13 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         help="how long SIGTERM waits for running sessions before cancelling them",
     )
     logs.add_log_format_option(parser)
+    tls.add_arguments(parser)
+    parser.add_argument(
+        "--api-token-file",
+        type=Path,
+        metavar="FILE",
+        help="operators may authenticate with this bearer token (keep the file 0600)",
+    )
     args = parser.parse_args(argv)
     if args.agent_deadline <= 0:
         parser.error("--agent-deadline must be positive")
@@ -48,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         max_in_flight=args.max_in_flight,
         shutdown_grace=args.shutdown_grace,
         log_format=args.log_format,
+        tls=tls.files_from(args, parser),
+        api_token_file=args.api_token_file,
+        insecure=args.insecure,
     )
 
 

@@ -15,6 +15,9 @@ from .control import Control
 from .database import Database
 from .fanout import AgentTransport
 from .policies import Policies
+from .security import authz, tls
+from .security.certs import Role
+from .security.tls import TlsFiles
 from .service import PolicyService
 from .transport import GrpcAgentTransport
 
@@ -31,6 +34,18 @@ class ServerConfig:
     max_in_flight: int = 10_000
     shutdown_grace: float = 5.0
     log_format: str = "text"
+    tls: TlsFiles | None = None
+    api_token_file: Path | None = None
+    insecure: bool = False
+
+
+def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
+    """Every PolicyService method, present and future, needs an operator's credential."""
+    operator = authz.Access(roles=frozenset({Role.OPERATOR}), token=True)
+    return {
+        SERVICE_NAME: operator if authenticate else authz.OPEN,
+        **authz.open_standard_services(),
+    }
 
 
 class BackupServer:
@@ -38,7 +53,12 @@ class BackupServer:
 
     def __init__(self, config: ServerConfig, transport: AgentTransport | None = None) -> None:
         self.config = config
-        self.transport = transport or GrpcAgentTransport(config.agent_deadline)
+        self._tls = tls.TlsMaterial.load(config.tls, Role.SERVER) if config.tls else None
+        self._token = authz.load_token(config.api_token_file) if config.api_token_file else None
+        self.transport = transport or GrpcAgentTransport(
+            config.agent_deadline,
+            credentials=self._tls.channel_credentials() if self._tls else None,
+        )
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._database: Database | None = None
@@ -50,27 +70,57 @@ class BackupServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
+        if self._tls is None:
+            tls.check_plaintext_listen(self.config.listen, self.config.insecure)
         self._database = await Database.open(self.config.db)
         self.control = Control(
             self._database, self.transport, self.config.agent_deadline, self.config.max_in_flight
         )
         await self.control.recover()
-        server = grpc.aio.server(options=serving.SERVER_OPTIONS)
+        authorizer = authz.Authorizer(
+            operator_rules(self._tls is not None or self._token is not None), self._token
+        )
+        server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(Policies(self._database), self.control), server
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
-        self.port = serving.bind(server, self.config.listen)
+        self.port = serving.bind(server, self.config.listen, self._server_credentials())
         await server.start()
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])
         log.info(
-            "backup server listening on %s (plaintext, development mode), database %s, "
-            "agent deadline %.1f s",
+            "backup server listening on %s (%s), database %s, agent deadline %.1f s",
             self.address,
+            self.mode,
             self.config.db,
             self.config.agent_deadline,
         )
+        if self._tls is None:
+            consequence = (
+                "the API token crosses the network in clear"
+                if self._token
+                else "anyone who can connect may create, start, stop and delete policies"
+            )
+            log.warning("%s", tls.plaintext_warning(self.config.listen, consequence))
+
+    def _server_credentials(self) -> grpc.ServerCredentials | None:
+        if self._tls is None:
+            return None
+        # grpcio cannot ask for a client certificate without requiring one: with a token
+        # file, operators authenticate by token and no client certificate is requested.
+        return self._tls.server_credentials(require_client_certificate=self._token is None)
+
+    @property
+    def mode(self) -> str:
+        """Which security mode is active, in the words of the start-up log line."""
+        if self._tls is not None and self._token is None:
+            return "mutual TLS: operators need an operator certificate; mutual TLS to agents"
+        if self._tls is not None:
+            return "TLS: operators need the API token; mutual TLS to agents"
+        if self._token is not None:
+            return "plaintext, development mode: operators need the API token"
+        return "plaintext, development mode: no authentication"
 
     async def stop(self) -> None:
         """Stops accepting, lets running sessions finish within the grace, then closes."""

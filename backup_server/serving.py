@@ -14,11 +14,39 @@ from . import logs, reflection
 
 log = logging.getLogger("backup_server.serving")
 
+# Set explicitly on every server and client: a finished 10,000-computer session with
+# long names, addresses and details is under 10 MiB (tests/test_hardening.py).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# Keepalive, both sides in one place so they stay compatible: a client that pings more
+# often than the server permits is sent GOAWAY (too_many_pings) and loses its connection.
+# Clients ping idle connections so that a session never waits on a connection that died
+# quietly (a NAT or firewall dropped it); servers ping to shed clients that vanished.
+PERMITTED_PING_INTERVAL_MS = 60_000
+CLIENT_PING_INTERVAL_MS = 120_000
+SERVER_KEEPALIVE = (
+    ("grpc.keepalive_time_ms", 300_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", PERMITTED_PING_INTERVAL_MS),
+    ("grpc.http2.max_ping_strikes", 2),
+)
+CLIENT_KEEPALIVE = (
+    ("grpc.keepalive_time_ms", CLIENT_PING_INTERVAL_MS),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    *SERVER_KEEPALIVE,
+)
+CLIENT_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    *CLIENT_KEEPALIVE,
 )
 
 
@@ -56,10 +84,15 @@ async def mark_serving(health: HealthServicer, service_names: Iterable[str]) -> 
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
 
-def bind(server: grpc.aio.Server, address: str) -> int:
+def bind(
+    server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None
+) -> int:
     """Listens on `address`; returns the port (useful with port 0). Fails clearly if taken."""
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as error:
         raise SystemExit(f"cannot listen on {address}: {error}") from None
     if port == 0:

@@ -7,6 +7,7 @@ event loop.
 """
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -85,6 +86,10 @@ RESULT_COLUMNS = "name, address, protection_group_id, delivery, detail, latency_
 
 
 def open_database(path: str | Path) -> sqlite_utils.Database:
+    if str(path) != ":memory:":
+        # Created 0600 before SQLite sees it; SQLite gives the -wal and -shm files the
+        # database file's mode. An existing file keeps the mode its owner chose.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
     db = sqlite_utils.Database(conn)
     db.enable_wal()

@@ -9,11 +9,12 @@ from typing import Any
 import grpc
 
 from .fanout import AgentCallError
+from .security.tls import explain_handshake_failure
+from .serving import CLIENT_OPTIONS
 
 log = logging.getLogger("backup_server.transport")
 
 SERVICE = "/backup.v1.AgentControl/"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def channel_options(deadline: float) -> Sequence[tuple[str, Any]]:
@@ -26,8 +27,7 @@ def channel_options(deadline: float) -> Sequence[tuple[str, Any]]:
     """
     connect_ms = int(deadline * 1000) + 1000
     return (
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *CLIENT_OPTIONS,
         ("grpc.min_reconnect_backoff_ms", connect_ms),
         ("grpc.initial_reconnect_backoff_ms", connect_ms),
         ("grpc.max_reconnect_backoff_ms", connect_ms),
@@ -57,12 +57,21 @@ class _Agent:
 
 
 class GrpcAgentTransport:
-    """Keeps a bounded LRU of channels; a channel whose connection failed is dropped."""
+    """Keeps a bounded LRU of channels; a channel whose connection failed is dropped.
+
+    With `credentials` (the server's TLS identity) every channel is TLS: the agent's
+    certificate must come from the CA and name the computer's address as given.
+    """
 
     def __init__(
-        self, deadline: float = 5.0, max_channels: int = 20_000, close_grace: float = 10.0
+        self,
+        deadline: float = 5.0,
+        max_channels: int = 20_000,
+        close_grace: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._options = channel_options(deadline)
+        self._credentials = credentials
         self._agents: OrderedDict[str, _Agent] = OrderedDict()
         self._max_channels = max_channels
         self._close_grace = close_grace
@@ -73,7 +82,11 @@ class GrpcAgentTransport:
         if agent is not None:
             self._agents.move_to_end(address)
             return agent
-        agent = _Agent(grpc.aio.insecure_channel(address, options=self._options))
+        if self._credentials is None:
+            channel = grpc.aio.insecure_channel(address, options=self._options)
+        else:
+            channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
+        agent = _Agent(channel)
         self._agents[address] = agent
         if len(self._agents) > self._max_channels:
             _, oldest = self._agents.popitem(last=False)
@@ -90,13 +103,18 @@ class GrpcAgentTransport:
         return len(self._agents)
 
     async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
+        if not deadline > 0:
+            raise ValueError(f"a call to an agent needs a positive deadline, not {deadline!r}")
         agent = self._agent(address)
         try:
             reply: bytes = await agent.method(method)(request, timeout=deadline)
         except grpc.aio.AioRpcError as error:
+            message = error.details() or ""
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 self._forget(address, agent)
-            raise AgentCallError(error.code().name, error.details() or "") from None
+                if self._credentials is not None:
+                    message = explain_handshake_failure(message)
+            raise AgentCallError(error.code().name, message) from None
         return reply
 
     def _forget(self, address: str, agent: _Agent) -> None:

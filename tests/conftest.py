@@ -9,9 +9,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from security_support import Pki, make_pki
 
 from agent_stub.app import AgentConfig, AgentServer
 from backup.v1 import agent_control_pb2 as agent_api
@@ -60,6 +62,12 @@ def hung_address(hung_addresses: Callable[[int], list[str]]) -> str:
     return hung_addresses(1)[0]
 
 
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One test PKI for the whole run (our CA, another CA, expired pairs), made by the certs module."""
+    return make_pki(tmp_path_factory.mktemp("certificates"))
+
+
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[BackupServer]]]:
     """Starts backup servers on port 0 (stopped at the end); keyword args go to ServerConfig."""
@@ -93,12 +101,14 @@ async def policy_service(server: BackupServer) -> AsyncIterator[api_grpc.PolicyS
 
 
 @pytest.fixture
-async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[AgentServer]]]:
-    """Starts real agents on port 0, each with its own data dir under tmp_path."""
+async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[AgentServer]]]:
+    """Starts real agents on port 0, each with its own data dir under tmp_path; keyword args go to AgentConfig."""
     agents: list[AgentServer] = []
 
-    async def start(name: str) -> AgentServer:
-        agent = AgentServer(AgentConfig("127.0.0.1:0", name, tmp_path / "agents" / name))
+    async def start(name: str, **overrides: Any) -> AgentServer:
+        agent = AgentServer(
+            AgentConfig("127.0.0.1:0", name, tmp_path / "agents" / name, **overrides)
+        )
         await agent.start()
         agents.append(agent)
         return agent
