@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1._async import HealthServicer as _AioHealthServicer
 
 from . import logs, reflection
 
@@ -48,6 +48,20 @@ CLIENT_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     *CLIENT_KEEPALIVE,
 )
+
+
+class HealthServicer(_AioHealthServicer):  # type: ignore[misc]
+    """grpcio's aio health servicer, plus List (which it leaves unimplemented)."""
+
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: object
+    ) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
 
 
 class SessionIdFilter(logging.Filter):
