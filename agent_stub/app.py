@@ -18,6 +18,7 @@ from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup_server import serving
 
 from .jobs import JobRunner
+from .points import BackupChain
 from .service import AgentControl
 from .store import AgentStore, write_atomically
 
@@ -64,7 +65,9 @@ class AgentServer:
         self._lock_data_dir()
         self.jobs.recover()
         server = grpc.aio.server(options=serving.SERVER_OPTIONS)
-        api_grpc.add_AgentControlServicer_to_server(AgentControl(self.jobs), server)
+        api_grpc.add_AgentControlServicer_to_server(
+            AgentControl(self.jobs, BackupChain(self.config.data_dir)), server
+        )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         self.port = serving.bind(server, self.config.listen)
         socket_path = self._bind_local_socket(server)

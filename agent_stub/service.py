@@ -1,5 +1,6 @@
 """AgentControl over gRPC: each method decodes, calls the job runner, encodes."""
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -11,6 +12,7 @@ from backup_server import status, validation
 from backup_server.errors import InvalidArgument
 
 from .jobs import JobRunner
+from .points import BackupChain
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -24,8 +26,9 @@ def check_received_policy(policy: pb.BackupPolicy) -> None:
 
 
 class AgentControl(api_grpc.AgentControlServicer):
-    def __init__(self, jobs: JobRunner) -> None:
+    def __init__(self, jobs: JobRunner, chain: BackupChain) -> None:
         self._jobs = jobs
+        self._chain = chain
 
     @status.unary
     async def StartJob(
@@ -55,3 +58,12 @@ class AgentControl(api_grpc.AgentControlServicer):
         if request.policy_id:
             validation.check_id_shape("policy_id", request.policy_id)
         return api.ListJobsResponse(jobs=self._jobs.list(request.policy_id))
+
+    @status.unary
+    async def ListRestorePoints(
+        self, request: api.ListRestorePointsRequest, context: Context
+    ) -> api.ListRestorePointsResponse:
+        if request.policy_id:
+            validation.check_id_shape("policy_id", request.policy_id)
+        points = await asyncio.to_thread(self._chain.list, request.policy_id)
+        return api.ListRestorePointsResponse(restore_points=points)
