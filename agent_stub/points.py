@@ -13,6 +13,7 @@ from backup_server.errors import NotFound
 
 from .engine import PointNotFound, PointSummary, Repository, RepositoryError
 from .engine.manifest import POINT_ID
+from .engine.repository import CONFIG_NAME
 from .store import read_policies
 
 log = logging.getLogger("agent_stub.points")
@@ -52,7 +53,7 @@ class BackupChain:
             by_path.setdefault(policy.repository, set()).add(policy.id)
         found = []
         for path, policy_ids in sorted(by_path.items()):
-            if not (Path(path) / "config.json").exists():
+            if not (Path(path) / CONFIG_NAME).exists():
                 continue  # no job has written there yet
             try:
                 found.append((Repository.open(Path(path)), policy_ids))
@@ -64,9 +65,13 @@ class BackupChain:
         """Every restore point of the applied policies (or of one), newest first."""
         found: list[tuple[Repository, PointSummary]] = []
         for repository, policy_ids in self.repositories(policy_id):
-            summaries, damaged = repository.summaries()
-            for error in damaged:
-                log.warning("not listed, run verify: %s", error)
+            try:
+                summaries, damaged = repository.summaries()
+            except OSError as error:
+                log.warning("repository %s skipped: %s", repository.root, error)
+                continue
+            for damage in damaged:
+                log.warning("not listed, run verify: %s", damage)
             wanted = {policy_id} if policy_id else policy_ids
             found.extend((repository, s) for s in summaries if s.policy_id in wanted)
         return sorted(found, key=lambda pair: (pair[1].create_ns, pair[1].id), reverse=True)

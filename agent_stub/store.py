@@ -17,7 +17,8 @@ def write_atomically(path: Path, content: str | bytes, staging: Path | None = No
     """The whole file or nothing: written aside (in `staging`, else beside it), fsynced,
     then renamed over `path`."""
     folder = staging or path.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    if staging is None:
+        folder.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
+from backup.v1 import resources_pb2 as pb
 from engine_support import (
     MIB,
     back_up,
@@ -18,6 +19,7 @@ from engine_support import (
 )
 
 from agent_stub import engine
+from agent_stub.jobs import RunningJob
 
 
 def proc_bytes_read() -> int:
@@ -146,3 +148,33 @@ def test_read_limit_is_kept(tmp_path: Path) -> None:
     started = time.monotonic()
     back_up(policy(tmp_path / "source", tmp_path / "repository", throttle_bytes_per_second=4 * MIB))
     assert time.monotonic() - started >= 0.4
+
+
+class GrowsFileOnFirstRead(RunningJob):
+    """The real job control, which also appends to a file right after the first read."""
+
+    def __init__(self, path: Path, data: bytes) -> None:
+        super().__init__(pb.Job(id="j-grows", policy_id="nightly"))
+        self.path, self.data, self.appended = path, data, False
+
+    def progress(self, total: int, done: int, files: int, read: int, written: int) -> None:
+        super().progress(total, done, files, read, written)
+        if read and not self.appended:
+            with open(self.path, "ab") as out:
+                out.write(self.data)
+            self.appended = True
+
+
+def test_file_growing_while_read_is_stored_as_read_and_read_again(tmp_path: Path) -> None:
+    """A file that grows during its read keeps every byte read, and is re-read next time."""
+    source = tmp_path / "source"
+    original, appended = os.urandom(MIB), os.urandom(MIB)
+    grows = write(source / "log", original)
+    backup_policy = policy(source, tmp_path / "repository", throttle_bytes_per_second=4 * MIB)
+    job = GrowsFileOnFirstRead(grows, appended)
+    point_id = engine.run_backup(backup_policy, job.id, job)
+    assert job.appended and job.snapshot().bytes_read == 2 * MIB
+    engine.restore(engine.Repository.open(tmp_path / "repository"), point_id, tmp_path / "t")
+    assert (restored_source(tmp_path / "t", source) / "log").read_bytes() == original + appended
+    _, again = back_up(policy(source, tmp_path / "repository"))
+    assert again.bytes_read == 2 * MIB

@@ -5,8 +5,8 @@ again: its chunk list is carried over. Any other file is read once and cut into 
 and only chunks the repository lacks are written, on a small thread pool so compressing
 and writing overlap with reading and hashing. The manifest is committed last (see
 repository.py), then the policy's old points expire and unreferenced chunks are collected
-(see retention.py). A job that stops or fails removes the chunks it wrote, when it can
-take the repository lock alone, and otherwise leaves them to the next collection.
+(see retention.py). A job that fails removes the chunks it wrote, when it can take the
+repository lock alone; otherwise, and after a stop, the next collection removes them.
 """
 
 import dataclasses
@@ -16,24 +16,28 @@ import secrets
 import stat
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from backup.v1 import resources_pb2 as pb
-from pyfastcdc import FastCDC
+from pyfastcdc import Chunk, FastCDC
 
 from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
-from .errors import BackupFailed, DamagedData, RepositoryError
+from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
 from .manifest import FILE, Entry, Manifest, summarize
 from .repository import Repository
 from .scan import Found, entry_from, scan
 
 log = logging.getLogger("agent_stub.engine")
 
-WRITER_THREADS = 2
+# Writing a chunk is mostly kernel work (create, copy, fsync) that runs outside the GIL.
+WRITER_THREADS = 4
+# Files up to the largest chunk size are read whole and cut in memory.
+SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
 # Chunks handed to the writers and not yet written: bounds memory to this many chunks.
-WRITES_IN_FLIGHT = 8
+WRITES_IN_FLIGHT = 12
 NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -132,6 +136,22 @@ class _SourceReader:
 
     def close(self) -> None:
         self._file.close()
+
+
+class _Prefixed:
+    """Bytes already read, then the rest of the reader."""
+
+    def __init__(self, prefix: memoryview, reader: _SourceReader) -> None:
+        self._prefix = prefix
+        self._reader = reader
+
+    def readinto(self, buffer: memoryview) -> int:
+        if not self._prefix:
+            return self._reader.readinto(buffer)
+        count = min(len(buffer), len(self._prefix))
+        buffer[:count] = self._prefix[:count]
+        self._prefix = self._prefix[count:]
+        return count
 
 
 def _open_source(path: str) -> int:
@@ -233,7 +253,7 @@ class _Backup:
             if not stat.S_ISREG(info.st_mode):
                 raise _Unreadable(OSError(0, "no longer a regular file"))
             names = []
-            for chunk in self.chunker.cut_stream(reader):
+            for chunk in self._cut(reader, info.st_size):
                 name = chunks.digest(chunk.data)
                 self.writer.store(name, chunk.data)
                 names.append(name)
@@ -243,9 +263,30 @@ class _Backup:
         entry = entry_from(item.source, info, FILE)
         return dataclasses.replace(entry, size=reader.bytes_read, chunks=tuple(names))
 
-    def clean_up(self) -> None:
-        """After a stop or failure: removes the chunks this job wrote, if it can do so now."""
+    def _cut(self, reader: _SourceReader, size: int) -> Iterator[Chunk]:
+        """The file's chunks. A small file is read whole and cut in memory: the streaming
+        chunker's buffer of twice the largest chunk costs more than such a file."""
+        if size > SMALL_FILE_BYTES:
+            yield from self.chunker.cut_stream(reader)
+            return
+        buffer = memoryview(bytearray(size + 1))
+        filled = 0
+        while filled < len(buffer) and (count := reader.readinto(buffer[filled:])):
+            filled += count
+        if filled <= size:
+            yield from self.chunker.cut_buf(buffer[:filled])
+        else:  # it grew while being read: go on streaming after what was read
+            yield from self.chunker.cut_stream(_Prefixed(buffer[:filled], reader))
+
+    def clean_up(self, stopped: bool) -> None:
+        """After a stop or failure: removes the chunks this job wrote, if it can do so now.
+
+        Not after a stop: finding which chunks no manifest names means reading every
+        manifest, and a stop must take effect at once. The next collection takes them.
+        """
         self.writer.abort()
+        if stopped:
+            return
         try:
             retention.collect(self.repository, self.writer.written)
         except (OSError, RepositoryError) as error:
@@ -273,7 +314,7 @@ def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
             manifest = backup.run()
             _expire(backup.repository, policy, job)
     except BaseException as error:
-        backup.clean_up()
+        backup.clean_up(stopped=isinstance(error, JobCancelled))
         if isinstance(error, OSError):
             # Source files that cannot be read are skipped, so this is the repository's.
             raise BackupFailed(
