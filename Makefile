@@ -7,9 +7,9 @@ PROTOS := $(wildcard protos/backup/v1/*.proto)
 .PHONY: demo test lint proto bench clean
 
 demo: $(READY)
-	$(PY) examples/demo.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
-test: $(READY)
+test: $(READY) examples/node/node_modules/.ready
 	$(PY) -m pytest
 
 lint: $(READY) node_modules/.ready
@@ -27,5 +27,8 @@ $(READY): pyproject.toml
 node_modules/.ready: package.json
 	npm install --no-audit --no-fund --silent && touch $@
 
+examples/node/node_modules/.ready: examples/node/package.json examples/node/package-lock.json
+	cd examples/node && npm install --no-audit --no-fund --silent && touch node_modules/.ready
+
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info
+	rm -rf $(VENV) node_modules examples/node/node_modules build *.egg-info

@@ -15,7 +15,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from backup_server import serving
+from backup_server import logs, serving
 from backup_server.errors import BackupError
 
 from . import offline
@@ -33,8 +33,9 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve AgentControl on")
     parser.add_argument("--name", required=True, help="this computer's name, for logs")
     parser.add_argument("--data-dir", type=Path, required=True, help="the agent's own state")
+    logs.add_log_format_option(parser)
     args = parser.parse_args(argv)
-    serving.configure_logging()
+    serving.configure_logging(log_format=args.log_format)
     agent = AgentServer(AgentConfig(args.listen, args.name, args.data_dir))
     asyncio.run(serving.run_until_signalled(agent.start, agent.stop))
 

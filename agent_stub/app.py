@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
-
 from backup_server import serving
 
 from .jobs import JobRunner

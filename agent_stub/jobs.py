@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backup.v1 import resources_pb2 as pb
-
 from backup_server.errors import NotFound
 
 from . import engine

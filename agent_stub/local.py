@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import grpc
+
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 
@@ -28,12 +29,12 @@ def _agent_target(data_dir: Path) -> str:
 
 def run_job(policy_id: str, data_dir: Path) -> api.StartJobResponse:
     """Starts the policy's job from the policy this agent last received."""
+    target = _agent_target(data_dir)
     policy = read_policy(data_dir, policy_id)
     if policy is None:
         raise LocalCommandError(
             f"policy {policy_id!r} was never received by the agent of {data_dir}"
         )
-    target = _agent_target(data_dir)
     with grpc.insecure_channel(target) as channel:
         try:
             reply: api.StartJobResponse = api_grpc.AgentControlStub(channel).StartJob(

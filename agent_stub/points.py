@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 from backup.v1 import resources_pb2 as pb
-
 from backup_server.errors import NotFound
 
 from .engine import PointNotFound, PointSummary, Repository, RepositoryError

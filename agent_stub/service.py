@@ -1,18 +1,21 @@
 """AgentControl over gRPC: each method decodes, calls the job runner, encodes."""
 
 import asyncio
+import logging
 from typing import Any
 
 import grpc
+
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-
 from backup_server import status, validation
 from backup_server.errors import InvalidArgument
 
 from .jobs import JobRunner
 from .points import BackupChain
+
+log = logging.getLogger("agent_stub.service")
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -43,7 +46,16 @@ class AgentControl(api_grpc.AgentControlServicer):
     @status.unary
     async def StopJob(self, request: api.StopJobRequest, context: Context) -> api.StopJobResponse:
         validation.require_id("policy_id", request.policy_id)
+        if request.session_id:
+            validation.check_id_shape("session_id", request.session_id)
         job, was_running = self._jobs.stop(request.policy_id)
+        log.info(
+            "stop of policy %s%s: %s",
+            request.policy_id,
+            f" by session {request.session_id}" if request.session_id else "",
+            f"job {job.id} stopping" if was_running else "no job was running",
+            extra={"session_id": request.session_id},
+        )
         return api.StopJobResponse(job=job, was_running=was_running)
 
     @status.unary

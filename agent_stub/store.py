@@ -9,8 +9,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from backup.v1 import resources_pb2 as pb
 from google.protobuf import json_format
+
+from backup.v1 import resources_pb2 as pb
 
 
 def write_atomically(path: Path, content: str | bytes, staging: Path | None = None) -> None:

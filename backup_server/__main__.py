@@ -4,7 +4,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from . import serving
+from . import logs, serving
 from .app import BackupServer, ServerConfig
 
 
@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         metavar="SECONDS",
         help="how long SIGTERM waits for running sessions before cancelling them",
     )
+    logs.add_log_format_option(parser)
     args = parser.parse_args(argv)
     if args.agent_deadline <= 0:
         parser.error("--agent-deadline must be positive")
@@ -46,12 +47,13 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         agent_deadline=args.agent_deadline,
         max_in_flight=args.max_in_flight,
         shutdown_grace=args.shutdown_grace,
+        log_format=args.log_format,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
-    serving.configure_logging()
+    serving.configure_logging(log_format=config.log_format)
     server = BackupServer(config)
     asyncio.run(serving.run_until_signalled(server.start, server.stop))
 

@@ -1,10 +1,12 @@
 """The backup server process: storage, fan-out and PolicyService on one grpc.aio server."""
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 
@@ -28,6 +30,7 @@ class ServerConfig:
     agent_deadline: float = 5.0
     max_in_flight: int = 10_000
     shutdown_grace: float = 5.0
+    log_format: str = "text"
 
 
 class BackupServer:
@@ -35,7 +38,7 @@ class BackupServer:
 
     def __init__(self, config: ServerConfig, transport: AgentTransport | None = None) -> None:
         self.config = config
-        self.transport = transport or GrpcAgentTransport()
+        self.transport = transport or GrpcAgentTransport(config.agent_deadline)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._database: Database | None = None
@@ -71,13 +74,13 @@ class BackupServer:
 
     async def stop(self) -> None:
         """Stops accepting, lets running sessions finish within the grace, then closes."""
-        if self._server is not None:
-            stopping = self._server.stop(self.config.shutdown_grace)
-            if self.control is not None:
-                await self.control.shutdown(self.config.shutdown_grace)
-            await stopping
-        if hasattr(self.transport, "close"):
-            await self.transport.close()
-        if self._database is not None:
-            await self._database.close()
+        server, database, self._server, self._database = self._server, self._database, None, None
+        if server is None or database is None or self.control is None:
+            return
+        # Stop accepting at once; running sessions get the grace, then are cancelled.
+        stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
+        await self.control.shutdown(self.config.shutdown_grace)
+        await stopping
+        await self.transport.close()
+        await database.close()
         log.info("backup server stopped")

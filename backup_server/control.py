@@ -3,20 +3,20 @@
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator
+
+from google.protobuf.message import DecodeError
 
 from backup.v1 import agent_control_pb2 as agent_pb
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
-from google.protobuf.message import DecodeError
 
 from . import paging, validation
 from .database import Database
 from .errors import FailedPrecondition, NotFound
 from .fanout import AgentTransport, FanOut
-from .sessions import LiveSession, new_session, resolve_targets
+from .sessions import LiveSession, new_session, new_session_id, resolve_targets
 
 log = logging.getLogger("backup_server.control")
 
@@ -24,10 +24,6 @@ LIST_DEFAULT = 50
 LIST_LIMIT = 1000
 LIST_LIMIT_FULL = 10
 PROGRESS_INTERVAL = 0.25
-
-
-def new_session_id() -> str:
-    return time.strftime("s-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
 
 
 def agent_policy(policy: pb.BackupPolicy) -> pb.BackupPolicy:
@@ -94,23 +90,28 @@ class Control:
             )
         return interrupted
 
-    async def start_policy(self, policy_id: str) -> pb.PolicySession:
+    async def start_policy(self, policy_id: str, session_id: str = "") -> pb.PolicySession:
         validation.require_id("policy_id", policy_id)
-        return await self._run(policy_id, pb.SESSION_ACTION_START)
+        if session_id:
+            validation.check_id_shape("session_id", session_id)
+        return await self._run(policy_id, pb.SESSION_ACTION_START, session_id)
 
-    async def stop_policy(self, policy_id: str) -> pb.PolicySession:
+    async def stop_policy(self, policy_id: str, session_id: str = "") -> pb.PolicySession:
         validation.require_id("policy_id", policy_id)
-        return await self._run(policy_id, pb.SESSION_ACTION_STOP)
+        if session_id:
+            validation.check_id_shape("session_id", session_id)
+        return await self._run(policy_id, pb.SESSION_ACTION_STOP, session_id)
 
-    async def _run(self, policy_id: str, action: pb.SessionAction) -> pb.PolicySession:
+    async def _run(
+        self, policy_id: str, action: pb.SessionAction, session_id: str
+    ) -> pb.PolicySession:
         policy = await self._db.run(self._storage.get_policy, policy_id)
         groups = await self._db.run(self._storage.get_groups, policy.protection_group_ids)
         targets = resolve_targets(policy, groups)
         if not targets:
             raise FailedPrecondition(f"policy {policy_id!r} has no computers to send to")
-        session = new_session(new_session_id(), policy_id, action, targets)
+        session = new_session(session_id or new_session_id(), policy_id, action, targets)
         if action == pb.SESSION_ACTION_STOP:
-            self._cancel_queued_starts(policy_id, session.id)
             request = agent_pb.StopJobRequest(session_id=session.id, policy_id=policy_id)
             fanout_args = ("StopJob", request.SerializeToString(), read_stop_reply)
         else:
@@ -119,8 +120,15 @@ class Control:
             )
             fanout_args = ("StartJob", request_start.SerializeToString(), read_start_reply)
         seq = await self._db.run(self._storage.insert_session, session)
+        if action == pb.SESSION_ACTION_STOP:
+            # After the insert, so a stop refused for a taken session id cancels nothing.
+            self._cancel_queued_starts(policy_id, session.id)
         live = LiveSession(session, seq)
+        # Registered before any await, so a watcher never finds it stored but not live.
+        self._live[session.id] = live
         fanout = FanOut(live, self._transport, *fanout_args, self._deadline, self._max_in_flight)
+        if action == pb.SESSION_ACTION_START:
+            self._starts.setdefault(policy_id, set()).add(fanout)
         log.info(
             "session %s: %s policy %s on %d computers (%d skipped)",
             session.id,
@@ -155,9 +163,6 @@ class Control:
         self, live: LiveSession, fanout: FanOut, policy_id: str, action: pb.SessionAction
     ) -> pb.PolicySession:
         session_id = live.session.id
-        self._live[session_id] = live
-        if action == pb.SESSION_ACTION_START:
-            self._starts.setdefault(policy_id, set()).add(fanout)
         writer = asyncio.create_task(self._write_progress(live))
         try:
             await fanout.run()
@@ -194,7 +199,12 @@ class Control:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             if live.dirty:
-                await self._db.run(self._storage.save_progress, live.take_progress())
+                # Shielded: the batch has left `live.dirty`, so it must reach the file even
+                # if the fan-out ends now and cancels this writer; the final write queues
+                # behind it on the storage thread.
+                await asyncio.shield(
+                    self._db.run(self._storage.save_progress, live.take_progress())
+                )
                 live.publish()
 
     async def get_session(self, session_id: str) -> pb.PolicySession:
@@ -236,8 +246,11 @@ class Control:
         validation.require_id("session_id", session_id)
         live = self._live.get(session_id)
         if live is None:
-            yield await self._db.run(self._storage.get_session, session_id)
-            return
+            stored = await self._db.run(self._storage.get_session, session_id)
+            live = self._live.get(session_id)
+            if live is None:
+                yield stored
+                return
         while True:
             change = live.next_change()
             finished = live.finished

@@ -40,6 +40,10 @@ class AgentTransport(Protocol):
         """
         ...
 
+    async def close(self) -> None:
+        """Releases connections; called once at shutdown."""
+        ...
+
 
 # Reads an agent's reply into (job id, note for the detail).
 ReplyReader = Callable[[bytes], tuple[str, str]]
@@ -110,6 +114,7 @@ class FanOut:
                     computer.address,
                     error.code,
                     self.live.session.id,
+                    extra={"session_id": self.live.session.id},
                 )
             else:
                 self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)

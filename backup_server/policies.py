@@ -1,16 +1,19 @@
 """Protection groups and backup policies: create, read, list, update, delete."""
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from backup.v1 import resources_pb2 as pb
 from google.protobuf import field_mask_pb2
+
+from backup.v1 import resources_pb2 as pb
 
 from . import paging, validation
 from .database import Database
 from .errors import FailedPrecondition, InvalidArgument
 from .sessions import resolve_targets
+
+Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
 
 LIST_DEFAULT = 100
 LIST_LIMIT = 1000
@@ -72,10 +75,7 @@ class Policies:
     async def list_groups(
         self, page_size: int, page_token: str
     ) -> tuple[list[pb.ProtectionGroup], str]:
-        size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
-        after = str(paging.decode(page_token, "groups") or "")
-        groups = await self._db.run(self._storage.list_groups, after, size + 1)
-        return _page(groups, size, "groups")
+        return await self._list(self._storage.list_groups, "groups", page_size, page_token)
 
     async def delete_group(self, group_id: str) -> None:
         validation.require_id("protection_group_id", group_id)
@@ -105,10 +105,22 @@ class Policies:
     async def list_policies(
         self, page_size: int, page_token: str
     ) -> tuple[list[pb.BackupPolicy], str]:
+        return await self._list(self._storage.list_policies, "policies", page_size, page_token)
+
+    async def _list(
+        self,
+        fetch: Callable[[str, int], list[Listed]],
+        query: str,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Listed], str]:
+        """One page in id order; the token carries the last id of the page."""
         size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
-        after = str(paging.decode(page_token, "policies") or "")
-        policies = await self._db.run(self._storage.list_policies, after, size + 1)
-        return _page(policies, size, "policies")
+        after = str(paging.decode(page_token, query) or "")
+        items = await self._db.run(fetch, after, size + 1)
+        if len(items) <= size:
+            return items, ""
+        return items[:size], paging.encode(query, items[size - 1].id)
 
     async def update_policy(
         self, policy: pb.BackupPolicy, update_mask: field_mask_pb2.FieldMask
@@ -146,12 +158,3 @@ def _mutable_paths(paths: Sequence[str]) -> list[str]:
                 f"({', '.join(MUTABLE_POLICY_FIELDS)})",
             )
     return list(paths)
-
-
-Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
-
-
-def _page(items: list[Listed], size: int, query: str) -> tuple[list[Listed], str]:
-    if len(items) <= size:
-        return items, ""
-    return items[:size], paging.encode(query, items[size - 1].id)

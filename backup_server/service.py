@@ -4,10 +4,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import empty_pb2
+
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from google.protobuf import empty_pb2
 
 from . import status
 from .control import Control
@@ -83,13 +84,13 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def StartPolicy(
         self, request: api.StartPolicyRequest, context: Context
     ) -> pb.PolicySession:
-        return await self._control.start_policy(request.policy_id)
+        return await self._control.start_policy(request.policy_id, request.session_id)
 
     @status.unary
     async def StopPolicy(
         self, request: api.StopPolicyRequest, context: Context
     ) -> pb.PolicySession:
-        return await self._control.stop_policy(request.policy_id)
+        return await self._control.stop_policy(request.policy_id, request.session_id)
 
     @status.unary
     async def GetSession(

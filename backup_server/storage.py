@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import sqlite_utils
+
 from backup.v1 import resources_pb2 as pb
 
 from .errors import AlreadyExists, FailedPrecondition, NotFound
@@ -258,7 +259,10 @@ class Storage:
                 "start_ns": session.start_time.ToNanoseconds(),
                 **self._session_header(session),
             }
-            seq = int(self.db.table("sessions").insert(row).last_rowid or 0)
+            try:
+                seq = int(self.db.table("sessions").insert(row).last_rowid or 0)
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"session {session.id!r} already exists") from None
             self.db.conn.executemany(
                 f"insert into computer_results (session_seq, position, {RESULT_COLUMNS})"
                 " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",

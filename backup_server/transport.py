@@ -15,14 +15,23 @@ log = logging.getLogger("backup_server.transport")
 SERVICE = "/backup.v1.AgentControl/"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# A computer that was down is tried again at the next session, not minutes later.
-CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-)
+
+def channel_options(deadline: float) -> Sequence[tuple[str, Any]]:
+    """Options for every agent channel.
+
+    grpc-core takes its connect timeout from min_reconnect_backoff: keeping it past the
+    deadline means a computer that accepts TCP and never answers is judged by the
+    operator's deadline (DEADLINE_EXCEEDED), not by a shorter internal timer. Backoff
+    hardly matters: a channel whose connection failed is replaced at its next use.
+    """
+    connect_ms = int(deadline * 1000) + 1000
+    return (
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.min_reconnect_backoff_ms", connect_ms),
+        ("grpc.initial_reconnect_backoff_ms", connect_ms),
+        ("grpc.max_reconnect_backoff_ms", connect_ms),
+    )
 
 
 def _identity(data: bytes) -> bytes:
@@ -48,9 +57,12 @@ class _Agent:
 
 
 class GrpcAgentTransport:
-    """Keeps a bounded LRU of channels; a channel whose connection failed is replaced."""
+    """Keeps a bounded LRU of channels; a channel whose connection failed is dropped."""
 
-    def __init__(self, max_channels: int = 20_000, close_grace: float = 10.0) -> None:
+    def __init__(
+        self, deadline: float = 5.0, max_channels: int = 20_000, close_grace: float = 10.0
+    ) -> None:
+        self._options = channel_options(deadline)
         self._agents: OrderedDict[str, _Agent] = OrderedDict()
         self._max_channels = max_channels
         self._close_grace = close_grace
@@ -60,13 +72,8 @@ class GrpcAgentTransport:
         agent = self._agents.get(address)
         if agent is not None:
             self._agents.move_to_end(address)
-            state = agent.channel.get_state(try_to_connect=False)
-            if state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                return agent
-            # Without this the channel would fail every call at once until its
-            # reconnect backoff ends, so an agent that came back would look down.
-            self._close_later(agent.channel)
-        agent = _Agent(grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            return agent
+        agent = _Agent(grpc.aio.insecure_channel(address, options=self._options))
         self._agents[address] = agent
         if len(self._agents) > self._max_channels:
             _, oldest = self._agents.popitem(last=False)
@@ -83,11 +90,24 @@ class GrpcAgentTransport:
         return len(self._agents)
 
     async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
+        agent = self._agent(address)
         try:
-            reply: bytes = await self._agent(address).method(method)(request, timeout=deadline)
+            reply: bytes = await agent.method(method)(request, timeout=deadline)
         except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                self._forget(address, agent)
             raise AgentCallError(error.code().name, error.details() or "") from None
         return reply
+
+    def _forget(self, address: str, agent: _Agent) -> None:
+        """Drops a channel whose connection failed, so the next session connects afresh.
+
+        A failed channel otherwise answers every call at once with its last error until
+        its reconnect backoff ends, and an agent that came back would still look down.
+        """
+        if self._agents.get(address) is agent:
+            del self._agents[address]
+            self._close_later(agent.channel)
 
     async def close(self) -> None:
         """Closes every channel (calls still in flight are cancelled)."""

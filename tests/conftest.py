@@ -2,29 +2,38 @@
 
 import asyncio
 import os
+import re
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+
+from agent_stub import engine
+from agent_stub.app import AgentConfig, AgentServer
+from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-
-from agent_stub.app import AgentConfig, AgentServer
 from backup_server.app import BackupServer, ServerConfig
 
 DEADLINE = 1.0
 
 
 @pytest.fixture
-def closed_address() -> str:
-    """An address whose port is closed: connecting is refused at once."""
+def closed_address() -> Iterator[str]:
+    """An address whose port is closed: connecting is refused at once.
+
+    The port stays bound (never listening) for the test, so no server started meanwhile,
+    here or by another test run on the machine, can take it and answer.
+    """
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -100,10 +109,6 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable
         await agent.stop()
 
 
-def agent_stub(channel: grpc.aio.Channel) -> agent_grpc.AgentControlStub:
-    return agent_grpc.AgentControlStub(channel)
-
-
 @pytest.fixture
 def source_tree(tmp_path: Path) -> Path:
     """A small real directory to back up."""
@@ -141,3 +146,115 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], seconds: float = 5.
         if loop.time() > end:
             raise AssertionError(f"condition not met within {seconds} s")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def agent_control() -> AsyncIterator[Callable[[str], agent_grpc.AgentControlStub]]:
+    """AgentControl stubs over real channels to agents' addresses (closed at the end)."""
+    channels: list[grpc.aio.Channel] = []
+
+    def connect(address: str) -> agent_grpc.AgentControlStub:
+        channel = grpc.aio.insecure_channel(address)
+        channels.append(channel)
+        return agent_grpc.AgentControlStub(channel)
+
+    yield connect
+    for channel in channels:
+        await channel.close()
+
+
+async def job_ends(
+    control: agent_grpc.AgentControlStub, job_id: str, seconds: float = 10.0
+) -> pb.Job:
+    """Waits until the job is no longer running; returns it."""
+    job = pb.Job()
+
+    async def ended() -> bool:
+        job.CopyFrom(await control.GetJob(agent_api.GetJobRequest(job_id=job_id)))
+        return job.state != pb.JOB_STATE_RUNNING
+
+    await wait_for(ended, seconds)
+    return job
+
+
+def restore_points(repository: Path) -> list[str]:
+    """The restore points committed in a repository."""
+    if not (repository / "config.json").exists():
+        return []
+    summaries, _ = engine.Repository.open(repository).summaries()
+    return sorted(point.id for point in summaries)
+
+
+def point_files(repository: Path, point_id: str) -> dict[str, bytes]:
+    """Each file of a restore point, by its stored path, read back through its chunks."""
+    opened = engine.Repository.open(repository)
+    return {
+        entry.path: b"".join(opened.read_chunk(name) for name in entry.chunks)
+        for entry in opened.read_point(point_id).entries
+        if entry.kind == "file"
+    }
+
+
+class Process:
+    """A real server or agent process started from its command line, stderr to a file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen([sys.executable, "-m", *args], stderr=self._log_file)
+        self.address = ""
+
+    def wait_listening(self, seconds: float = 15.0) -> str:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            match = re.search(r"listening on (\S+)", self.log.read_text())
+            if match:
+                self.address = match.group(1)
+                return self.address
+            if self.popen.poll() is not None:
+                raise AssertionError(f"process exited: {self.log.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"not listening after {seconds} s: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """Starts `python -m MODULE ARGS...` processes; each is waited for until it listens."""
+    processes: list[Process] = []
+
+    def start(*args: str) -> Process:
+        process = Process(list(args), tmp_path / f"process-{len(processes)}.log")
+        processes.append(process)
+        process.wait_listening()
+        return process
+
+    yield start
+    for process in processes:
+        process.stop()
+
+
+@pytest.fixture
+async def slow_address() -> AsyncIterator[str]:
+    """An agent address that completes the HTTP/2 handshake but never answers a command."""
+    never = asyncio.Event()
+
+    async def hang(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        await never.wait()
+        return b""
+
+    handler = grpc.method_handlers_generic_handler(
+        "backup.v1.AgentControl",
+        {name: grpc.unary_unary_rpc_method_handler(hang) for name in ("StartJob", "StopJob")},
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)

@@ -11,12 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from backup.v1 import resources_pb2 as pb
-
 from agent_stub import engine
 from agent_stub.engine.manifest import DIGEST
 from agent_stub.engine.retention import referenced_chunks
 from agent_stub.jobs import RunningJob
+from backup.v1 import resources_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024

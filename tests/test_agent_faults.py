@@ -9,13 +9,15 @@ from pathlib import Path
 
 import grpc
 import pytest
-from backup.v1 import agent_control_pb2 as api
-from backup.v1 import resources_pb2 as pb
-from conftest import agent_stub, wait_for
 from engine_support import MIB, AgentProcess, chunk_files, policy, write
-from test_agent_points import DEADLINE, finished_job, run_job
+from test_agent_points import DEADLINE, run_job
 
 from agent_stub import engine
+from backup.v1 import agent_control_pb2 as api
+from backup.v1 import resources_pb2 as pb
+from backup.v1.agent_control_pb2_grpc import AgentControlStub
+
+from conftest import job_ends, wait_for
 
 
 async def list_points(stub, policy_id: str = "") -> list[str]:
@@ -29,7 +31,7 @@ async def test_missing_source_path_fails_the_job(start_agent, tmp_path: Path) ->
     """A source path that does not exist fails the job with an error naming it."""
     agent = await start_agent("a1")
     async with grpc.aio.insecure_channel(agent.address) as channel:
-        job = await run_job(agent_stub(channel), policy(tmp_path / "gone", tmp_path / "repo"))
+        job = await run_job(AgentControlStub(channel), policy(tmp_path / "gone", tmp_path / "repo"))
     assert job.state == pb.JOB_STATE_FAILED
     assert job.error == f"source path {tmp_path / 'gone'} does not exist"
     assert not job.restore_point_id
@@ -57,7 +59,7 @@ def test_unreadable_file_is_skipped_with_a_warning(
     address = agent.start()
     try:
         with grpc.insecure_channel(address) as channel:
-            reply = agent_stub(channel).StartJob(
+            reply = AgentControlStub(channel).StartJob(
                 api.StartJobRequest(policy=policy(source, tmp_path / "repository")),
                 timeout=DEADLINE,
             )
@@ -71,7 +73,7 @@ def test_unreadable_file_is_skipped_with_a_warning(
 
 async def _poll(address: str, job_id: str) -> pb.Job:
     async with grpc.aio.insecure_channel(address) as channel:
-        return await finished_job(agent_stub(channel), job_id)
+        return await job_ends(AgentControlStub(channel), job_id)
 
 
 @pytest.fixture
@@ -102,7 +104,7 @@ async def test_full_disk_fails_the_job_and_keeps_earlier_points(
     repository = small_disk / "repository"
     backup_policy = policy(source, repository)
     async with grpc.aio.insecure_channel(agent.address) as channel:
-        stub = agent_stub(channel)
+        stub = AgentControlStub(channel)
         first = await run_job(stub, backup_policy)
         assert first.state == pb.JOB_STATE_SUCCEEDED
         kept = chunk_files(repository)
@@ -134,7 +136,7 @@ async def test_stop_takes_effect_within_a_second_inside_a_large_file(
     backup_policy = policy(source, tmp_path / "repository")
     loop = asyncio.get_running_loop()
     async with grpc.aio.insecure_channel(agent.address) as channel:
-        stub = agent_stub(channel)
+        stub = AgentControlStub(channel)
         started = await stub.StartJob(api.StartJobRequest(policy=backup_policy), timeout=DEADLINE)
 
         async def reading() -> bool:
@@ -145,7 +147,7 @@ async def test_stop_takes_effect_within_a_second_inside_a_large_file(
         asked = loop.time()
         stop = await stub.StopJob(api.StopJobRequest(policy_id="nightly"), timeout=DEADLINE)
         assert stop.was_running
-        job = await finished_job(stub, started.job.id)
+        job = await job_ends(stub, started.job.id)
         took = loop.time() - asked
         assert job.state == pb.JOB_STATE_STOPPED
         assert took < 1.0, f"the stop took {took:.2f} s"
@@ -163,7 +165,7 @@ async def test_progress_is_reported_while_a_throttled_job_runs(start_agent, tmp_
         tmp_path / "source", tmp_path / "repository", throttle_bytes_per_second=4 * MIB
     )
     async with grpc.aio.insecure_channel(agent.address) as channel:
-        stub = agent_stub(channel)
+        stub = AgentControlStub(channel)
         started = await stub.StartJob(api.StartJobRequest(policy=throttled), timeout=DEADLINE)
         request = api.GetJobRequest(job_id=started.job.id)
         seen: list[pb.Job] = []
@@ -174,7 +176,7 @@ async def test_progress_is_reported_while_a_throttled_job_runs(start_agent, tmp_
 
         await wait_for(reading)
         await stub.StopJob(api.StopJobRequest(policy_id="nightly"), timeout=DEADLINE)
-        stopped = await finished_job(stub, started.job.id, seconds=1.0)
+        stopped = await job_ends(stub, started.job.id, seconds=1.0)
     running = seen[-1]
     assert running.state == pb.JOB_STATE_RUNNING
     assert running.bytes_total == 8 * MIB

@@ -6,34 +6,23 @@ from pathlib import Path
 
 import grpc
 import pytest
-from backup.v1 import agent_control_pb2 as api
-from backup.v1 import resources_pb2 as pb
-from conftest import agent_stub
 from engine_support import MIB, cli, make_tree, policy, restored_source, snapshot, write
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from agent_stub.app import AgentServer
+from backup.v1 import agent_control_pb2 as api
+from backup.v1 import resources_pb2 as pb
+from backup.v1.agent_control_pb2_grpc import AgentControlStub
+
+from conftest import job_ends
 
 DEADLINE = 1.0
 
 
-async def finished_job(stub, job_id: str, seconds: float = 30.0) -> pb.Job:
-    """Polls GetJob until the job is no longer running."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while True:
-        job = await stub.GetJob(api.GetJobRequest(job_id=job_id), timeout=DEADLINE)
-        if job.state != pb.JOB_STATE_RUNNING:
-            return job
-        if loop.time() > end:
-            raise AssertionError(f"job {job_id} still running after {seconds} s")
-        await asyncio.sleep(0.02)
-
-
 async def run_job(stub, backup_policy: pb.BackupPolicy) -> pb.Job:
     reply = await stub.StartJob(api.StartJobRequest(policy=backup_policy), timeout=DEADLINE)
-    return await finished_job(stub, reply.job.id)
+    return await job_ends(stub, reply.job.id, seconds=30)
 
 
 @pytest.fixture
@@ -49,7 +38,7 @@ async def test_restore_points_are_listed_newest_first(agent, tmp_path: Path) -> 
     nightly = policy(source, tmp_path / "repository", "nightly")
     weekly = policy(source, tmp_path / "repository", "weekly")
     async with grpc.aio.insecure_channel(agent.address) as channel:
-        stub = agent_stub(channel)
+        stub = AgentControlStub(channel)
         first = await run_job(stub, nightly)
         second = await run_job(stub, nightly)
         third = await run_job(stub, weekly)
@@ -76,7 +65,7 @@ async def test_restore_points_are_listed_newest_first(agent, tmp_path: Path) -> 
 async def refusal(agent: AgentServer, policy_id: str) -> grpc.aio.AioRpcError:
     async with grpc.aio.insecure_channel(agent.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await agent_stub(channel).ListRestorePoints(
+            await AgentControlStub(channel).ListRestorePoints(
                 api.ListRestorePointsRequest(policy_id=policy_id), timeout=DEADLINE
             )
     return raised.value
@@ -112,7 +101,9 @@ async def test_unreachable_agent_costs_one_deadline(request, where: str, code) -
     started = loop.time()
     async with grpc.aio.insecure_channel(address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await agent_stub(channel).ListRestorePoints(api.ListRestorePointsRequest(), timeout=0.5)
+            await AgentControlStub(channel).ListRestorePoints(
+                api.ListRestorePointsRequest(), timeout=0.5
+            )
     assert raised.value.code() == code
     assert loop.time() - started < 3.0
 
@@ -122,7 +113,7 @@ async def test_command_line_lists_restores_and_verifies(agent, tmp_path: Path) -
     source = make_tree(tmp_path / "source")
     data_dir = agent.config.data_dir
     async with grpc.aio.insecure_channel(agent.address) as channel:
-        job = await run_job(agent_stub(channel), policy(source, tmp_path / "repository"))
+        job = await run_job(AgentControlStub(channel), policy(source, tmp_path / "repository"))
     point_id = job.restore_point_id
     listed = await asyncio.to_thread(cli, "points", "--data-dir", str(data_dir))
     assert listed.returncode == 0 and point_id in listed.stdout and "nightly" in listed.stdout

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import pytest
-from backup.v1 import resources_pb2 as pb
 from engine_support import (
     MIB,
     back_up,
@@ -20,6 +19,7 @@ from engine_support import (
 
 from agent_stub import engine
 from agent_stub.jobs import RunningJob
+from backup.v1 import resources_pb2 as pb
 
 
 def proc_bytes_read() -> int:

@@ -6,9 +6,6 @@ import time
 from pathlib import Path
 
 import grpc
-from backup.v1 import agent_control_pb2 as api
-from backup.v1 import resources_pb2 as pb
-from conftest import agent_stub
 from engine_support import (
     MIB,
     AgentProcess,
@@ -22,6 +19,9 @@ from engine_support import (
 )
 
 from agent_stub import engine
+from backup.v1 import agent_control_pb2 as api
+from backup.v1 import resources_pb2 as pb
+from backup.v1.agent_control_pb2_grpc import AgentControlStub
 
 KILLS = 22
 # Bounds the test when kills keep landing between jobs (they never have, so far).
@@ -130,7 +130,7 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
 
     address = agent.start()
     with grpc.insecure_channel(address) as channel:
-        stub = agent_stub(channel)
+        stub = AgentControlStub(channel)
         assert run_to_end(stub, policy_a).state == pb.JOB_STATE_SUCCEEDED
         assert run_to_end(stub, policy_b).state == pb.JOB_STATE_SUCCEEDED
         chain.check(stub, "first jobs")
@@ -148,7 +148,7 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
         context = f"life {lives} (seed {seed})"
         address = agent.start()
         with grpc.insecure_channel(address) as channel:
-            stub = agent_stub(channel)
+            stub = AgentControlStub(channel)
             chain.check(stub, context)
             now_interrupted = interrupted_jobs(stub)
             kills_during_jobs += bool(now_interrupted - interrupted)
@@ -163,7 +163,7 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
     address = agent.start()
     try:
         with grpc.insecure_channel(address) as channel:
-            stub = agent_stub(channel)
+            stub = AgentControlStub(channel)
             chain.check(stub, f"after the last kill (seed {seed})")
             kills_during_jobs += bool(interrupted_jobs(stub) - interrupted)
             final_a = run_to_end(stub, policy_a)

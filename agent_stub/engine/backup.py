@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from backup.v1 import resources_pb2 as pb
 from pyfastcdc import Chunk, FastCDC
+
+from backup.v1 import resources_pb2 as pb
 
 from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little

@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from backup.v1 import resources_pb2 as pb
-
 from agent_stub import engine
 from agent_stub.jobs import RunningJob
+from backup.v1 import resources_pb2 as pb
 
 MIB = 1024 * 1024
 # (count, size): large, medium and small files, a third of the gibibyte each, about.

@@ -100,16 +100,20 @@ class DeletePolicyRequest(_message.Message):
     def __init__(self, policy_id: _Optional[str] = ...) -> None: ...
 
 class StartPolicyRequest(_message.Message):
-    __slots__ = ("policy_id",)
+    __slots__ = ("policy_id", "session_id")
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     policy_id: str
-    def __init__(self, policy_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, policy_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class StopPolicyRequest(_message.Message):
-    __slots__ = ("policy_id",)
+    __slots__ = ("policy_id", "session_id")
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     policy_id: str
-    def __init__(self, policy_id: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, policy_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)

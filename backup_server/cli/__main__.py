@@ -1,0 +1,5 @@
+"""python -m backup_server.cli: the same as `backupctl`."""
+
+from . import main
+
+main()
