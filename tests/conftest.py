@@ -198,10 +198,12 @@ def point_files(repository: Path, point_id: str) -> dict[str, bytes]:
 class Process:
     """A real server or agent process started from its command line, stderr to a file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, prefix: list[str] | None = None) -> None:
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen([sys.executable, "-m", *args], stderr=self._log_file)
+        self.popen = subprocess.Popen(
+            [*(prefix or []), sys.executable, "-m", *args], stderr=self._log_file
+        )
         self.address = ""
 
     def wait_listening(self, seconds: float = 15.0) -> str:

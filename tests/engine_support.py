@@ -1,14 +1,11 @@
 """Helpers for the engine's tests: real trees on disk, real jobs, real agent processes."""
 
 import hashlib
-import json
 import os
 import random
-import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from agent_stub import engine
@@ -16,6 +13,8 @@ from agent_stub.engine.manifest import DIGEST
 from agent_stub.engine.retention import referenced_chunks
 from agent_stub.jobs import RunningJob
 from backup.v1 import resources_pb2 as pb
+
+from conftest import Process
 
 ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
@@ -140,56 +139,10 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
-class AgentProcess:
-    """A real agent in its own process, on port 0, that tests can kill -9."""
-
-    def __init__(
-        self, data_dir: Path, name: str = "agent", prefix: list[str] | None = None
-    ) -> None:
-        self.data_dir = data_dir
-        self.name = name
-        self.prefix = prefix or []
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = data_dir.parent / f"{name}.log"
-
-    def start(self, timeout: float = 15.0) -> str:
-        """Starts the agent and returns its address once it serves."""
-        info = self.data_dir / "agent.json"
-        info.unlink(missing_ok=True)
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    *self.prefix,
-                    sys.executable,
-                    "-m",
-                    "agent_stub",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--name",
-                    self.name,
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                stdout=log,
-                stderr=log,
-                cwd=ROOT,
-            )
-        end = time.monotonic() + timeout
-        while not info.exists():
-            if self.process.poll() is not None or time.monotonic() > end:
-                raise AssertionError(f"agent did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.01)
-        return str(json.loads(info.read_text())["address"])
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def start_agent_process(data_dir: Path, prefix: list[str] | None = None) -> Process:
+    """A real agent in its own process on port 0, once it listens; `stop()` is kill -9."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = ["agent_stub", "--listen", "127.0.0.1:0", "--name", "agent", "--data-dir", str(data_dir)]
+    agent = Process(args, data_dir.parent / "agent.log", prefix)
+    agent.wait_listening()
+    return agent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from engine_support import MIB, AgentProcess, chunk_files, policy, write
+from engine_support import MIB, chunk_files, policy, start_agent_process, write
 from test_agent_points import DEADLINE, run_job
 
 from agent_stub import engine
@@ -55,15 +55,14 @@ def test_unreadable_file_is_skipped_with_a_warning(
     source = tmp_path / "source"
     write(source / "readable", b"fine\n")
     secret = write(source / "secret", b"not for the agent\n", mode=0o000)
-    agent = AgentProcess(tmp_path / "agent", prefix=bound_by_permissions)
-    address = agent.start()
+    agent = start_agent_process(tmp_path / "agent", prefix=bound_by_permissions)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(agent.address) as channel:
             reply = AgentControlStub(channel).StartJob(
                 api.StartJobRequest(policy=policy(source, tmp_path / "repository")),
                 timeout=DEADLINE,
             )
-        job = asyncio.run(_poll(address, reply.job.id))
+        job = asyncio.run(_poll(agent.address, reply.job.id))
     finally:
         agent.stop()
     assert job.state == pb.JOB_STATE_SUCCEEDED, job.error

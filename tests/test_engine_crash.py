@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 from engine_support import (
     MIB,
-    AgentProcess,
     cli,
     policy,
     restored_source,
     snapshot,
+    start_agent_process,
     text,
     unreferenced_chunks,
     write,
@@ -126,10 +126,10 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
     policy_a = policy(source_a, repository, "a", retention_points=1000)
     policy_b = policy(source_b, repository, "b", retention_points=2)
     chain = Chain(repository, keep_b=2)
-    agent = AgentProcess(tmp_path / "agent")
+    data_dir = tmp_path / "agent"
 
-    address = agent.start()
-    with grpc.insecure_channel(address) as channel:
+    agent = start_agent_process(data_dir)
+    with grpc.insecure_channel(agent.address) as channel:
         stub = AgentControlStub(channel)
         assert run_to_end(stub, policy_a).state == pb.JOB_STATE_SUCCEEDED
         assert run_to_end(stub, policy_b).state == pb.JOB_STATE_SUCCEEDED
@@ -146,8 +146,8 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
     kills_during_jobs = lives = 0
     while kills_during_jobs < KILLS and lives < MAX_LIVES:
         context = f"life {lives} (seed {seed})"
-        address = agent.start()
-        with grpc.insecure_channel(address) as channel:
+        agent = start_agent_process(data_dir)
+        with grpc.insecure_channel(agent.address) as channel:
             stub = AgentControlStub(channel)
             chain.check(stub, context)
             now_interrupted = interrupted_jobs(stub)
@@ -157,12 +157,12 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
             for backup_policy in (policy_a, policy_b):
                 stub.StartJob(api.StartJobRequest(policy=backup_policy), timeout=DEADLINE)
             time.sleep(rng.uniform(0, 0.8 * round_seconds))
-            agent.kill()
+            agent.stop()  # kill -9
         lives += 1
 
-    address = agent.start()
+    agent = start_agent_process(data_dir)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with grpc.insecure_channel(agent.address) as channel:
             stub = AgentControlStub(channel)
             chain.check(stub, f"after the last kill (seed {seed})")
             kills_during_jobs += bool(interrupted_jobs(stub) - interrupted)
@@ -179,11 +179,12 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
     ]
     assert unreferenced_chunks(repository) == set()
     assert list((repository / "tmp").iterdir()) == []
-    verify = cli("verify", "--data-dir", str(tmp_path / "agent"))
+    verify = cli("verify", "--data-dir", str(data_dir))
     assert verify.returncode == 0, verify.stdout
     assert f"verified {len(listed)} restore points" in verify.stdout
     target = tmp_path / "restored"
-    data_dir = str(tmp_path / "agent")
-    restore = cli("restore", final_a.restore_point_id, "--to", str(target), "--data-dir", data_dir)
+    restore = cli(
+        "restore", final_a.restore_point_id, "--to", str(target), "--data-dir", str(data_dir)
+    )
     assert restore.returncode == 0, restore.stderr
     assert snapshot(restored_source(target, source_a)) == snapshot(source_a)
