@@ -12,7 +12,6 @@ from engine_support import (
     policy,
     restored_source,
     snapshot,
-    start_agent_process,
     text,
     unreferenced_chunks,
     write,
@@ -115,7 +114,7 @@ def interrupted_jobs(stub) -> set[str]:
     return {job.id for job in jobs if job.error == INTERRUPTED}
 
 
-def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path) -> None:
+def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path, spawn) -> None:
     """Killed at random moments of two concurrent jobs until 22 kills landed mid-job, the
     agent keeps every earlier point verifiable, never lists a partial one, and its next
     jobs succeed."""
@@ -127,8 +126,17 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
     policy_b = policy(source_b, repository, "b", retention_points=2)
     chain = Chain(repository, keep_b=2)
     data_dir = tmp_path / "agent"
+    agent_args = [
+        "agent_stub",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "a",
+        "--data-dir",
+        str(data_dir),
+    ]
 
-    agent = start_agent_process(data_dir)
+    agent = spawn(*agent_args)
     with grpc.insecure_channel(agent.address) as channel:
         stub = AgentControlStub(channel)
         assert run_to_end(stub, policy_a).state == pb.JOB_STATE_SUCCEEDED
@@ -146,7 +154,7 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
     kills_during_jobs = lives = 0
     while kills_during_jobs < KILLS and lives < MAX_LIVES:
         context = f"life {lives} (seed {seed})"
-        agent = start_agent_process(data_dir)
+        agent = spawn(*agent_args)
         with grpc.insecure_channel(agent.address) as channel:
             stub = AgentControlStub(channel)
             chain.check(stub, context)
@@ -160,18 +168,16 @@ def test_kill_minus_nine_during_jobs_never_costs_a_restore_point(tmp_path: Path)
             agent.stop()  # kill -9
         lives += 1
 
-    agent = start_agent_process(data_dir)
-    try:
-        with grpc.insecure_channel(agent.address) as channel:
-            stub = AgentControlStub(channel)
-            chain.check(stub, f"after the last kill (seed {seed})")
-            kills_during_jobs += bool(interrupted_jobs(stub) - interrupted)
-            final_a = run_to_end(stub, policy_a)
-            final_b = run_to_end(stub, policy_b)
-            assert final_a.state == final_b.state == pb.JOB_STATE_SUCCEEDED, (seed, final_a.error)
-            listed = chain.check(stub, f"after the final jobs (seed {seed})")
-    finally:
-        agent.stop()
+    agent = spawn(*agent_args)
+    with grpc.insecure_channel(agent.address) as channel:
+        stub = AgentControlStub(channel)
+        chain.check(stub, f"after the last kill (seed {seed})")
+        kills_during_jobs += bool(interrupted_jobs(stub) - interrupted)
+        final_a = run_to_end(stub, policy_a)
+        final_b = run_to_end(stub, policy_b)
+        assert final_a.state == final_b.state == pb.JOB_STATE_SUCCEEDED, (seed, final_a.error)
+        listed = chain.check(stub, f"after the final jobs (seed {seed})")
+    agent.stop()
     assert kills_during_jobs >= KILLS, f"{kills_during_jobs} of {lives} kills hit a running job"
     assert [point.id for point in listed[:2]] == [
         final_b.restore_point_id,
