@@ -3,6 +3,12 @@
 backup-agent --listen HOST:PORT --name NAME --data-dir DIR
              [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--allow-path PATH ...]
 backup-agent run POLICY_ID --data-dir DIR
+backup-agent points --data-dir DIR [--policy ID]
+backup-agent restore POINT_ID --to TARGET --data-dir DIR [--path SUBPATH]
+backup-agent verify --data-dir DIR [POINT_ID]
+
+Commands exit 0 when done, 1 with one line on stderr when they cannot be done, and
+verify exits 3 when it finds damage (each damaged thing on its own line).
 """
 
 import argparse
@@ -11,12 +17,15 @@ import sys
 from pathlib import Path
 
 from backup_server import logs, serving
+from backup_server.errors import BackupError
 from backup_server.security import tls
 
+from . import offline
 from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer
+from .engine import EngineError
 from .local import LocalCommandError, run_job
 
-COMMANDS = ("run",)
+COMMANDS = ("run", "points", "restore", "verify")
 
 
 def serve(argv: list[str]) -> None:
@@ -59,7 +68,7 @@ def serve(argv: list[str]) -> None:
     asyncio.run(serving.run_until_signalled(agent.start, agent.stop))
 
 
-def command(argv: list[str]) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backup-agent")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
@@ -67,17 +76,49 @@ def command(argv: list[str]) -> int:
     )
     run.add_argument("policy_id")
     run.add_argument("--data-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    try:
-        reply = run_job(args.policy_id, args.data_dir)
-    except LocalCommandError as error:
-        print(f"backup-agent: {error}", file=sys.stderr)
-        return 1
+    points = commands.add_parser("points", help="list restore points, newest first")
+    points.add_argument("--data-dir", type=Path, required=True)
+    points.add_argument("--policy", default="", help="only this policy's restore points")
+    restore = commands.add_parser("restore", help="restore a restore point into a directory")
+    restore.add_argument("point_id")
+    restore.add_argument("--to", type=Path, required=True, help="the directory to restore into")
+    restore.add_argument("--data-dir", type=Path, required=True)
+    restore.add_argument("--path", default="", help="only this path of the restore point")
+    verify = commands.add_parser(
+        "verify", help="re-read every chunk restore points need (all, or one) and check it"
+    )
+    verify.add_argument("point_id", nargs="?", default="")
+    verify.add_argument("--data-dir", type=Path, required=True)
+    return parser
+
+
+def _run(policy_id: str, data_dir: Path) -> int:
+    reply = run_job(policy_id, data_dir)
     if reply.already_running:
         print(f"{reply.job.id} (already running)")
     else:
         print(reply.job.id)
     return 0
+
+
+def command(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.policy_id, args.data_dir)
+        if args.command == "points":
+            return offline.points(args.data_dir, args.policy)
+        if args.command == "restore":
+            return offline.restore_point(args.data_dir, args.point_id, args.to, args.path)
+        return offline.verify_points(args.data_dir, args.point_id)
+    except (LocalCommandError, EngineError) as error:
+        print(f"backup-agent: {error}", file=sys.stderr)
+    except BackupError as error:
+        print(f"backup-agent: {error.message}", file=sys.stderr)
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        print(f"backup-agent: {error.strerror or error}{where}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> None:

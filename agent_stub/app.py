@@ -24,6 +24,7 @@ from backup_server.security.tls import TlsFiles
 
 from .confinement import AllowedPaths
 from .jobs import JobRunner
+from .points import BackupChain
 from .service import AgentControl
 from .store import AgentStore, write_atomically
 
@@ -90,7 +91,9 @@ class AgentServer:
             interceptors=[authz.Authorizer(control_rules(self._tls is not None))],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
-        api_grpc.add_AgentControlServicer_to_server(AgentControl(self.jobs, self.allowed), server)
+        api_grpc.add_AgentControlServicer_to_server(
+            AgentControl(self.jobs, BackupChain(self.config.data_dir), self.allowed), server
+        )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         credentials = (
             self._tls.server_credentials(require_client_certificate=True) if self._tls else None

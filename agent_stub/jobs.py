@@ -53,11 +53,20 @@ class RunningJob:
     def sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)
 
-    def progress(self, bytes_total: int, bytes_done: int, files_done: int) -> None:
+    def progress(
+        self,
+        bytes_total: int,
+        bytes_done: int,
+        files_done: int,
+        bytes_read: int,
+        bytes_written: int,
+    ) -> None:
         with self._lock:
             self._job.bytes_total = bytes_total
             self._job.bytes_done = bytes_done
             self._job.files_done = files_done
+            self._job.bytes_read = bytes_read
+            self._job.bytes_written = bytes_written
 
     def warn(self, message: str) -> None:
         with self._lock:
@@ -133,6 +142,9 @@ class JobRunner:
             job = running.end(pb.JOB_STATE_STOPPED, error="stopped on request")
         except engine.BackupFailed as failure:
             job = running.end(pb.JOB_STATE_FAILED, error=str(failure))
+        except Exception as bug:  # noqa: BLE001 - a bug must not leave the policy blocked
+            log.exception("job %s of policy %s crashed", running.id, policy.id)
+            job = running.end(pb.JOB_STATE_FAILED, error=f"internal error: {bug!r}")
         else:
             job = running.end(pb.JOB_STATE_SUCCEEDED, restore_point_id=point_id)
         self._store.save_job(job)

@@ -1,5 +1,6 @@
 """AgentControl over gRPC: each method decodes, calls the job runner, encodes."""
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from backup_server.errors import InvalidArgument
 
 from .confinement import AllowedPaths
 from .jobs import JobRunner
+from .points import BackupChain
 
 log = logging.getLogger("agent_stub.service")
 
@@ -28,8 +30,11 @@ def check_received_policy(policy: pb.BackupPolicy) -> None:
 
 
 class AgentControl(api_grpc.AgentControlServicer):
-    def __init__(self, jobs: JobRunner, allowed: AllowedPaths | None = None) -> None:
+    def __init__(
+        self, jobs: JobRunner, chain: BackupChain, allowed: AllowedPaths | None = None
+    ) -> None:
         self._jobs = jobs
+        self._chain = chain
         self._allowed = allowed or AllowedPaths([])
 
     @status.unary
@@ -70,3 +75,12 @@ class AgentControl(api_grpc.AgentControlServicer):
         if request.policy_id:
             validation.check_id_shape("policy_id", request.policy_id)
         return api.ListJobsResponse(jobs=self._jobs.list(request.policy_id))
+
+    @status.unary
+    async def ListRestorePoints(
+        self, request: api.ListRestorePointsRequest, context: Context
+    ) -> api.ListRestorePointsResponse:
+        if request.policy_id:
+            validation.check_id_shape("policy_id", request.policy_id)
+        points = await asyncio.to_thread(self._chain.list, request.policy_id)
+        return api.ListRestorePointsResponse(restore_points=points)

@@ -14,12 +14,16 @@ from google.protobuf import json_format
 from backup.v1 import resources_pb2 as pb
 
 
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def write_atomically(path: Path, content: str | bytes, staging: Path | None = None) -> None:
+    """The whole file or nothing: written aside (in `staging`, else beside it), fsynced,
+    then renamed over `path`."""
+    folder = staging or path.parent
+    if staging is None:
+        folder.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content.encode() if isinstance(content, str) else content)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
@@ -45,10 +49,7 @@ class AgentStore:
         return read_policy(self.data_dir, policy_id)
 
     def policies(self) -> list[pb.BackupPolicy]:
-        return [
-            json_format.Parse(path.read_text(), pb.BackupPolicy())
-            for path in sorted(self._policies.glob("*.json"))
-        ]
+        return read_policies(self.data_dir)
 
     def save_job(self, job: pb.Job) -> None:
         write_atomically(self._jobs / f"{job.id}.json", json_format.MessageToJson(job))
@@ -67,6 +68,14 @@ def read_policy(data_dir: Path, policy_id: str) -> pb.BackupPolicy | None:
         return json_format.Parse(path.read_text(), pb.BackupPolicy())
     except FileNotFoundError:
         return None
+
+
+def read_policies(data_dir: Path) -> list[pb.BackupPolicy]:
+    """Every policy this data dir's agent has applied, by id."""
+    return [
+        json_format.Parse(path.read_text(), pb.BackupPolicy())
+        for path in sorted((data_dir / "policies").glob("*.json"))
+    ]
 
 
 def read_json(path: Path) -> dict[str, object] | None:

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from security_support import Pki, make_pki
 
+from agent_stub import engine
 from agent_stub.app import AgentConfig, AgentServer
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
@@ -188,17 +189,31 @@ async def job_ends(
 
 def restore_points(repository: Path) -> list[str]:
     """The restore points committed in a repository."""
-    points = repository / "points"
-    return sorted(path.name for path in points.iterdir()) if points.exists() else []
+    if not (repository / "config.json").exists():
+        return []
+    summaries, _ = engine.Repository.open(repository).summaries()
+    return sorted(point.id for point in summaries)
+
+
+def point_files(repository: Path, point_id: str) -> dict[str, bytes]:
+    """Each file of a restore point, by its stored path, read back through its chunks."""
+    opened = engine.Repository.open(repository)
+    return {
+        entry.path: b"".join(opened.read_chunk(name) for name in entry.chunks)
+        for entry in opened.read_point(point_id).entries
+        if entry.kind == "file"
+    }
 
 
 class Process:
     """A real server or agent process started from its command line, stderr to a file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, prefix: list[str] | None = None) -> None:
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen([sys.executable, "-m", *args], stderr=self._log_file)
+        self.popen = subprocess.Popen(
+            [*(prefix or []), sys.executable, "-m", *args], stderr=self._log_file
+        )
         self.address = ""
 
     def wait_listening(self, seconds: float = 15.0) -> str:

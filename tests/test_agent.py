@@ -14,7 +14,7 @@ from agent_stub.app import AgentConfig, AgentServer
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import resources_pb2 as pb
 
-from conftest import job_ends, restore_points
+from conftest import job_ends, point_files, restore_points
 
 
 def backup_policy(
@@ -52,19 +52,9 @@ async def test_a_job_backs_up_real_files_into_a_restore_point(
     assert job.state == pb.JOB_STATE_SUCCEEDED and job.error == ""
     assert job.files_done == 3 and job.bytes_done == job.bytes_total == 6 + 64 * 1024
     assert restore_points(tmp_path / "repository") == [job.restore_point_id]
-    stored = (
-        tmp_path
-        / "repository"
-        / "points"
-        / job.restore_point_id
-        / "tree"
-        / str(source_tree).lstrip("/")
-    )
-    for original in source_tree.rglob("*"):
-        if original.is_file():
-            assert (
-                stored / original.relative_to(source_tree)
-            ).read_bytes() == original.read_bytes()
+    stored = point_files(tmp_path / "repository", job.restore_point_id)
+    originals = {str(p).lstrip("/"): p.read_bytes() for p in source_tree.rglob("*") if p.is_file()}
+    assert stored == originals
 
 
 async def test_one_job_per_policy(start_agent, agent_control, tmp_path, source_tree) -> None:

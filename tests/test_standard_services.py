@@ -43,5 +43,7 @@ async def test_health_list_names_every_service(server) -> None:
     """Health/List answers with every registered service's status, not UNIMPLEMENTED."""
     async with grpc.aio.insecure_channel(server.address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).List(health_pb2.HealthListRequest())
-    assert reply.statuses["backup.v1.PolicyService"].status == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        reply.statuses["backup.v1.PolicyService"].status == health_pb2.HealthCheckResponse.SERVING
+    )
     assert reply.statuses[""].status == health_pb2.HealthCheckResponse.SERVING

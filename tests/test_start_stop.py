@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +13,7 @@ from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
-from conftest import DEADLINE, job_ends, policy_over, restore_points, wait_for
+from conftest import DEADLINE, job_ends, point_files, policy_over, restore_points, wait_for
 
 RECEIVED, NOT_RECEIVED = pb.DELIVERY_RECEIVED, pb.DELIVERY_NOT_RECEIVED
 
@@ -323,7 +322,7 @@ async def test_stop_cancels_a_running_job_and_keeps_earlier_restore_points(
     done = await job_ends(control, first.job_id)
     assert done.state == pb.JOB_STATE_SUCCEEDED and done.restore_point_id
     assert restore_points(repository) == [done.restore_point_id]
-    earlier = snapshot_files(repository / "points" / done.restore_point_id)
+    earlier = point_files(repository, done.restore_point_id)
 
     (source_tree / "big.bin").write_bytes(b"y" * 2_000_000)
     await policy_service.UpdatePolicy(
@@ -347,13 +346,7 @@ async def test_stop_cancels_a_running_job_and_keeps_earlier_restore_points(
     assert job.state == pb.JOB_STATE_STOPPED and job.restore_point_id == ""
     assert 0 < job.bytes_done < job.bytes_total
     assert restore_points(repository) == [done.restore_point_id]
-    assert snapshot_files(repository / "points" / done.restore_point_id) == earlier
-
-
-def snapshot_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
+    assert point_files(repository, done.restore_point_id) == earlier
 
 
 async def test_stop_during_start_cancels_queued_commands(

@@ -56,3 +56,15 @@ class ListJobsResponse(_message.Message):
     JOBS_FIELD_NUMBER: _ClassVar[int]
     jobs: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Job]
     def __init__(self, jobs: _Optional[_Iterable[_Union[_resources_pb2.Job, _Mapping]]] = ...) -> None: ...
+
+class ListRestorePointsRequest(_message.Message):
+    __slots__ = ("policy_id",)
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    def __init__(self, policy_id: _Optional[str] = ...) -> None: ...
+
+class ListRestorePointsResponse(_message.Message):
+    __slots__ = ("restore_points",)
+    RESTORE_POINTS_FIELD_NUMBER: _ClassVar[int]
+    restore_points: _containers.RepeatedCompositeFieldContainer[_resources_pb2.RestorePoint]
+    def __init__(self, restore_points: _Optional[_Iterable[_Union[_resources_pb2.RestorePoint, _Mapping]]] = ...) -> None: ...

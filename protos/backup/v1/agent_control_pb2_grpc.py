@@ -56,6 +56,11 @@ class AgentControlStub:
                 request_serializer=backup_dot_v1_dot_agent__control__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_agent__control__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.ListRestorePoints = channel.unary_unary(
+                '/backup.v1.AgentControl/ListRestorePoints',
+                request_serializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsResponse.FromString,
+                _registered_method=True)
 
 
 class AgentControlServicer:
@@ -90,6 +95,13 @@ class AgentControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRestorePoints(self, request, context):
+        """The restore points this computer holds, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +124,11 @@ def add_AgentControlServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=backup_dot_v1_dot_agent__control__pb2.ListJobsRequest.FromString,
                     response_serializer=backup_dot_v1_dot_agent__control__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListRestorePoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestorePoints,
+                    request_deserializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +240,33 @@ class AgentControl:
             '/backup.v1.AgentControl/ListJobs',
             backup_dot_v1_dot_agent__control__pb2.ListJobsRequest.SerializeToString,
             backup_dot_v1_dot_agent__control__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestorePoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.AgentControl/ListRestorePoints',
+            backup_dot_v1_dot_agent__control__pb2.ListRestorePointsRequest.SerializeToString,
+            backup_dot_v1_dot_agent__control__pb2.ListRestorePointsResponse.FromString,
             options,
             channel_credentials,
             insecure,

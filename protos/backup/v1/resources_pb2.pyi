@@ -177,7 +177,7 @@ class PolicySession(_message.Message):
     def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., action: _Optional[_Union[SessionAction, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computer_results: _Optional[_Iterable[_Union[ComputerResult, _Mapping]]] = ..., statistics: _Optional[_Union[SessionStatistics, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "policy_id", "session_id", "state", "start_time", "end_time", "bytes_total", "bytes_done", "files_done", "restore_point_id", "error", "warnings")
+    __slots__ = ("id", "policy_id", "session_id", "state", "start_time", "end_time", "bytes_total", "bytes_done", "files_done", "restore_point_id", "error", "warnings", "bytes_read", "bytes_written")
     ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +190,8 @@ class Job(_message.Message):
     RESTORE_POINT_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_READ_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
     id: str
     policy_id: str
     session_id: str
@@ -202,4 +204,24 @@ class Job(_message.Message):
     restore_point_id: str
     error: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., session_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., files_done: _Optional[int] = ..., restore_point_id: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    bytes_read: int
+    bytes_written: int
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., session_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., files_done: _Optional[int] = ..., restore_point_id: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., bytes_read: _Optional[int] = ..., bytes_written: _Optional[int] = ...) -> None: ...
+
+class RestorePoint(_message.Message):
+    __slots__ = ("id", "policy_id", "job_id", "create_time", "file_count", "total_bytes", "added_bytes")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ADDED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    policy_id: str
+    job_id: str
+    create_time: _timestamp_pb2.Timestamp
+    file_count: int
+    total_bytes: int
+    added_bytes: int
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., added_bytes: _Optional[int] = ...) -> None: ...

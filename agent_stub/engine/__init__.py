@@ -1,0 +1,51 @@
+"""The agent's backup engine: deduplicated, incremental restore points in a repository.
+
+    repository.py  the on-disk format: chunks by SHA-256, one manifest per point, tmp/
+    manifest.py    what a restore point lists: files, directories, symlinks, chunks
+    chunks.py      content-defined chunking (FastCDC) and zstd where it pays
+    lock.py        the repository lock: backups share it, collection takes it alone
+    scan.py        walking a policy's source paths
+    backup.py      a backup job: `run_backup`, incremental forever
+    retention.py   expiring old points and collecting unreferenced chunks
+    restore.py     writing a point back to disk, never outside the target
+    verify.py      re-reading every chunk a point needs
+
+The job runner reaches it only through `run_backup`, `remove_stale_staging` and
+`JobControl`; the command line and ListRestorePoints through `Repository`, `restore`
+and `verify`. Errors are in errors.py.
+"""
+
+from .backup import remove_stale_staging, run_backup
+from .control import JobControl
+from .errors import (
+    BackupFailed,
+    DamagedData,
+    EngineError,
+    JobCancelled,
+    PointNotFound,
+    RepositoryError,
+    RestoreRefused,
+)
+from .manifest import PointSummary
+from .repository import Repository
+from .restore import Restored, restore
+from .verify import Verified, verify
+
+__all__ = [
+    "BackupFailed",
+    "DamagedData",
+    "EngineError",
+    "JobCancelled",
+    "JobControl",
+    "PointNotFound",
+    "PointSummary",
+    "Repository",
+    "RepositoryError",
+    "RestoreRefused",
+    "Restored",
+    "Verified",
+    "remove_stale_staging",
+    "restore",
+    "run_backup",
+    "verify",
+]

@@ -1,0 +1,366 @@
+"""A backup job: a new restore point from a policy's sources, incremental forever.
+
+A file whose size, mtime and inode match the policy's previous restore point is not read
+again: its chunk list is carried over. Any other file is read once and cut into chunks,
+and only chunks the repository lacks are written, on a small thread pool so compressing
+and writing overlap with reading and hashing. The manifest is committed last (see
+repository.py), then the policy's old points expire and unreferenced chunks are collected
+(see retention.py). A job that fails removes the chunks it wrote, when it can take the
+repository lock alone; otherwise, and after a stop, the next collection removes them.
+"""
+
+import dataclasses
+import logging
+import os
+import secrets
+import stat
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from pyfastcdc import Chunk, FastCDC
+
+from backup.v1 import resources_pb2 as pb
+
+from . import chunks, lock, retention
+from .control import JobControl, Throttle, check, wait_a_little
+from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
+from .manifest import FILE, Entry, Manifest, summarize
+from .repository import Repository
+from .scan import Found, entry_from, scan
+
+log = logging.getLogger("agent_stub.engine")
+
+# Writing a chunk is mostly kernel work (create, copy, fsync) that runs outside the GIL.
+WRITER_THREADS = 4
+# Files up to the largest chunk size are read whole and cut in memory.
+SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
+# Chunks handed to the writers and not yet written: bounds memory to this many chunks.
+WRITES_IN_FLIGHT = 12
+NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def new_point_id() -> str:
+    return time.strftime("rp-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
+
+
+class _Unreadable(Exception):
+    """A source file could not be opened or read: it is skipped, with a warning."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror)
+        self.error = error
+
+
+@dataclasses.dataclass
+class _Progress:
+    bytes_total: int = 0
+    bytes_done: int = 0
+    files_done: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    def report(self, job: JobControl) -> None:
+        job.progress(
+            max(self.bytes_total, self.bytes_done),
+            self.bytes_done,
+            self.files_done,
+            self.bytes_read,
+            self.bytes_written,
+        )
+
+
+class _ChunkWriter:
+    """Writes the chunks the repository lacks, in order, with a bounded queue."""
+
+    def __init__(self, repository: Repository, progress: _Progress) -> None:
+        self._repository = repository
+        self._progress = progress
+        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chunk-writer")
+        self._queued: deque[tuple[str, Future[int]]] = deque()
+        self._seen: set[str] = set()
+        self.written: list[str] = []
+
+    def store(self, name: str, data: memoryview) -> None:
+        if name in self._seen or self._repository.has_chunk(name):
+            return
+        self._seen.add(name)
+        future = self._pool.submit(self._repository.put_chunk, name, bytes(data))
+        self._queued.append((name, future))
+        self._harvest(wait=len(self._queued) >= WRITES_IN_FLIGHT)
+
+    def _harvest(self, wait: bool) -> None:
+        while self._queued and (wait or self._queued[0][1].done()):
+            name, future = self._queued.popleft()
+            self._progress.bytes_written += future.result()  # a failed write raises here
+            self.written.append(name)
+            wait = False
+
+    def finish(self) -> None:
+        while self._queued:
+            self._harvest(wait=True)
+        self._pool.shutdown()
+
+    def abort(self) -> None:
+        """Drops what is queued and waits for writes under way; keeps count of them."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for name, future in self._queued:
+            if not future.cancelled() and future.exception() is None:
+                self.written.append(name)
+        self._queued.clear()
+
+
+class _SourceReader:
+    """A source file as the chunker reads it: checks for a stop and keeps the read limit."""
+
+    def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: _Progress) -> None:
+        self._file = os.fdopen(fd, "rb", buffering=0)
+        self._job = job
+        self._throttle = throttle
+        self._progress = progress
+        self.bytes_read = 0
+
+    def readinto(self, buffer: memoryview) -> int:
+        check(self._job)
+        try:
+            count = self._file.readinto(buffer[: self._throttle.read_bytes]) or 0
+        except OSError as error:
+            raise _Unreadable(error) from None
+        self.bytes_read += count
+        self._progress.bytes_read += count
+        self._progress.bytes_done += count
+        self._progress.report(self._job)
+        self._throttle.account(count)
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Prefixed:
+    """Bytes already read, then the rest of the reader."""
+
+    def __init__(self, prefix: memoryview, reader: _SourceReader) -> None:
+        self._prefix = prefix
+        self._reader = reader
+
+    def readinto(self, buffer: memoryview) -> int:
+        if not self._prefix:
+            return self._reader.readinto(buffer)
+        count = min(len(buffer), len(self._prefix))
+        buffer[:count] = self._prefix[:count]
+        self._prefix = self._prefix[count:]
+        return count
+
+
+def _open_source(path: str) -> int:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            return os.open(path, flags | NOATIME)
+        except PermissionError:
+            # O_NOATIME is only for the file's owner; anyone else reads without it.
+            return os.open(path, flags)
+    except OSError as error:
+        raise _Unreadable(error) from None
+
+
+class _Backup:
+    def __init__(self, policy: pb.BackupPolicy, job_id: str, job: JobControl) -> None:
+        self.policy = policy
+        self.job_id = job_id
+        self.job = job
+        self.repository = Repository.create(Path(policy.repository))
+        self.chunker: FastCDC = chunks.chunker(self.repository.chunker_settings)
+        self.progress = _Progress()
+        self.writer = _ChunkWriter(self.repository, self.progress)
+        self.throttle = Throttle(policy.throttle_bytes_per_second, job)
+
+    def run(self) -> Manifest:
+        previous = self._previous_files()
+        found = scan(list(self.policy.source_paths), self.job)
+        self.progress.bytes_total = sum(item.entry.size for item in found)
+        self.progress.report(self.job)
+        entries: list[Entry] = []
+        for item in found:
+            check(self.job)
+            if item.entry.kind != FILE:
+                entries.append(item.entry)
+                continue
+            entry = self._file(item, previous.get(item.entry.path))
+            if entry is not None:
+                entries.append(entry)
+                self.progress.files_done += 1
+            self.progress.report(self.job)
+        self.writer.finish()
+        self.progress.report(self.job)
+        self.repository.sync_chunk_directories(self.writer.written)
+        manifest = summarize(
+            new_point_id(),
+            self.policy.id,
+            self.job_id,
+            time.time_ns(),
+            self.policy.source_paths,
+            entries,
+            self.progress.bytes_written,
+        )
+        check(self.job)
+        self.repository.commit_point(manifest)
+        return manifest
+
+    def _previous_files(self) -> dict[str, Entry]:
+        """The files of the policy's newest restore point, by path, to skip unchanged ones."""
+        summaries, _ = self.repository.summaries()
+        mine = [point for point in summaries if point.policy_id == self.policy.id]
+        if not mine:
+            return {}
+        try:
+            manifest = self.repository.read_point(mine[0].id)
+        except (DamagedData, RepositoryError) as error:
+            self.job.warn(f"previous restore point unusable, reading every file: {error}")
+            return {}
+        return {entry.path: entry for entry in manifest.entries if entry.kind == FILE}
+
+    def _file(self, item: Found, previous: Entry | None) -> Entry | None:
+        entry = item.entry
+        if (
+            previous is not None
+            and previous.size == entry.size
+            and previous.mtime_ns == entry.mtime_ns
+            and previous.inode == entry.inode
+        ):
+            self.progress.bytes_done += entry.size
+            return dataclasses.replace(entry, chunks=previous.chunks)
+        done_before = self.progress.bytes_done
+        try:
+            read = self._read(item)
+        except _Unreadable as unreadable:
+            self.job.warn(f"skipped {item.source}: {unreadable.error.strerror}")
+            self.progress.bytes_done = done_before + entry.size
+            return None
+        self.progress.bytes_done = done_before + max(entry.size, read.size)
+        return read
+
+    def _read(self, item: Found) -> Entry:
+        fd = _open_source(item.source)
+        reader = _SourceReader(fd, self.job, self.throttle, self.progress)
+        try:
+            try:
+                info = os.fstat(fd)
+            except OSError as error:
+                raise _Unreadable(error) from None
+            if not stat.S_ISREG(info.st_mode):
+                raise _Unreadable(OSError(0, "no longer a regular file"))
+            names = []
+            for chunk in self._cut(reader, info.st_size):
+                name = chunks.digest(chunk.data)
+                self.writer.store(name, chunk.data)
+                names.append(name)
+        finally:
+            reader.close()
+        # Metadata from before the read: a file changed while read is read again next time.
+        entry = entry_from(item.source, info, FILE)
+        return dataclasses.replace(entry, size=reader.bytes_read, chunks=tuple(names))
+
+    def _cut(self, reader: _SourceReader, size: int) -> Iterator[Chunk]:
+        """The file's chunks. A small file is read whole and cut in memory: the streaming
+        chunker's buffer of twice the largest chunk costs more than such a file."""
+        if size > SMALL_FILE_BYTES:
+            yield from self.chunker.cut_stream(reader)
+            return
+        buffer = memoryview(bytearray(size + 1))
+        filled = 0
+        while filled < len(buffer) and (count := reader.readinto(buffer[filled:])):
+            filled += count
+        if filled <= size:
+            yield from self.chunker.cut_buf(buffer[:filled])
+        else:  # it grew while being read: go on streaming after what was read
+            yield from self.chunker.cut_stream(_Prefixed(buffer[:filled], reader))
+
+    def clean_up(self, stopped: bool) -> None:
+        """After a stop or failure: removes the chunks this job wrote, if it can do so now.
+
+        Not after a stop: finding which chunks no manifest names means reading every
+        manifest, and a stop must take effect at once. The next collection takes them.
+        """
+        self.writer.abort()
+        if stopped:
+            return
+        try:
+            retention.collect(self.repository, self.writer.written)
+        except (OSError, RepositoryError) as error:
+            log.warning("could not remove the chunks of an unfinished job: %s", error)
+
+
+def _describe(error: OSError) -> str:
+    where = f": {error.filename}" if error.filename else ""
+    return f"{error.strerror or error}{where}"
+
+
+def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
+    """Backs the policy's sources up into a new restore point; returns its id."""
+    for source in policy.source_paths:
+        if not os.path.exists(source):
+            raise BackupFailed(f"source path {source} does not exist")
+    try:
+        backup = _Backup(policy, job_id, job)
+    except RepositoryError as error:
+        raise BackupFailed(str(error)) from None
+    except OSError as error:
+        raise BackupFailed(f"cannot open the repository: {_describe(error)}") from None
+    try:
+        with lock.shared(backup.repository.root, pause=lambda: wait_a_little(job)):
+            manifest = backup.run()
+            _expire(backup.repository, policy, job)
+    except BaseException as error:
+        backup.clean_up(stopped=isinstance(error, JobCancelled))
+        if isinstance(error, OSError):
+            # Source files that cannot be read are skipped, so this is the repository's.
+            raise BackupFailed(
+                f"cannot write to the repository {policy.repository}: {_describe(error)}"
+            ) from error
+        if isinstance(error, RepositoryError):
+            raise BackupFailed(str(error)) from error
+        raise
+    _collect(backup.repository, job)
+    return manifest.summary.id
+
+
+def _expire(repository: Repository, policy: pb.BackupPolicy, job: JobControl) -> None:
+    """Retention after a committed point: a failure here is a warning, not a lost point."""
+    keep = retention.points_to_keep(policy.retention_points)
+    try:
+        expired = retention.expire(repository, policy.id, keep)
+    except OSError as error:
+        job.warn(f"old restore points not expired: {_describe(error)}")
+        return
+    if expired:
+        log.info("policy %s: restore points %s expired", policy.id, ", ".join(expired))
+
+
+def _collect(repository: Repository, job: JobControl) -> None:
+    """Collection after a committed point; like retention, a failure here is a warning."""
+    try:
+        collection = retention.collect(repository)
+    except DamagedData as error:
+        job.warn(f"unreferenced chunks not collected: {error}; run verify")
+    except OSError as error:
+        job.warn(f"unreferenced chunks not collected: {_describe(error)}")
+    else:
+        if collection is not None and collection.chunks_removed:
+            log.info(
+                "collected %d unreferenced chunks (%d bytes) in %s",
+                collection.chunks_removed,
+                collection.bytes_freed,
+                repository.root,
+            )
+
+
+def remove_stale_staging(repository: Path) -> None:
+    """Removes what killed jobs left under `<repository>/tmp/`, unless a job is writing."""
+    try:
+        retention.clear_stale_staging(Repository.open(repository))
+    except (OSError, RepositoryError) as error:
+        log.info("no staging to clear in %s: %s", repository, error)

@@ -1,0 +1,214 @@
+"""A restore point's manifest: every file, directory and symlink it holds, with its chunks.
+
+Stored as zstd-compressed JSON lines with a content checksum: first a header line (the
+point's summary, so listing points decompresses only that line), then one line per entry
+in path order. Paths are relative, '/'-separated, and keep names that are not UTF-8
+(JSON escapes them as surrogates, which `os.fsencode` turns back into the same bytes).
+Decoding checks every field's type, since a manifest is data read from disk, not trusted.
+"""
+
+import dataclasses
+import io
+import json
+import re
+from collections.abc import Iterable
+from typing import IO, Any
+
+import zstandard
+
+from .errors import DamagedData
+
+FORMAT = 1
+FILE, DIRECTORY, SYMLINK = "file", "dir", "symlink"
+KINDS = (FILE, DIRECTORY, SYMLINK)
+DIGEST = re.compile(r"[0-9a-f]{64}")
+POINT_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One thing in a restore point; `chunks` for files, `target` for symlinks."""
+
+    path: str
+    kind: str
+    mode: int
+    mtime_ns: int
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    inode: int = 0
+    chunks: tuple[str, ...] = ()
+    target: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PointSummary:
+    """What listing a restore point shows, read from the manifest's header line."""
+
+    id: str
+    policy_id: str
+    job_id: str
+    create_ns: int
+    file_count: int
+    total_bytes: int
+    added_bytes: int
+    sources: tuple[str, ...] = ()
+    entry_count: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    summary: PointSummary
+    entries: list[Entry] = dataclasses.field(default_factory=list)
+
+
+def summarize(
+    point_id: str,
+    policy_id: str,
+    job_id: str,
+    create_ns: int,
+    sources: Iterable[str],
+    entries: list[Entry],
+    added_bytes: int,
+) -> Manifest:
+    files = [entry for entry in entries if entry.kind == FILE]
+    summary = PointSummary(
+        id=point_id,
+        policy_id=policy_id,
+        job_id=job_id,
+        create_ns=create_ns,
+        file_count=len(files),
+        total_bytes=sum(entry.size for entry in files),
+        added_bytes=added_bytes,
+        sources=tuple(sources),
+        entry_count=len(entries),
+    )
+    return Manifest(summary, entries)
+
+
+def _entry_record(entry: Entry) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "path": entry.path,
+        "kind": entry.kind,
+        "mode": entry.mode,
+        "mtime_ns": entry.mtime_ns,
+        "uid": entry.uid,
+        "gid": entry.gid,
+    }
+    if entry.kind == FILE:
+        record.update(size=entry.size, inode=entry.inode, chunks=list(entry.chunks))
+    elif entry.kind == SYMLINK:
+        record["target"] = entry.target
+    return record
+
+
+def encode(manifest: Manifest) -> bytes:
+    lines = [json.dumps({"format": FORMAT, **dataclasses.asdict(manifest.summary)})]
+    lines.extend(json.dumps(_entry_record(entry)) for entry in manifest.entries)
+    text = "\n".join(lines) + "\n"
+    # ASCII by construction: json.dumps escapes every non-ASCII character and surrogate.
+    return zstandard.ZstdCompressor(write_checksum=True).compress(text.encode("ascii"))
+
+
+def _lines(stream: IO[bytes]) -> io.TextIOWrapper:
+    return io.TextIOWrapper(
+        zstandard.ZstdDecompressor().stream_reader(stream), encoding="ascii", newline="\n"
+    )
+
+
+def read_summary(stream: IO[bytes], subject: str) -> PointSummary:
+    """The header alone; raises DamagedData naming `subject` if it is not a manifest's."""
+    try:
+        return _summary(json.loads(_lines(stream).readline()))
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as error:
+        raise DamagedData(subject, f"unreadable manifest header ({error})") from None
+
+
+def read_manifest(stream: IO[bytes], subject: str) -> Manifest:
+    """The whole manifest, checksum included; raises DamagedData naming `subject`."""
+    try:
+        lines = _lines(stream)
+        summary = _summary(json.loads(lines.readline()))
+        entries = [_entry(json.loads(line), number) for number, line in enumerate(lines, 1)]
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as error:
+        raise DamagedData(subject, f"unreadable manifest ({error})") from None
+    if len(entries) != summary.entry_count:
+        raise DamagedData(
+            subject, f"manifest lists {len(entries)} entries, its header {summary.entry_count}"
+        )
+    return Manifest(summary, entries)
+
+
+def _typed(record: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = record.get(key, default)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{key} is not a {kind.__name__}")
+    return value
+
+
+def _summary(header: Any) -> PointSummary:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"not a format {FORMAT} manifest header")
+    point_id = _typed(header, "id", str)
+    if not POINT_ID.fullmatch(point_id):
+        raise ValueError(f"restore point id {point_id[:80]!r} is malformed")
+    sources = _typed(header, "sources", list, [])
+    return PointSummary(
+        id=point_id,
+        policy_id=_typed(header, "policy_id", str),
+        job_id=_typed(header, "job_id", str),
+        create_ns=_typed(header, "create_ns", int),
+        file_count=_typed(header, "file_count", int),
+        total_bytes=_typed(header, "total_bytes", int),
+        added_bytes=_typed(header, "added_bytes", int),
+        sources=tuple(str(source) for source in sources),
+        entry_count=_typed(header, "entry_count", int),
+    )
+
+
+def _entry(record: Any, number: int) -> Entry:
+    if not isinstance(record, dict):
+        raise ValueError(f"entry {number} is not an object")
+    try:
+        kind = _typed(record, "kind", str)
+        if kind not in KINDS:
+            raise ValueError(f"kind {kind[:20]!r} is unknown")
+        chunks = tuple(_typed(record, "chunks", list, []))
+        if not all(isinstance(chunk, str) and DIGEST.fullmatch(chunk) for chunk in chunks):
+            raise ValueError("a chunk name is not a SHA-256")
+        mode = _typed(record, "mode", int)
+        if not 0 <= mode <= 0o7777:
+            raise ValueError(f"mode {mode} is out of range")
+        size = _typed(record, "size", int, 0)
+        if size < 0:
+            raise ValueError("size is negative")
+        return Entry(
+            path=_typed(record, "path", str),
+            kind=kind,
+            mode=mode,
+            mtime_ns=_typed(record, "mtime_ns", int),
+            uid=_typed(record, "uid", int, 0),
+            gid=_typed(record, "gid", int, 0),
+            size=size,
+            inode=_typed(record, "inode", int, 0),
+            chunks=chunks,
+            target=_typed(record, "target", str, ""),
+        )
+    except ValueError as error:
+        raise ValueError(f"entry {number}: {error}") from None
+
+
+def path_problem(path: str) -> str:
+    """Why a manifest path could write outside a restore target; empty when it is safe."""
+    if not path:
+        return "is empty"
+    if "\x00" in path:
+        return "contains NUL"
+    if path.startswith("/"):
+        return "is absolute"
+    parts = path.split("/")
+    if ".." in parts:
+        return "contains '..'"
+    if any(part in ("", ".") for part in parts):
+        return "has an empty or '.' component"
+    return ""

@@ -1,0 +1,81 @@
+"""Verify: re-read every chunk that restore points need and check it against its name.
+
+Each chunk is read once however many files and points share it; each file's chunks must
+add up to its size. A problem names the damaged thing and what depends on it.
+"""
+
+from dataclasses import dataclass, field
+
+from . import lock
+from .errors import DamagedData, PointNotFound
+from .manifest import FILE
+from .repository import Repository
+
+USERS_SHOWN = 3
+
+
+@dataclass
+class Verified:
+    points: list[str] = field(default_factory=list)
+    files: int = 0
+    chunks: int = 0
+    bytes: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _DamagedChunk:
+    problem: str
+    users: list[str] = field(default_factory=list)
+
+
+def verify(repository: Repository, point_ids: list[str] | None = None) -> Verified:
+    """Checks the given points (all, when None); `problems` is empty when all is well."""
+    result = Verified()
+    sizes: dict[str, int] = {}
+    damaged: dict[str, _DamagedChunk] = {}
+    with lock.shared(repository.root):
+        if point_ids is None:
+            summaries, unreadable = repository.summaries()
+            result.problems.extend(str(error) for error in unreadable)
+            point_ids = [summary.id for summary in reversed(summaries)]
+        for point_id in point_ids:
+            try:
+                manifest = repository.read_point(point_id)
+            except DamagedData as error:
+                result.problems.append(str(error))
+                continue
+            except PointNotFound:
+                continue  # expired since it was listed
+            result.points.append(point_id)
+            for entry in manifest.entries:
+                if entry.kind != FILE:
+                    continue
+                result.files += 1
+                total = 0
+                for name in entry.chunks:
+                    if name not in sizes and name not in damaged:
+                        try:
+                            sizes[name] = len(repository.read_chunk(name))
+                            result.chunks += 1
+                            result.bytes += sizes[name]
+                        except DamagedData as error:
+                            damaged[name] = _DamagedChunk(error.problem)
+                    if name in damaged:
+                        damaged[name].users.append(f"{point_id}: {entry.path}")
+                        total = -1
+                    elif total >= 0:
+                        total += sizes[name]
+                if total >= 0 and total != entry.size:
+                    result.problems.append(
+                        f"restore point {point_id}: {entry.path}: its chunks hold {total} "
+                        f"bytes, the manifest says {entry.size}"
+                    )
+    for name, chunk in damaged.items():
+        shown = "; ".join(chunk.users[:USERS_SHOWN])
+        more = len(chunk.users) - USERS_SHOWN
+        result.problems.append(
+            f"chunk {name}: {chunk.problem}; needed by {shown}"
+            + (f" and {more} more" if more > 0 else "")
+        )
+    return result
