@@ -10,7 +10,7 @@ import grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 
-from . import serving
+from . import limits, serving
 from .control import Control
 from .database import Database
 from .fanout import AgentTransport
@@ -72,9 +72,18 @@ class BackupServer:
     async def start(self) -> None:
         if self._tls is None:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
+        open_files = limits.raise_open_file_limit()
         self._database = await Database.open(self.config.db)
         self.control = Control(
-            self._database, self.transport, self.config.agent_deadline, self.config.max_in_flight
+            self._database,
+            self.transport,
+            self.config.agent_deadline,
+            self.config.max_in_flight,
+            check_capacity=(
+                self.transport.check_capacity
+                if isinstance(self.transport, GrpcAgentTransport)
+                else None
+            ),
         )
         await self.control.recover()
         authorizer = authz.Authorizer(
@@ -90,11 +99,13 @@ class BackupServer:
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])
         log.info(
-            "backup server listening on %s (%s), database %s, agent deadline %.1f s",
+            "backup server listening on %s (%s), database %s, agent deadline %.1f s, "
+            "open-file limit %d",
             self.address,
             self.mode,
             self.config.db,
             self.config.agent_deadline,
+            open_files,
         )
         if self._tls is None:
             consequence = (

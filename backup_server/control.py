@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 
 from google.protobuf.message import DecodeError
 
@@ -69,12 +69,15 @@ class Control:
         transport: AgentTransport,
         deadline: float,
         max_in_flight: int = 10_000,
+        check_capacity: Callable[[Collection[str]], None] | None = None,
     ) -> None:
         self._db = database
         self._storage = database.storage
         self._transport = transport
         self._deadline = deadline
         self._max_in_flight = max_in_flight
+        # Raises FailedPrecondition when this process cannot connect to that many agents.
+        self._check_capacity = check_capacity
         self._live: dict[str, LiveSession] = {}
         self._starts: dict[str, set[FanOut]] = {}
         self._runs: set[asyncio.Task[pb.PolicySession]] = set()
@@ -110,6 +113,10 @@ class Control:
         targets = resolve_targets(policy, groups)
         if not targets:
             raise FailedPrecondition(f"policy {policy_id!r} has no computers to send to")
+        if self._check_capacity is not None:
+            self._check_capacity(
+                [target.computer.address for target in targets if not target.skipped_because]
+            )
         session = new_session(session_id or new_session_id(), policy_id, action, targets)
         if action == pb.SESSION_ACTION_STOP:
             request = agent_pb.StopJobRequest(session_id=session.id, policy_id=policy_id)

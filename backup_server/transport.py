@@ -3,11 +3,13 @@
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import grpc
 
+from . import limits
+from .errors import FailedPrecondition
 from .fanout import AgentCallError
 from .security.tls import explain_handshake_failure
 from .serving import CLIENT_OPTIONS
@@ -101,6 +103,23 @@ class GrpcAgentTransport:
     @property
     def channel_count(self) -> int:
         return len(self._agents)
+
+    def check_capacity(self, addresses: Collection[str]) -> None:
+        """Refuses a session this process cannot hold one connection per computer for."""
+        if len(addresses) > self._max_channels:
+            raise FailedPrecondition(
+                f"the policy reaches {len(addresses)} computers but this server keeps at most "
+                f"{self._max_channels} agent connections; split the computers across policies"
+            )
+        new = sum(1 for address in addresses if address not in self._agents)
+        room = limits.descriptor_room()
+        if new > room:
+            raise FailedPrecondition(
+                f"the policy needs {new} new agent connections but this server may open only "
+                f"{max(room, 0)} more files (open-file limit {limits.open_file_limit()}, "
+                f"{limits.RESERVED_DESCRIPTORS} kept in reserve); raise the server's limit "
+                "(ulimit -n, LimitNOFILE) or split the computers across server replicas"
+            )
 
     async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
         if not deadline > 0:
