@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     config = parse_args(argv)
     serving.configure_logging(log_format=config.log_format)
     server = BackupServer(config)
-    asyncio.run(serving.run_until_signalled(server.start, server.stop))
+
+    async def start() -> None:
+        await server.start()
+        serving.tune_garbage_collector()
+
+    asyncio.run(serving.run_until_signalled(start, server.stop))
 
 
 if __name__ == "__main__":

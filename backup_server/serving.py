@@ -1,6 +1,7 @@
 """What both processes share: standard services, logging, and running until SIGTERM."""
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -48,6 +49,22 @@ CLIENT_OPTIONS = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     *CLIENT_KEEPALIVE,
 )
+
+
+# Young collections every 20,000 net allocations instead of 700, full ones rarely.
+GC_THRESHOLDS = (20_000, 50, 20)
+
+
+def tune_garbage_collector() -> None:
+    """Keeps the cyclic garbage collector from stalling a fan-out; call once started.
+
+    Profiled at 5,000 computers: with the default thresholds a full collection (about
+    190 ms each, walking every call in flight) ran twice per session, 30% of the event
+    loop's time, and pushed live computers past their deadline. What exists once the
+    process has started lives as long as it does, so it is frozen out of collections.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class HealthServicer(_AioHealthServicer):  # type: ignore[misc]
