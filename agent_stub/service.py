@@ -2,7 +2,7 @@
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -13,12 +13,28 @@ from backup_server import status, validation
 from backup_server.errors import InvalidArgument
 
 from .confinement import AllowedPaths
-from .jobs import JobRunner
-from .points import BackupChain
 
 log = logging.getLogger("agent_stub.service")
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class Jobs(Protocol):
+    """The jobs AgentControl drives: the real job runner, or the fleet simulator's."""
+
+    def start(self, policy: pb.BackupPolicy, session_id: str) -> tuple[pb.Job, bool]: ...
+
+    def stop(self, policy_id: str) -> tuple[pb.Job, bool]: ...
+
+    def get(self, job_id: str) -> pb.Job: ...
+
+    def list(self, policy_id: str) -> list[pb.Job]: ...
+
+
+class RestorePoints(Protocol):
+    """The restore points AgentControl lists: the real backup chain, or none when simulated."""
+
+    def list(self, policy_id: str) -> list[pb.RestorePoint]: ...
 
 
 def check_received_policy(policy: pb.BackupPolicy) -> None:
@@ -31,7 +47,7 @@ def check_received_policy(policy: pb.BackupPolicy) -> None:
 
 class AgentControl(api_grpc.AgentControlServicer):
     def __init__(
-        self, jobs: JobRunner, chain: BackupChain, allowed: AllowedPaths | None = None
+        self, jobs: Jobs, chain: RestorePoints, allowed: AllowedPaths | None = None
     ) -> None:
         self._jobs = jobs
         self._chain = chain
