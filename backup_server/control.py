@@ -16,7 +16,7 @@ from . import paging, validation
 from .database import Database
 from .errors import FailedPrecondition, NotFound
 from .fanout import AgentTransport, FanOut
-from .sessions import LiveSession, new_session, new_session_id, resolve_targets
+from .sessions import LiveSession, Progress, new_session, new_session_id, resolve_targets
 
 log = logging.getLogger("backup_server.control")
 
@@ -126,11 +126,12 @@ class Control:
                 session_id=session.id, policy=agent_policy(policy)
             )
             fanout_args = ("StartJob", request_start.SerializeToString(), read_start_reply)
-        seq = await self._db.run(self._storage.insert_session, session)
+        seq, took = await self._db.run_timed(self._storage.insert_session, session)
         if action == pb.SESSION_ACTION_STOP:
             # After the insert, so a stop refused for a taken session id cancels nothing.
             self._cancel_queued_starts(policy_id, session.id)
         live = LiveSession(session, seq)
+        live.storage_seconds, live.storage_writes = took, 1
         # Registered before any await, so a watcher never finds it stored but not live.
         self._live[session.id] = live
         fanout = FanOut(live, self._transport, *fanout_args, self._deadline, self._max_in_flight)
@@ -182,13 +183,13 @@ class Control:
                 if not self._starts[policy_id]:
                     del self._starts[policy_id]
             live.finish()
-            await self._db.run(self._storage.save_progress, live.take_progress())
+            await self._save_progress(live, live.take_progress())
             live.publish()
             del self._live[session_id]
             stats = live.session.statistics
             log.info(
                 "session %s finished %s: %d received, %d not received, %d skipped, "
-                "%d rejected, %d cancelled of %d",
+                "%d rejected, %d cancelled of %d; storage %.1f ms in %d writes",
                 session_id,
                 pb.SessionState.Name(live.session.state).removeprefix("SESSION_STATE_"),
                 stats.received,
@@ -197,6 +198,8 @@ class Control:
                 stats.rejected,
                 stats.cancelled,
                 stats.total,
+                live.storage_seconds * 1000,
+                live.storage_writes,
                 extra={"session_id": session_id},
             )
         return live.session
@@ -209,10 +212,13 @@ class Control:
                 # Shielded: the batch has left `live.dirty`, so it must reach the file even
                 # if the fan-out ends now and cancels this writer; the final write queues
                 # behind it on the storage thread.
-                await asyncio.shield(
-                    self._db.run(self._storage.save_progress, live.take_progress())
-                )
+                await asyncio.shield(self._save_progress(live, live.take_progress()))
                 live.publish()
+
+    async def _save_progress(self, live: LiveSession, progress: Progress) -> None:
+        _, took = await self._db.run_timed(self._storage.save_progress, progress)
+        live.storage_seconds += took
+        live.storage_writes += 1
 
     async def get_session(self, session_id: str) -> pb.PolicySession:
         validation.require_id("session_id", session_id)

@@ -120,6 +120,9 @@ class LiveSession:
         self.seq = seq
         self.dirty: list[int] = []
         self._changed = asyncio.Event()
+        # What the storage thread spent on this session's writes, for the log and the bench.
+        self.storage_seconds = 0.0
+        self.storage_writes = 0
 
     @property
     def finished(self) -> bool:
