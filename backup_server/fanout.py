@@ -69,6 +69,7 @@ class FanOut:
         self._read_reply = read_reply
         self._deadline = deadline
         self._limit = limit
+        self._first_wave_ends = 0.0
         self._queue: Iterator[int] = iter(
             [
                 position
@@ -80,6 +81,7 @@ class FanOut:
     async def run(self) -> None:
         """Delivers every queued command; returns when each has its outcome."""
         pending = self.live.session.statistics.pending
+        self._first_wave_ends = time.monotonic() + self._deadline
         async with asyncio.TaskGroup() as workers:
             for _ in range(min(self._limit, pending)):
                 workers.create_task(self._worker())
@@ -93,15 +95,22 @@ class FanOut:
         return count
 
     async def _worker(self) -> None:
+        # The first wave is sent "at once", so its deadline runs from when sending began,
+        # not from each call: one thread needs ~0.2 s to put 5,000 calls on the wire, and
+        # per-call deadlines made a hung computer at the end of the list cost D + 0.2 s.
+        # Never less than half the deadline, however long sending took; a command that
+        # waited behind the limit gets the whole deadline once it leaves the queue.
+        deadline = max(self._first_wave_ends - time.monotonic(), self._deadline / 2)
         for position in self._queue:
-            await self._deliver(position)
+            await self._deliver(position, deadline)
+            deadline = self._deadline
 
-    async def _deliver(self, position: int) -> None:
+    async def _deliver(self, position: int, deadline: float) -> None:
         computer = self.live.session.computer_results[position].computer
         started = time.perf_counter_ns()
         try:
             reply = await self._transport.call(
-                computer.address, self._method, self._request, self._deadline
+                computer.address, self._method, self._request, deadline
             )
         except AgentCallError as error:
             latency = time.perf_counter_ns() - started
