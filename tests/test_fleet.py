@@ -1,6 +1,7 @@
 """The fleet simulator answers like an agent, over real gRPC, in-process and as a command."""
 
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -22,17 +23,15 @@ JOB_SECONDS = 0.5
 @pytest.fixture
 async def start_fleet() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
     """Starts in-process fleets on system-chosen ports (stopped at the end)."""
-    fleets: list[Fleet] = []
+    async with contextlib.AsyncExitStack() as started:
 
-    async def start(**fields: object) -> Fleet:
-        fleet = Fleet(FleetConfig(**{"count": 2, "job_seconds": 60.0, **fields}))
-        await fleet.start()
-        fleets.append(fleet)
-        return fleet
+        async def start(**fields: object) -> Fleet:
+            fleet = Fleet(FleetConfig(**{"count": 2, "job_seconds": 60.0, **fields}))
+            await fleet.start()
+            started.push_async_callback(fleet.stop)
+            return fleet
 
-    yield start
-    for fleet in fleets:
-        await fleet.stop()
+        yield start
 
 
 def agents_of(fleet: Fleet) -> list[str]:
