@@ -15,7 +15,6 @@ import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_support import clean_environment
@@ -163,25 +162,37 @@ def check(step: Step, block: str, result: subprocess.CompletedProcess[str]) -> N
 
 
 async def run_section(
-    section: str, steps: list[Step], shell: Shell, live: dict[str, str]
-) -> dict[str, Any]:
-    """Runs the section's blocks in order, each checked against its step; returns the
-    outputs by marker and leaves the processes it started running (stop them)."""
+    section: str,
+    steps: list[Step],
+    shell: Shell,
+    live: dict[str, str],
+    serving: dict[str, Process] | None = None,
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Runs the section's blocks in order, each checked against its step; returns what each
+    printed, by marker. Processes it starts are left running in `serving`, by the README
+    address they serve: the caller stops them."""
     blocks = sh_blocks(section)
     assert len(blocks) == len(steps), f"{len(blocks)} README blocks for {len(steps)} steps"
     for block, step in zip(blocks, steps, strict=True):
         assert step.marker in block, f"expected a block with {step.marker!r}, not:\n{block}"
-    outputs: dict[str, Any] = {"processes": []}
-    for block, step in zip(blocks, steps, strict=True):
+    outputs = {}
+    for index, (block, step) in enumerate(zip(blocks, steps, strict=True)):
         command = substitute(block, live)
         if step.serves:
-            previous = live.get(f"process {step.serves}")
-            if isinstance(previous, Process):
+            assert serving is not None, f"{step.marker!r} starts a process: pass `serving`"
+            previous = serving.pop(step.serves, None)
+            if previous is not None:
                 previous.stop()  # the README restarts it: the same address, new options
-            log = shell.cwd / f"process-{len(outputs['processes'])}.log"
-            process = shell.start(command, log)
-            outputs["processes"].append(process)
-            live[step.serves] = process.wait_listening()
+            log = shell.cwd / f"process-{index}.log"
+            serving[step.serves] = shell.start(command, log)
+            written_before = live[step.serves]
+            live[step.serves] = serving[step.serves].wait_listening()
+            # A restart here listens on a new port, the README's on the same one: what the
+            # shell exported (BACKUP_SERVER) follows it.
+            shell.env = {
+                name: value.replace(written_before, live[step.serves])
+                for name, value in shell.env.items()
+            }
             log_text = log.read_text()
             for expected in step.prints:
                 assert expected in log_text, (block, expected, log_text)
@@ -241,11 +252,13 @@ async def test_secure_setup(tmp_path: Path) -> None:
         "unix:/var/": f"unix:{tmp_path}/var/",
     }
     shell = Shell(clean_environment(), tmp_path)
-    outputs: dict[str, Any] = {"processes": []}
+    serving: dict[str, Process] = {}
     try:
-        outputs = await run_section("Secure setup, step by step", SECURE_SETUP, shell, live)
+        await run_section("Secure setup, step by step", SECURE_SETUP, shell, live, serving)
+        restarted = serving[SERVER].log.read_text()
+        assert "TLS: operators need the API token" in restarted
     finally:
-        for process in outputs["processes"]:
+        for process in serving.values():
             process.stop()
     assert len(restore_points(tmp_path / "var" / "backups" / "nightly")) == 1
     assert not (tmp_path / "var" / "backups" / "stray").exists()
