@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,10 @@ class BackupServer:
     async def start(self) -> None:
         if self._tls is None:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
-        self._database = await Database.open(self.config.db)
+        try:
+            self._database = await Database.open(self.config.db)
+        except (sqlite3.Error, OSError) as error:
+            raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
         self.control = Control(
             self._database, self.transport, self.config.agent_deadline, self.config.max_in_flight
         )
