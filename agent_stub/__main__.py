@@ -64,7 +64,12 @@ def serve(argv: list[str]) -> None:
         max_concurrent_rpcs=args.max_concurrent_rpcs,
     )
     serving.configure_logging(log_format=args.log_format)
-    agent = AgentServer(config)
+    try:
+        agent = AgentServer(config)
+    except OSError as error:
+        raise SystemExit(
+            f"backup-agent: cannot use the data dir {args.data_dir}: {error.strerror}"
+        ) from None
     asyncio.run(serving.run_until_signalled(agent.start, agent.stop))
 
 
@@ -94,10 +99,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(policy_id: str, data_dir: Path) -> int:
     reply = run_job(policy_id, data_dir)
+    # stdout is only the job id, so scripts can capture it; the note goes to stderr.
+    print(reply.job.id)
     if reply.already_running:
-        print(f"{reply.job.id} (already running)")
-    else:
-        print(reply.job.id)
+        print(f"backup-agent: policy {policy_id} was already running as this job", file=sys.stderr)
     return 0
 
 

@@ -147,8 +147,15 @@ class JobRunner:
             job = running.end(pb.JOB_STATE_FAILED, error=f"internal error: {bug!r}")
         else:
             job = running.end(pb.JOB_STATE_SUCCEEDED, restore_point_id=point_id)
-        self._store.save_job(job)
+        # The policy is free again whatever happens to the record: a disk too full to
+        # write it must not leave the policy "already running" until a restart.
         del self._running[policy.id]
+        try:
+            self._store.save_job(job)
+        except OSError as error:
+            log.error(
+                "job %s of policy %s: its record could not be saved: %s", job.id, policy.id, error
+            )
         self._keep(job)
         log.info(
             "job %s of policy %s %s%s",

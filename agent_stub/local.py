@@ -6,6 +6,7 @@ import grpc
 
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
+from backup_server import validation
 
 from .app import INFO_NAME
 from .store import read_json, read_policy
@@ -38,6 +39,8 @@ def _agent_channel(data_dir: Path) -> tuple[str, grpc.Channel]:
 
 def run_job(policy_id: str, data_dir: Path) -> api.StartJobResponse:
     """Starts the policy's job from the policy this agent last received."""
+    if not validation.ID_PATTERN.fullmatch(policy_id):
+        raise LocalCommandError(f"{policy_id[:80]!r} is not a policy id")
     target, channel = _agent_channel(data_dir)
     with channel:
         policy = read_policy(data_dir, policy_id)

@@ -10,7 +10,7 @@ from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 from backup_server import status, validation
-from backup_server.errors import InvalidArgument
+from backup_server.errors import LocalFault
 
 from .confinement import AllowedPaths
 
@@ -41,8 +41,7 @@ def check_received_policy(policy: pb.BackupPolicy) -> None:
     """What the agent needs of a policy; a server is not trusted to have checked it."""
     validation.require_id("policy.id", policy.id)
     validation.check_policy_paths(policy)
-    if policy.throttle_bytes_per_second < 0:
-        raise InvalidArgument("policy.throttle_bytes_per_second", "must not be negative")
+    validation.check_limits(policy)
 
 
 class AgentControl(api_grpc.AgentControlServicer):
@@ -61,7 +60,10 @@ class AgentControl(api_grpc.AgentControlServicer):
             validation.check_id_shape("session_id", request.session_id)
         check_received_policy(request.policy)
         self._allowed.check(request.policy)
-        job, already_running = self._jobs.start(request.policy, request.session_id)
+        try:
+            job, already_running = self._jobs.start(request.policy, request.session_id)
+        except OSError as error:
+            raise LocalFault(f"the agent could not record the job: {error.strerror}") from None
         return api.StartJobResponse(job=job, already_running=already_running)
 
     @status.unary

@@ -66,7 +66,7 @@ def read_policy(data_dir: Path, policy_id: str) -> pb.BackupPolicy | None:
     path = data_dir / "policies" / f"{policy_id}.json"
     try:
         return json_format.Parse(path.read_text(), pb.BackupPolicy())
-    except FileNotFoundError:
+    except (FileNotFoundError, json_format.ParseError):
         return None
 
 

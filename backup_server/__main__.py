@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import math
 from pathlib import Path
 
 from . import logs, serving
@@ -45,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         help="operators may authenticate with this bearer token (keep the file 0600)",
     )
     args = parser.parse_args(argv)
-    if args.agent_deadline <= 0:
-        parser.error("--agent-deadline must be positive")
+    if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
+        parser.error("--agent-deadline must be a positive number of seconds")
     if args.max_in_flight < 1:
         parser.error("--max-in-flight must be at least 1")
     return ServerConfig(

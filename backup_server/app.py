@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,10 @@ class BackupServer:
         if self._tls is None:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
         open_files = limits.raise_open_file_limit()
-        self._database = await Database.open(self.config.db)
+        try:
+            self._database = await Database.open(self.config.db)
+        except (sqlite3.Error, OSError) as error:
+            raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
         self.control = Control(
             self._database,
             self.transport,

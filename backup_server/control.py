@@ -108,8 +108,7 @@ class Control:
     async def _run(
         self, policy_id: str, action: pb.SessionAction, session_id: str
     ) -> pb.PolicySession:
-        policy = await self._db.run(self._storage.get_policy, policy_id)
-        groups = await self._db.run(self._storage.get_groups, policy.protection_group_ids)
+        policy, groups = await self._db.run(self._storage.get_policy_and_groups, policy_id)
         targets = resolve_targets(policy, groups)
         if not targets:
             raise FailedPrecondition(f"policy {policy_id!r} has no computers to send to")
@@ -239,7 +238,7 @@ class Control:
         limit = LIST_LIMIT_FULL if full else LIST_LIMIT
         size = validation.page_size(page_size, min(LIST_DEFAULT, limit), limit)
         query = f"sessions:{policy_id}:{int(full)}"
-        before = int(paging.decode(page_token, query) or 0)
+        before = paging.decode(page_token, query, int) or 0
         rows = await self._db.run(self._storage.list_sessions, policy_id, before, size + 1, full)
         sessions = [self._latest(session, full) for _, session in rows[:size]]
         token = paging.encode(query, rows[size - 1][0]) if len(rows) > size else ""

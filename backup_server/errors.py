@@ -4,7 +4,8 @@
     ├── InvalidArgument      a field is malformed, missing or too large (names the field)
     ├── NotFound             a well-shaped id that does not exist
     ├── AlreadyExists        a client-chosen id that is taken
-    └── FailedPrecondition   the request is fine but the state forbids it
+    ├── FailedPrecondition   the request is fine but the state forbids it
+    └── LocalFault           the request is fine but this process failed (a full disk)
 
 Domain modules raise these; `backup_server.status` maps each to one gRPC status code.
 Anything else that escapes is a bug, not a client's mistake.
@@ -38,3 +39,7 @@ class AlreadyExists(BackupError):
 
 class FailedPrecondition(BackupError):
     """The request is well-formed but the stored state does not allow it."""
+
+
+class LocalFault(BackupError):
+    """The request was fine, but this process could not carry it out (e.g. a full disk)."""

@@ -41,13 +41,25 @@ def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGro
             raise FailedPrecondition(
                 f"{field}: protection group {group_id!r} does not exist", field=field
             )
-    reached = len(resolve_targets(policy, groups))
-    if reached > validation.COMPUTERS_MAX:
+    targets = resolve_targets(policy, groups)
+    if len(targets) > validation.COMPUTERS_MAX:
         raise InvalidArgument(
             "policy.computers",
-            f"the policy reaches {reached} computers with its groups; "
+            f"the policy reaches {len(targets)} computers with its groups; "
             f"the limit is {validation.COMPUTERS_MAX}",
         )
+    # API.md: a computer's name is unique within a policy, groups included, so that a
+    # session's line for a name means one computer.
+    addresses: dict[str, str] = {}
+    for target in targets:
+        name, address = target.computer.name, target.computer.address
+        first = addresses.setdefault(name, address)
+        if first != address:
+            raise FailedPrecondition(
+                f"policy.protection_group_ids: the name {name!r} stands for two computers, "
+                f"{first} and {address}; names must be unique within a policy",
+                field="policy.protection_group_ids",
+            )
 
 
 class Policies:
@@ -116,7 +128,7 @@ class Policies:
     ) -> tuple[list[Listed], str]:
         """One page in id order; the token carries the last id of the page."""
         size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
-        after = str(paging.decode(page_token, query) or "")
+        after = paging.decode(page_token, query, str) or ""
         items = await self._db.run(fetch, after, size + 1)
         if len(items) <= size:
             return items, ""

@@ -13,13 +13,21 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .errors import AlreadyExists, BackupError, FailedPrecondition, InvalidArgument, NotFound
+from .errors import (
+    AlreadyExists,
+    BackupError,
+    FailedPrecondition,
+    InvalidArgument,
+    LocalFault,
+    NotFound,
+)
 
 STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    LocalFault: grpc.StatusCode.INTERNAL,
 }
 
 

@@ -221,6 +221,15 @@ class Storage:
             return pb.BackupPolicy.FromString(row["body"])
         raise NotFound(f"policy {policy_id!r} not found")
 
+    def get_policy_and_groups(
+        self, policy_id: str
+    ) -> tuple[pb.BackupPolicy, dict[str, pb.ProtectionGroup]]:
+        """A policy with its groups, read in one transaction so that a concurrent update
+        and group deletion cannot leave it naming a group that is gone."""
+        with self.db.atomic():
+            policy = self.get_policy(policy_id)
+            return policy, self.get_groups(policy.protection_group_ids)
+
     def list_policies(self, after_id: str, limit: int) -> list[pb.BackupPolicy]:
         rows = self.db.query(
             "select body from policies where id > ? order by id limit ?", [after_id, limit]

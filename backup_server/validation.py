@@ -8,6 +8,7 @@ from backup.v1 import resources_pb2 as pb
 
 from .errors import InvalidArgument
 
+PORT_PATTERN = re.compile(r"[0-9]{1,5}")
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -51,6 +52,11 @@ def check_name(field: str, value: str) -> None:
         raise InvalidArgument(field, "must not contain control characters")
 
 
+def is_port(text: str) -> bool:
+    """1-65535 in ASCII digits (str.isdigit would also take '²' or Arabic-Indic digits)."""
+    return PORT_PATTERN.fullmatch(text) is not None and 1 <= int(text) <= 65535
+
+
 def check_address(field: str, address: str) -> None:
     """host:port, the host a DNS name, an IPv4 address or an IPv6 address in brackets."""
     if not address:
@@ -58,7 +64,7 @@ def check_address(field: str, address: str) -> None:
     host, sep, port = address.rpartition(":")
     if not sep or not host:
         raise InvalidArgument(field, f"{address[:80]!r} is not host:port")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not is_port(port):
         raise InvalidArgument(field, f"{address[:80]!r} has no port between 1 and 65535")
     if host.startswith("["):
         if not host.endswith("]"):
@@ -133,6 +139,11 @@ def check_policy(policy: pb.BackupPolicy, field: str = "policy") -> None:
     check_computers(f"{field}.computers", policy.computers)
     check_group_ids(f"{field}.protection_group_ids", policy.protection_group_ids)
     check_policy_paths(policy, field)
+    check_limits(policy, field)
+
+
+def check_limits(policy: pb.BackupPolicy, field: str = "policy") -> None:
+    """Retention and throttle: a negative retention would expire every restore point."""
     if not 0 <= policy.retention_points <= RETENTION_MAX:
         raise InvalidArgument(f"{field}.retention_points", f"must be between 0 and {RETENTION_MAX}")
     if policy.throttle_bytes_per_second < 0:

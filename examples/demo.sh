@@ -47,6 +47,9 @@ for name in alpha bravo charlie; do
   backup-agent --listen 127.0.0.1:0 --name "$name" --data-dir "$WORK/agents/$name" 2>"$WORK/$name.log" &
   PIDS+=($!)
 done
+# Development mode: plaintext on loopback, so no TLS material or token from the caller's
+# environment may reach backupctl.
+unset BACKUP_TLS_CA BACKUP_TLS_CERT BACKUP_TLS_KEY BACKUP_TOKEN_FILE
 export BACKUP_SERVER
 BACKUP_SERVER=$(wait_for "$WORK/server.log" '.*listening on \([0-9.]*:[0-9]*\).*')
 declare -A AGENT

@@ -3,6 +3,7 @@
 import asyncio
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -206,13 +207,29 @@ def point_files(repository: Path, point_id: str) -> dict[str, bytes]:
 
 
 class Process:
-    """A real server or agent process started from its command line, stderr to a file."""
+    """A real server or agent process started from its command line, stderr to a file.
 
-    def __init__(self, args: list[str], log: Path, prefix: list[str] | None = None) -> None:
+    It leads a process group of its own, so that stopping it also stops what a wrapper
+    or a shell command line started.
+    """
+
+    def __init__(
+        self,
+        args: list[str],
+        log: Path,
+        prefix: list[str] | None = None,
+        *,
+        command: list[str] | None = None,
+        **options: Any,
+    ) -> None:
+        """`python -m ARGS` after the `prefix` command, or any `command`; `options` go to Popen."""
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            [*(prefix or []), sys.executable, "-m", *args], stderr=self._log_file
+            command or [*(prefix or []), sys.executable, "-m", *args],
+            stderr=self._log_file,
+            start_new_session=True,
+            **options,
         )
         self.address = ""
 
@@ -230,7 +247,7 @@ class Process:
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            self.popen.kill()
+            os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait()
         self._log_file.close()
 

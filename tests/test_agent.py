@@ -164,6 +164,24 @@ async def test_jobs_list_newest_first_and_get_by_id(
 BAD_REQUESTS = [
     (
         "StartJob",
+        agent_api.StartJobRequest(
+            policy=pb.BackupPolicy(
+                id="p", source_paths=["/a"], repository="/r", retention_points=-5
+            )
+        ),
+        "policy.retention_points",
+    ),
+    (
+        "StartJob",
+        agent_api.StartJobRequest(
+            policy=pb.BackupPolicy(
+                id="p", source_paths=["/a"], repository="/r", throttle_bytes_per_second=-1
+            )
+        ),
+        "policy.throttle_bytes_per_second",
+    ),
+    (
+        "StartJob",
         agent_api.StartJobRequest(policy=pb.BackupPolicy(source_paths=["/a"], repository="/r")),
         "policy.id",
     ),
@@ -309,6 +327,11 @@ async def test_run_refuses_unknown_policy_and_missing_agent(start_agent, tmp_pat
     assert result.returncode == 1 and "never received" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     result = await asyncio.to_thread(
+        agent_command, "run", "../agent", "--data-dir", str(agent.config.data_dir)
+    )
+    assert result.returncode == 1 and "is not a policy id" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = await asyncio.to_thread(
         agent_command, "run", "nightly", "--data-dir", str(tmp_path / "nowhere")
     )
     assert result.returncode == 1 and "no agent is serving" in result.stderr
@@ -321,3 +344,49 @@ async def test_two_agents_cannot_share_a_data_dir(start_agent, tmp_path) -> None
     second = AgentServer(AgentConfig("127.0.0.1:0", "a2", agent.config.data_dir))
     with pytest.raises(SystemExit, match="another agent"):
         await second.start()
+
+
+async def test_a_full_disk_at_start_is_internal_not_unknown(
+    start_agent, agent_control, tmp_path, source_tree, monkeypatch
+) -> None:
+    """When the agent cannot record the job (a full disk), StartJob says so as INTERNAL, and nothing runs."""
+    agent = await start_agent("a1")
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(agent.jobs._store, "save_job", disk_full)
+    await expect_code(
+        agent_control(agent.address).StartJob(
+            agent_api.StartJobRequest(policy=backup_policy(tmp_path, source_tree))
+        ),
+        grpc.StatusCode.INTERNAL,
+        "No space left on device",
+    )
+    assert agent.jobs.list("") == []
+
+
+async def test_a_record_that_cannot_be_saved_does_not_block_the_policy(
+    start_agent, agent_control, tmp_path, source_tree, monkeypatch
+) -> None:
+    """If a finished job's record cannot be written, the policy is free again: the next start runs a new job."""
+    agent = await start_agent("a1")
+    control = agent_control(agent.address)
+    store = agent.jobs._store
+    original = store.save_job
+
+    def full_at_the_end(job: pb.Job) -> None:
+        if job.state != pb.JOB_STATE_RUNNING:
+            raise OSError(28, "No space left on device")
+        original(job)
+
+    monkeypatch.setattr(store, "save_job", full_at_the_end)
+    first = await control.StartJob(
+        agent_api.StartJobRequest(policy=backup_policy(tmp_path, source_tree))
+    )
+    await job_ends(control, first.job.id)
+    monkeypatch.setattr(store, "save_job", original)
+    second = await control.StartJob(
+        agent_api.StartJobRequest(policy=backup_policy(tmp_path, source_tree))
+    )
+    assert not second.already_running and second.job.id != first.job.id

@@ -13,7 +13,9 @@ import termios
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import click
 import pytest
+from cli_support import BACKUPCTL, backupctl, one_line_error
 from click.testing import CliRunner
 from google.protobuf import json_format
 
@@ -23,26 +25,7 @@ from backup.v1 import resources_pb2 as pb
 from backup_server.app import BackupServer
 from backup_server.cli import cli
 
-BACKUPCTL = str(Path(sys.executable).with_name("backupctl"))
 EXIT_SOME_NOT_RECEIVED = 3
-
-
-async def backupctl(server: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Runs the installed `backupctl` (off the event loop, which serves the server)."""
-    env = {**os.environ, "BACKUP_SERVER": server, "COLUMNS": "250"}
-    return await asyncio.to_thread(
-        subprocess.run, [BACKUPCTL, *args], capture_output=True, text=True, env=env, timeout=60
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: str) -> str:
-    """Asserts exit 1 with one stderr line naming `code` and no traceback; returns the line."""
-    assert result.returncode == 1, result
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"backupctl: {code}: "), lines[0]
-    return lines[0]
 
 
 @pytest.fixture
@@ -333,8 +316,10 @@ def test_every_command_has_help_with_examples() -> None:
     """--help works on every command and shows examples; the bare command shows help too."""
     runner = CliRunner()
     commands = [[]] + [[name] for name in cli.commands]
-    for group in ("group", "policy"):
-        commands += [[group, name] for name in cli.commands[group].commands]  # type: ignore[attr-defined]
+    groups = {name: group for name, group in cli.commands.items() if isinstance(group, click.Group)}
+    assert {"group", "policy", "certs"} <= set(groups)
+    for group_name, group in groups.items():
+        commands += [[group_name, name] for name in group.commands]
     for command in commands:
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, (command, result.output)

@@ -41,6 +41,18 @@ def test_round_trip_restores_every_byte_mode_mtime_and_link(tmp_path: Path) -> N
     assert job.bytes_total == job.bytes_done == job.bytes_read == done.bytes
 
 
+def test_a_source_path_that_is_a_symlink_to_a_file_backs_up_the_file(tmp_path: Path) -> None:
+    """Naming a symlink to a file as the source backs up that file's bytes under the link's name."""
+    data = os.urandom(3 * MIB)
+    real = write(tmp_path / "real" / "database.dump", data)
+    link = tmp_path / "latest.dump"
+    link.symlink_to(real)
+    point_id, job = back_up(policy(link, tmp_path / "repository"))
+    assert job.warnings == [] and job.files_done == 1
+    engine.restore(engine.Repository.open(tmp_path / "repository"), point_id, tmp_path / "target")
+    assert restored_source(tmp_path / "target", link).read_bytes() == data
+
+
 def test_incremental_run_reads_only_changed_files(tmp_path: Path) -> None:
     """Unchanged files are not re-read: the kernel's read counter and their chunks prove it."""
     source = tmp_path / "source"

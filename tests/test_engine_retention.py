@@ -51,6 +51,16 @@ def test_retention_zero_means_seven(tmp_path: Path) -> None:
     assert len(point_ids(repository, "nightly")) == 7
 
 
+def test_a_negative_retention_never_expires_the_point_just_written(tmp_path: Path) -> None:
+    """Should a negative retention reach the engine, the newest point still survives."""
+    repository = tmp_path / "repository"
+    made = []
+    for run in range(2):
+        write(tmp_path / "source" / "file", f"run {run}".encode())
+        made.append(back_up(policy(tmp_path / "source", repository, retention_points=-5))[0])
+    assert point_ids(repository, "nightly") == [made[-1]]
+
+
 def test_collection_waits_for_a_backup_holding_the_lock(tmp_path: Path) -> None:
     """While another writer holds the lock, a job's collection is deferred, then done later."""
     repository = tmp_path / "repository"

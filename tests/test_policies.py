@@ -253,3 +253,27 @@ async def test_bad_update_keeps_the_stored_policy(policy_service, tmp_path, sour
         grpc.StatusCode.FAILED_PRECONDITION,
     )
     assert await policy_service.GetPolicy(api.GetPolicyRequest(policy_id="nightly")) == created
+
+
+async def test_a_name_shared_by_two_computers_through_groups_is_refused(
+    policy_service, tmp_path, source_tree
+) -> None:
+    """A computer name must stand for one computer across the policy and its groups: FAILED_PRECONDITION."""
+    await policy_service.CreateProtectionGroup(
+        api.CreateProtectionGroupRequest(
+            protection_group_id="web", protection_group=group("web", ("ws1", "127.0.0.1:2"))
+        )
+    )
+    policy = policy_over([("ws1", "127.0.0.1:1")], tmp_path, source_tree, group_ids=["web"])
+    await expect_status(
+        policy_service.CreatePolicy(api.CreatePolicyRequest(policy_id="nightly", policy=policy)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ws1",
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+    )
+    same_computer = policy_over([("ws1", "127.0.0.1:2")], tmp_path, source_tree, group_ids=["web"])
+    created = await policy_service.CreatePolicy(
+        api.CreatePolicyRequest(policy_id="nightly", policy=same_computer)
+    )
+    assert created.id == "nightly"

@@ -1,6 +1,8 @@
 """Sessions: stored RUNNING before commands go out, visible and watchable while they run."""
 
 import asyncio
+import base64
+import json
 
 import grpc
 import pytest
@@ -183,3 +185,44 @@ async def test_a_session_of_ten_thousand_results_fits_one_response(
         fetched = await service.GetSession(api.GetSessionRequest(session_id=session.id))
     assert len(fetched.computer_results) == 10_000 and fetched.statistics.skipped == 10_000
     assert fetched.ByteSize() < 4 * 1024 * 1024, "larger than a default client accepts"
+
+
+def forged(content: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(content).encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        forged({"q": "sessions::0", "p": "abc"}),
+        forged({"q": "sessions::0", "p": 2**70}),
+        forged({"q": "sessions::0", "p": -1}),
+        forged({"q": "sessions::0", "p": True}),
+        forged({"q": "sessions::0"}),
+        forged(["q", "p"]),
+        base64.urlsafe_b64encode(b"[" * 100_000).decode(),
+        "x" * 600,
+        "@@@",
+    ],
+    ids=[
+        "string position",
+        "huge position",
+        "negative",
+        "boolean",
+        "no position",
+        "a list",
+        "deep nesting",
+        "too long",
+        "not base64",
+    ],
+)
+async def test_forged_page_tokens_are_invalid_argument(policy_service, token: str) -> None:
+    """A tampered or forged page token is INVALID_ARGUMENT naming page_token, never UNKNOWN."""
+    for call in (
+        policy_service.ListSessions(api.ListSessionsRequest(page_token=token)),
+        policy_service.ListPolicies(api.ListPoliciesRequest(page_token=token)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in raised.value.details()

@@ -474,3 +474,49 @@ async def test_the_server_sends_one_command_and_no_reachability_check(
     finally:
         await wire.stop(None)
     assert recorder.calls == ["/backup.v1.AgentControl/StartJob"] * 2
+
+
+async def test_start_racing_a_group_removal_never_answers_unknown(
+    policy_service, closed_address, tmp_path, source_tree
+) -> None:
+    """A start racing an update that drops a group and that group's deletion gets OK or a precise code."""
+    seen: set[grpc.StatusCode] = set()
+    for round_ in range(25):
+        group_id = f"g{round_}"
+        await policy_service.CreateProtectionGroup(
+            api.CreateProtectionGroupRequest(
+                protection_group_id=group_id,
+                protection_group=pb.ProtectionGroup(
+                    name="g",
+                    kind=pb.PROTECTION_GROUP_KIND_MANUAL,
+                    computers=[pb.Computer(name="down", address=closed_address)],
+                ),
+            )
+        )
+        policy_id = f"p{round_}"
+        await create(
+            policy_service,
+            policy_over([], tmp_path, source_tree, group_ids=[group_id]),
+            policy_id=policy_id,
+        )
+        dropped = pb.BackupPolicy(
+            id=policy_id, computers=[pb.Computer(name="other", address=closed_address)]
+        )
+        calls = [
+            policy_service.StartPolicy(api.StartPolicyRequest(policy_id=policy_id)),
+            policy_service.UpdatePolicy(
+                api.UpdatePolicyRequest(
+                    policy=dropped,
+                    update_mask=field_mask_pb2.FieldMask(
+                        paths=["protection_group_ids", "computers"]
+                    ),
+                )
+            ),
+            policy_service.DeleteProtectionGroup(
+                api.DeleteProtectionGroupRequest(protection_group_id=group_id)
+            ),
+        ]
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, grpc.aio.AioRpcError):
+                seen.add(outcome.code())
+    assert seen <= {grpc.StatusCode.FAILED_PRECONDITION}, seen

@@ -134,6 +134,21 @@ BAD_POLICIES = [
         "policy.computers[0].address",
     ),
     (
+        "superscript digit port",
+        api.CreatePolicyRequest(policy=policy(computers=computers(("a", "h:²")))),
+        "policy.computers[0].address",
+    ),
+    (
+        "Arabic-Indic digit port",
+        api.CreatePolicyRequest(policy=policy(computers=computers(("a", "127.0.0.1:٨٠")))),
+        "policy.computers[0].address",
+    ),
+    (
+        "port of 5,000 digits",
+        api.CreatePolicyRequest(policy=policy(computers=computers(("a", "h:" + "9" * 5000)))),
+        "policy.computers[0].address",
+    ),
+    (
         "port not a number",
         api.CreatePolicyRequest(policy=policy(computers=computers(("a", "host:http")))),
         "policy.computers[0].address",

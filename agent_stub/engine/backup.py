@@ -262,7 +262,9 @@ class _Backup:
             reader.close()
         # Metadata from before the read: a file changed while read is read again next time.
         entry = entry_from(item.source, info, FILE)
-        return dataclasses.replace(entry, size=reader.bytes_read, chunks=tuple(names))
+        return dataclasses.replace(
+            entry, path=item.entry.path, size=reader.bytes_read, chunks=tuple(names)
+        )
 
     def _cut(self, reader: _SourceReader, size: int) -> Iterator[Chunk]:
         """The file's chunks. A small file is read whole and cut in memory: the streaming

@@ -44,13 +44,18 @@ def wait_a_little(job: JobControl) -> None:
 
 
 class Throttle:
-    """Keeps the average read rate at or below `rate` bytes per second (0 = unlimited)."""
+    """Keeps reads at or below `rate` bytes per second (0 = unlimited), as a token bucket.
+
+    The bucket holds at most one read's worth, so time spent scanning or waiting for the
+    repository lock earns no credit for a burst afterwards: the limit holds over any
+    stretch of the job, not only on average since it began.
+    """
 
     def __init__(self, rate: int, job: JobControl) -> None:
         self._rate = rate
         self._job = job
-        self._started = time.monotonic()
-        self._bytes = 0
+        self._tokens = float(self.read_bytes)
+        self._last = time.monotonic()
 
     @property
     def read_bytes(self) -> int:
@@ -59,8 +64,11 @@ class Throttle:
         return max(1, min(READ_BYTES, int(self._rate * CANCEL_CHECK_SECONDS)))
 
     def account(self, count: int) -> None:
-        self._bytes += count
-        if self._rate:
-            ahead = self._bytes / self._rate - (time.monotonic() - self._started)
-            if ahead > 0:
-                self._job.sleep(ahead)
+        if not self._rate:
+            return
+        now = time.monotonic()
+        self._tokens = min(float(self.read_bytes), self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= count
+        if self._tokens < 0:
+            self._job.sleep(-self._tokens / self._rate)

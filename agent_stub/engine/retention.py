@@ -27,7 +27,8 @@ class Collection:
 
 
 def points_to_keep(retention_points: int) -> int:
-    return retention_points or DEFAULT_KEEP
+    """0 means the default; never fewer than one, so the point just written survives."""
+    return max(1, retention_points or DEFAULT_KEEP)
 
 
 def expire(repository: Repository, policy_id: str, keep: int) -> list[str]:

@@ -48,8 +48,12 @@ class _Scan:
         self.seen: set[str] = set()
         self.special: list[str] = []
 
-    def add(self, path: str, info: os.stat_result) -> bool:
-        """Records one thing; returns whether it is a directory to descend into."""
+    def add(self, path: str, info: os.stat_result, read_from: str = "") -> bool:
+        """Records one thing; returns whether it is a directory to descend into.
+
+        `read_from` is where its data is read when that differs from `path` (a source
+        path that is a symlink to a file: the file is opened without following links).
+        """
         if len(self.found) % CHECK_EVERY == 0:
             check(self.job)
         if stored_path(path) in self.seen:
@@ -69,7 +73,7 @@ class _Scan:
             return False
         self.seen.add(stored_path(path))
         if stored_path(path):  # "/" itself is the restore target, not an entry
-            self.found.append(Found(entry_from(path, info, kind, target), path))
+            self.found.append(Found(entry_from(path, info, kind, target), read_from or path))
         return kind == DIRECTORY
 
     def walk(self, top: str) -> None:
@@ -105,7 +109,7 @@ def scan(sources: list[str], job: JobControl) -> list[Found]:
         except OSError as error:
             job.warn(f"skipped {path}: {error.strerror}")
             continue
-        if walk.add(path, info):
+        if walk.add(path, info, read_from=os.path.realpath(path)):
             walk.walk(path)
     if walk.special:
         job.warn(

@@ -1,7 +1,13 @@
 """backupctl: the operator's command line for the backup server (see `backupctl --help`)."""
 
-from . import actions, catalog  # noqa: F401 - registers their commands on `cli`
-from .root import cli
+import os
+
+# grpc-core logs a failed TLS handshake on stderr itself, unless told otherwise before it
+# is loaded; backupctl says what failed in its own one line.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from . import actions, catalog, certificates  # noqa: E402, F401 - they register their commands
+from .root import cli  # noqa: E402
 
 
 def main() -> None:

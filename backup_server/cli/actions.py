@@ -8,7 +8,7 @@ from backup.v1 import resources_pb2 as pb
 from backup_server.sessions import new_session_id
 
 from . import client, follow, render
-from .root import address, cli, complete_ids, connection_options, examples, settings
+from .root import agent_address, cli, complete_ids, connection_options, examples, settings
 
 EXIT_INTERRUPTED = 130
 
@@ -171,17 +171,25 @@ def session(session_id: str, watch: bool) -> None:
     epilog=examples(
         "backupctl jobs 10.0.0.5:50061",
         "backupctl jobs 10.0.0.5:50061 --policy nightly -o json",
+        "backupctl jobs unix:/var/lib/backup-agent/agent.sock   # on the agent's computer",
     )
 )
-@click.argument("address", metavar="ADDRESS", callback=address)
+@click.argument("address", metavar="ADDRESS", callback=agent_address)
 @click.option(
     "--policy", "policy_id", default="", metavar="POLICY", help="Only this policy's jobs."
 )
 @connection_options(default=False)
 def jobs(address: str, policy_id: str) -> None:
-    """List an agent's jobs, asking the agent at ADDRESS (HOST:PORT)."""
+    """List an agent's jobs, asking the agent at ADDRESS (HOST:PORT, or unix:PATH).
+
+    An agent serving TLS takes commands only from the backup server's certificate, so an
+    operator's is refused (PERMISSION_DENIED). On the agent's computer, as the agent's
+    user, its local socket needs no certificate: ADDRESS unix:DATA_DIR/agent.sock.
+    Whoever holds the server's certificate may give it: --tls-cert and --tls-key. The API
+    token is never sent to an agent.
+    """
     options = settings()
-    with client.agent(address) as stub:
+    with client.agent(address, options) as stub:
         reply = stub.ListJobs(
             agent_api.ListJobsRequest(policy_id=policy_id), timeout=options.timeout
         )

@@ -228,7 +228,7 @@ def _policy_options(command: F) -> F:
             click.option(
                 "--retention",
                 "retention_points",
-                type=int,
+                type=click.IntRange(0, 2**31 - 1),
                 metavar="N",
                 help="Restore points to keep (0: the default, 7).",
             ),

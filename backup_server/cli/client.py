@@ -1,8 +1,10 @@
 """How backupctl reaches the server and agents, and how their errors read: one line each."""
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import grpc
@@ -11,9 +13,21 @@ from grpc_status import rpc_status
 
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2_grpc as api_grpc
+from backup_server.security.certs import Role, role_of
+from backup_server.security.client import OperatorCredentials
+from backup_server.security.tls import handshake_failure
+from backup_server.serving import CLIENT_OPTIONS
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 OUTPUTS = ("text", "json")
+LOCAL_SOCKET = "unix:"
+
+
+class Failure(click.ClickException):
+    """An error shown as one line on stderr, `backupctl: ...`; the exit code is 1."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"backupctl: {self.message}", err=True)
 
 
 @dataclass
@@ -23,10 +37,34 @@ class Settings:
     server: str = DEFAULT_SERVER
     output: str = "text"
     timeout: float = 30.0
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_file: Path | None = None
 
     @property
     def json(self) -> bool:
         return self.output == "json"
+
+    def credentials(self) -> OperatorCredentials:
+        """What every call to the server presents; a half pair or a bad token file fails."""
+        try:
+            return OperatorCredentials.from_files(
+                self.tls_ca, self.tls_cert, self.tls_key, self.token_file
+            )
+        except ValueError as error:
+            raise Failure(str(error)) from None
+        except OSError as error:
+            raise Failure(f"{error.filename}: {error.strerror}") from None
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who a command talks to, and with what, so that a refusal can say what to change."""
+
+    description: str  # "the backup server at HOST:PORT"
+    noun: str  # "server" or "agent", as TLS reasons name it
+    credentials: OperatorCredentials
 
 
 def field_violations(error: grpc.RpcError) -> list[str]:
@@ -46,14 +84,16 @@ def field_violations(error: grpc.RpcError) -> list[str]:
     return fields
 
 
-def describe(error: grpc.RpcError, peer: str) -> str:
-    """`CODE: message (field: ...)`, on one line; `peer` names who did not answer."""
+def describe(error: grpc.RpcError, peer: Peer) -> str:
+    """`CODE: message (field: ...)`, on one line, with what a refusal means for this call."""
     code: grpc.StatusCode = error.code()
     message = " ".join(str(error.details() or "").split())
     if code == grpc.StatusCode.UNAVAILABLE:
-        message = f"cannot reach {peer}: {message}"
+        message = f"cannot reach {peer.description}: {_unreachable(message, peer)}"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        message = f"{peer} did not answer in time: {message}"
+        message = f"{peer.description} did not answer in time: {message}"
+    elif code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        message = f"{message}: {_refused(code, peer)}"
     line = f"{code.name}: {message}"
     fields = field_violations(error)
     if fields:
@@ -61,35 +101,103 @@ def describe(error: grpc.RpcError, peer: str) -> str:
     return line
 
 
-class CallFailed(click.ClickException):
+def _unreachable(message: str, peer: Peer) -> str:
+    """grpc's message, or what a failed TLS handshake means and which option to look at."""
+    tls = peer.credentials.ca is not None
+    reason = handshake_failure(message, peer.noun) if tls else None
+    if reason is None:
+        if not message.endswith("Socket closed"):
+            return message
+        # Under TLS 1.3 a refused client certificate only shows as the socket closing.
+        if not tls:
+            hint = "if it serves TLS, give --tls-ca and a credential"
+        elif peer.credentials.cert is not None:
+            hint = "under TLS: it may have refused the --tls-cert certificate"
+        else:
+            hint = "under TLS: it may require a client certificate, --tls-cert and --tls-key"
+        return f"{message} ({hint})"
+    hints = {
+        "did not verify": "is --tls-ca the CA that issued it?",
+        "not issued for this address": "give the host its certificate names",
+        "does not speak TLS": "give no --tls-ca to reach a development-mode one",
+    }
+    for problem, hint in hints.items():
+        if problem in reason:
+            return f"TLS: {reason}; {hint}"
+    return f"TLS: {reason}"
+
+
+def _refused(code: grpc.StatusCode, peer: Peer) -> str:
+    """What the refusal means, from what this call presented (the peer says nothing more)."""
+    credentials = peer.credentials
+    if peer.noun == "agent":
+        return (
+            f"{peer.description} takes commands only from the backup server's certificate; "
+            "on its computer, ask its local socket: backupctl jobs unix:DATA_DIR/agent.sock"
+        )
+    if code == grpc.StatusCode.UNAUTHENTICATED and credentials.token:
+        return f"{peer.description} did not accept the token in --token-file"
+    if code == grpc.StatusCode.UNAUTHENTICATED and credentials.cert is not None:
+        # grpcio cannot ask for a client certificate without requiring one.
+        return (
+            f"{peer.description} asked for no certificate: with --api-token-file it "
+            "takes the API token instead (--token-file)"
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED and credentials.cert is not None:
+        role = role_of(credentials.cert.read_bytes())
+        named = f"of role {role.value}" if role else "of no role of this project"
+        return (
+            f"{peer.description} takes only an operator's certificate "
+            f"({Role.OPERATOR.value}); --tls-cert is {named}"
+        )
+    return (
+        f"{peer.description} needs an operator's certificate (--tls-ca, --tls-cert, "
+        "--tls-key) or the API token (--token-file)"
+    )
+
+
+class CallFailed(Failure):
     """A gRPC error, shown as one line on stderr; the exit code is 1."""
 
-    def __init__(self, error: grpc.RpcError, peer: str) -> None:
+    def __init__(self, error: grpc.RpcError, peer: Peer) -> None:
         super().__init__(describe(error, peer))
 
-    def show(self, file: object = None) -> None:
-        click.echo(f"backupctl: {self.message}", err=True)
+
+def server_channel(settings: Settings) -> grpc.Channel:
+    """A channel to the server presenting the settings' TLS material and token."""
+    return settings.credentials().blocking_channel(settings.server)
 
 
 @contextmanager
 def backup_server(settings: Settings) -> Iterator[api_grpc.PolicyServiceStub]:
     """A PolicyService stub for the call(s) of one command; errors become one line."""
-    with (
-        grpc.insecure_channel(settings.server) as channel,
-        _one_line(f"the backup server at {settings.server}"),
-    ):
+    peer = Peer(f"the backup server at {settings.server}", "server", settings.credentials())
+    with peer.credentials.blocking_channel(settings.server) as channel, _one_line(peer):
         yield api_grpc.PolicyServiceStub(channel)
 
 
 @contextmanager
-def agent(address: str) -> Iterator[agent_grpc.AgentControlStub]:
-    """An AgentControl stub for the agent at `address`."""
-    with grpc.insecure_channel(address) as channel, _one_line(f"the agent at {address}"):
+def agent(address: str, settings: Settings) -> Iterator[agent_grpc.AgentControlStub]:
+    """An AgentControl stub for the agent at HOST:PORT, or at unix:PATH, its local socket.
+
+    Over TCP the settings' TLS material is presented, never the API token: it is the
+    server's secret, and an agent has no use for it. The local socket needs none: its
+    0600 mode admits the agent's own user.
+    """
+    if address.startswith(LOCAL_SOCKET):
+        credentials = OperatorCredentials()
+        local = grpc.local_channel_credentials(grpc.LocalConnectionType.UDS)
+        channel = grpc.secure_channel(address, local, CLIENT_OPTIONS)
+    else:
+        credentials = dataclasses.replace(settings.credentials(), token=None)
+        channel = credentials.blocking_channel(address)
+    peer = Peer(f"the agent at {address}", "agent", credentials)
+    with channel, _one_line(peer):
         yield agent_grpc.AgentControlStub(channel)
 
 
 @contextmanager
-def _one_line(peer: str) -> Iterator[None]:
+def _one_line(peer: Peer) -> Iterator[None]:
     try:
         yield
     except grpc.RpcError as error:

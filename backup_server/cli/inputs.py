@@ -16,7 +16,8 @@ from google.protobuf.message import Message
 
 from backup.v1 import resources_pb2 as pb
 
-SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+SIZE = re.compile(r"([0-9]+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
+INT64_MAX = 2**63 - 1
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 Resource = TypeVar("Resource", pb.BackupPolicy, pb.ProtectionGroup)
@@ -44,7 +45,10 @@ def size(ctx: click.Context, param: click.Parameter, value: str | None) -> int |
     match = SIZE.fullmatch(value.strip())
     if match is None:
         raise click.BadParameter(f"expected a number of bytes such as 1048576 or 10MiB: {value!r}")
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    count = int(match.group(1)) * SIZE_UNITS[match.group(2).lower()]
+    if count > INT64_MAX:
+        raise click.BadParameter(f"{value!r} is more bytes than the field holds (at most 2^63 - 1)")
+    return count
 
 
 def read_document(path: Path) -> dict[str, object]:

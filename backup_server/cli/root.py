@@ -6,6 +6,7 @@ computer; 1 on any error, usage errors included, so a script needs no other case
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -17,11 +18,13 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup_server import validation
 from backup_server.errors import InvalidArgument
 
-from .client import DEFAULT_SERVER, OUTPUTS, Settings
+from . import client
+from .client import DEFAULT_SERVER, LOCAL_SOCKET, OUTPUTS, Settings
 
 EXIT_ERROR = 1
 COMPLETION_TIMEOUT = 2.0
 COMPLETE_VAR = "_BACKUPCTL_COMPLETE"
+FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,6 +79,15 @@ def address(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     return value
 
 
+def agent_address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: HOST:PORT, or unix:PATH (an agent's local socket)."""
+    if value is not None and value.startswith(LOCAL_SOCKET):
+        if value == LOCAL_SOCKET:
+            raise click.BadParameter("unix: needs the socket's path, unix:DATA_DIR/agent.sock")
+        return value
+    return address(ctx, param, value)
+
+
 def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None:
     if value is not None and param.name is not None:
         if param.name == "server":
@@ -83,11 +95,44 @@ def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None
         setattr(ctx.ensure_object(Settings), param.name, value)
 
 
+def _security_options(default: bool) -> list[Callable[[F], F]]:
+    """--tls-ca, --tls-cert, --tls-key and --token-file, from BACKUP_* variables on the root."""
+
+    def option(name: str, variable: str, what: str) -> Callable[[F], F]:
+        return click.option(
+            name,
+            type=FILE,
+            envvar=variable if default else None,
+            expose_value=False,
+            callback=_remember,
+            metavar="FILE",
+            help=f"{what} [${variable}]",
+        )
+
+    return [
+        option("--tls-ca", "BACKUP_TLS_CA", "Speak TLS, trusting this CA (pki/ca.pem)."),
+        option(
+            "--tls-cert",
+            "BACKUP_TLS_CERT",
+            "Present this client certificate (pki/operator.pem); needs --tls-ca.",
+        ),
+        option("--tls-key", "BACKUP_TLS_KEY", "The client certificate's key (pki/operator.key)."),
+        option(
+            "--token-file",
+            "BACKUP_TOKEN_FILE",
+            "Send the API token in this file to the server (never to agents).",
+        ),
+    ]
+
+
 def connection_options(default: bool) -> Callable[[F], F]:
-    """--server, --output and --timeout: on the root with defaults, on each command too."""
+    """--server, --output, --timeout and the security options: on the root with defaults
+    and environment variables, on each command too."""
 
     def decorate(command: F) -> F:
+        # Each option goes on top of the ones before: the help lists them bottom up.
         for option in (
+            *reversed(_security_options(default)),
             click.option(
                 "--timeout",
                 type=click.FloatRange(min=0.1),
@@ -130,8 +175,7 @@ def examples(*lines: str) -> str:
 
 def _listed_ids(ctx: click.Context, kind: str) -> Sequence[tuple[str, str]]:
     # While completing there is no current context: the one being completed is passed in.
-    target = ctx.ensure_object(Settings).server
-    with grpc.insecure_channel(target) as channel:
+    with client.server_channel(ctx.ensure_object(Settings)) as channel:
         stub = api_grpc.PolicyServiceStub(channel)
         if kind == "policy":
             policies = stub.ListPolicies(
@@ -154,7 +198,7 @@ def complete_ids(
     ) -> list[CompletionItem]:
         try:
             listed = _listed_ids(ctx, kind)
-        except grpc.RpcError:
+        except (grpc.RpcError, click.ClickException, OSError):
             return []  # no server, no suggestions; completion must never print an error
         return [
             CompletionItem(id_, help=name) for id_, name in listed if id_.startswith(incomplete)
@@ -175,6 +219,10 @@ def complete_ids(
         "backupctl sessions nightly",
         "backupctl session s-20260101-120000-1a2b3c4d --watch",
         "backupctl jobs 10.0.0.5:50061",
+        "backupctl certs init --dir pki --server-address backup.example.net:50051",
+        "backupctl --tls-ca pki/ca.pem --tls-cert pki/operator.pem --tls-key pki/operator.key \\",
+        "    policy list",
+        "BACKUP_TLS_CA=pki/ca.pem BACKUP_TOKEN_FILE=api-token backupctl sessions",
         'eval "$(backupctl completion bash)"',
     ),
 )
@@ -185,6 +233,10 @@ def cli() -> None:
 
     Exit codes: 0 success; 3 when a start or stop did not reach every targeted computer
     (not received, rejected or cancelled; skipped ones do not count); 1 on any error.
+
+    A server with TLS needs --tls-ca and an operator's certificate (--tls-cert,
+    --tls-key) or the API token (--token-file). An agent with TLS takes only the
+    server's certificate (see `jobs --help`).
     """
 
 

@@ -32,6 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from backup_server import validation
+
 ORGANIZATION = "backup control plane"
 CA_VALID_DAYS = 3650
 LEAF_VALID_DAYS = 825
@@ -78,7 +80,7 @@ class Authority:
 def host_of(address: str) -> str:
     """The host of HOST:PORT (brackets of an IPv6 host removed)."""
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not host or not validation.is_port(port):
         raise CertificateError(f"{address!r} is not HOST:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -127,15 +127,12 @@ def plaintext_warning(address: str, consequence: str) -> str:
 
 # What grpc-core says when a handshake fails, and what that means for an operator.
 _TLS_REASONS = (
-    (
-        re.compile(r"CERTIFICATE_VERIFY_FAILED: ([^:]+)"),
-        "the agent's certificate did not verify: {0}",
-    ),
+    (re.compile(r"CERTIFICATE_VERIFY_FAILED: ([^:]+)"), "{peer}'s certificate did not verify: {0}"),
     (
         re.compile(r"Hostname Verification Check failed"),
-        "the agent's certificate is not issued for this address",
+        "{peer}'s certificate is not issued for this address",
     ),
-    (re.compile(r"WRONG_VERSION_NUMBER"), "the agent does not speak TLS (a plaintext agent?)"),
+    (re.compile(r"WRONG_VERSION_NUMBER"), "{peer} does not speak TLS (a plaintext {noun}?)"),
     (
         re.compile(r"(?:Tls|Ssl) handshake failed.*?SSL_ERROR_SSL: ([^:]+:){3}([^:]+)"),
         "handshake failed: {1}",
@@ -143,17 +140,25 @@ _TLS_REASONS = (
 )
 
 
+def handshake_failure(message: str, noun: str) -> str | None:
+    """What a failed handshake in grpc's `message` means, said of "the `noun`"; None if none."""
+    for pattern, explanation in _TLS_REASONS:
+        match = pattern.search(message)
+        if match:
+            return explanation.format(*match.groups(), peer=f"the {noun}", noun=noun)
+    return None
+
+
 def explain_handshake_failure(message: str) -> str:
-    """grpc's connection-failure message, with the TLS reason first when there is one.
+    """grpc's connection-failure message toward an agent, with the TLS reason first if any.
 
     A refused client certificate cannot be told apart from a dropped connection: under
     TLS 1.3 the agent checks it after the client's side of the handshake is done, and
     the client only sees the socket close.
     """
-    for pattern, explanation in _TLS_REASONS:
-        match = pattern.search(message)
-        if match:
-            return f"TLS: {explanation.format(*match.groups())} ({message})"
+    reason = handshake_failure(message, "agent")
+    if reason is not None:
+        return f"TLS: {reason} ({message})"
     if message.endswith("Socket closed"):
         return f"{message} (under TLS: the agent may have refused the server's certificate)"
     return message
