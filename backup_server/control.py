@@ -133,7 +133,11 @@ class Control:
         live.storage_seconds, live.storage_writes = took, 1
         # Registered before any await, so a watcher never finds it stored but not live.
         self._live[session.id] = live
-        fanout = FanOut(live, self._transport, *fanout_args, self._deadline, self._max_in_flight)
+        # A stop follows the commands a running start of the policy has on the wire.
+        follow = list(self._starts.get(policy_id, ())) if action == pb.SESSION_ACTION_STOP else []
+        fanout = FanOut(
+            live, self._transport, *fanout_args, self._deadline, self._max_in_flight, follow
+        )
         if action == pb.SESSION_ACTION_START:
             self._starts.setdefault(policy_id, set()).add(fanout)
         log.info(

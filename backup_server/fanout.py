@@ -8,7 +8,7 @@ hand it any transport while production uses grpc.aio channels (`backup_server.tr
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from backup.v1 import resources_pb2 as pb
@@ -61,8 +61,14 @@ class FanOut:
         read_reply: ReplyReader,
         deadline: float,
         limit: int,
+        follow: Sequence["FanOut"] = (),
     ) -> None:
         self.live = live
+        # Earlier fan-outs of the same policy (a stop follows a running start): a command
+        # to a computer waits until their command to it, already on the wire, has ended.
+        self._follow = follow
+        self._on_wire: set[str] = set()
+        self._ended: dict[str, asyncio.Future[None]] = {}
         self._transport = transport
         self._method = method
         self._request = request
@@ -94,6 +100,15 @@ class FanOut:
             count += 1
         return count
 
+    async def finished_with(self, address: str) -> None:
+        """Returns once this fan-out has no command on the wire to `address`."""
+        if address not in self._on_wire:
+            return
+        ended = self._ended.get(address)
+        if ended is None:
+            ended = self._ended[address] = asyncio.get_running_loop().create_future()
+        await asyncio.shield(ended)
+
     async def _worker(self) -> None:
         # The first wave is sent "at once", so its deadline runs from when sending began,
         # not from each call: one thread needs ~0.2 s to put 5,000 calls on the wire, and
@@ -106,6 +121,19 @@ class FanOut:
             deadline = self._deadline
 
     async def _deliver(self, position: int, deadline: float) -> None:
+        address = self.live.session.computer_results[position].computer.address
+        for earlier in self._follow:
+            await earlier.finished_with(address)
+        self._on_wire.add(address)
+        try:
+            await self._send(position, deadline)
+        finally:
+            self._on_wire.discard(address)
+            ended = self._ended.pop(address, None)
+            if ended is not None:
+                ended.set_result(None)
+
+    async def _send(self, position: int, deadline: float) -> None:
         computer = self.live.session.computer_results[position].computer
         started = time.perf_counter_ns()
         try:

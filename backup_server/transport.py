@@ -133,11 +133,18 @@ class GrpcAgentTransport:
                 self._forget(address, agent)
                 if self._credentials is not None:
                     message = explain_handshake_failure(message)
+            elif (
+                error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                and agent.channel.get_state() != grpc.ChannelConnectivity.READY
+            ):
+                # Never connected (it accepted TCP and went quiet): left alone, the channel
+                # would sit in connect backoff and fail the next session's call unsent.
+                self._forget(address, agent)
             raise AgentCallError(error.code().name, message) from None
         return reply
 
     def _forget(self, address: str, agent: _Agent) -> None:
-        """Drops a channel whose connection failed, so the next session connects afresh.
+        """Drops a channel that could not connect, so the next session connects afresh.
 
         A failed channel otherwise answers every call at once with its last error until
         its reconnect backoff ends, and an agent that came back would still look down.

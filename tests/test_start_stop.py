@@ -520,3 +520,55 @@ async def test_start_racing_a_group_removal_never_answers_unknown(
             if isinstance(outcome, grpc.aio.AioRpcError):
                 seen.add(outcome.code())
     assert seen <= {grpc.StatusCode.FAILED_PRECONDITION}, seen
+
+
+class SlowStartAgent(grpc.GenericRpcHandler):
+    """An agent whose StartJob takes 0.6 s to answer; it notes when each call arrives and ends."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, float]] = []
+
+    def service(self, handler_call_details):  # type: ignore[no-untyped-def]
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+
+        async def answer(request: bytes, context) -> bytes:  # type: ignore[no-untyped-def]
+            self.events.append((f"{method} arrived", time.monotonic()))
+            if method == "StartJob":
+                await asyncio.sleep(0.6)
+                reply = agent_api.StartJobResponse(job=pb.Job(id="j-slow")).SerializeToString()
+            else:
+                reply = agent_api.StopJobResponse(
+                    job=pb.Job(id="j-slow"), was_running=True
+                ).SerializeToString()
+            self.events.append((f"{method} answered", time.monotonic()))
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+async def test_a_stop_follows_start_commands_already_on_the_wire(
+    policy_service, closed_address, tmp_path, source_tree
+) -> None:
+    """A stop during a start waits, per computer, for the start's command on the wire, then sends its own."""
+    agent = SlowStartAgent()
+    wire = grpc.aio.server()
+    wire.add_generic_rpc_handlers([agent])
+    port = wire.add_insecure_port("127.0.0.1:0")
+    await wire.start()
+    try:
+        await create(
+            policy_service,
+            policy_over(
+                [("slow", f"127.0.0.1:{port}"), ("down", closed_address)], tmp_path, source_tree
+            ),
+        )
+        starting = asyncio.ensure_future(start(policy_service))
+        await asyncio.sleep(0.2)
+        stopped = await stop(policy_service)
+        started = await starting
+    finally:
+        await wire.stop(None)
+    order = [name for name, _ in agent.events]
+    assert order == ["StartJob arrived", "StartJob answered", "StopJob arrived", "StopJob answered"]
+    assert deliveries(started)["slow"] == RECEIVED and deliveries(stopped)["slow"] == RECEIVED
+    assert deliveries(stopped)["down"] == NOT_RECEIVED

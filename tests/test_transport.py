@@ -74,3 +74,30 @@ async def test_the_channel_bound_evicts_the_least_recently_used(start_agent) -> 
         assert list(transport._agents) == [agents[1].address, agents[2].address]
     finally:
         await transport.close()
+
+
+async def test_a_hung_computer_that_comes_back_receives_the_next_command(
+    policy_service, tmp_path: Path, source_tree
+) -> None:
+    """A computer that accepted TCP and never answered gets the next session's command once its agent is up."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    address = f"127.0.0.1:{hung.getsockname()[1]}"
+    await policy_service.CreatePolicy(
+        api.CreatePolicyRequest(
+            policy_id="nightly", policy=policy_over([("late", address)], tmp_path, source_tree)
+        )
+    )
+    first = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    assert first.computer_results[0].detail.startswith("DEADLINE_EXCEEDED")
+    hung.close()
+    agent = AgentServer(AgentConfig(address, "late", tmp_path / "late"))
+    await agent.start()
+    try:
+        second = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+        assert second.computer_results[0].delivery == pb.DELIVERY_RECEIVED, second.computer_results[
+            0
+        ].detail
+    finally:
+        await agent.stop()
