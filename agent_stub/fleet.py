@@ -2,9 +2,11 @@
 
     python -m agent_stub.fleet --count N --base-port P [--hung K] [--refused K]
                                [--job-seconds S] [--write FILE]
+                               [--tls-cert FILE --tls-key FILE --tls-ca FILE]
 
 Every simulated agent serves the real `AgentControl` servicer (the same validation and
-status codes as a real agent) over jobs kept in memory: StartJob starts one job per
+status codes as a real agent, behind the same authorizing interceptor) over jobs kept in
+memory: StartJob starts one job per
 policy (`already_running` while it runs), StopJob stops it (`was_running`), ListJobs
 lists newest first, GetJob finds one. Nothing touches the disk: a job simply runs for
 `--job-seconds` and then succeeds, without a restore point since none was written, so
@@ -16,6 +18,11 @@ refused ones on the K after (`--base-port 0` lets the system choose every port).
 address is a listening socket nobody accepts: the kernel completes the TCP handshake and
 no byte ever comes back. A refused address is a port bound without listening: connecting
 is refused, and no other process can take the port meanwhile.
+
+With `--tls-*` every agent serves over mutual TLS exactly as a real agent in TLS mode:
+only a client certificate from that CA of the backup-server role may call. One agent
+certificate serves every port, since a certificate names a host (its SAN: 127.0.0.1),
+never a port.
 
 When every port is ready, one JSON line goes to stdout (and to `--write FILE`):
 `{"agents": [{"name": ..., "address": ...}, ...], "hung": [...], "refused": [...]}`.
@@ -48,7 +55,11 @@ from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 from backup_server import limits, serving
 from backup_server.errors import NotFound
+from backup_server.security import authz, tls
+from backup_server.security.certs import Role
+from backup_server.security.tls import TlsFiles
 
+from .app import control_rules
 from .jobs import new_job_id
 from .service import AgentControl
 
@@ -142,6 +153,7 @@ class FleetConfig:
     hung: int = 0
     refused: int = 0
     job_seconds: float = 60.0
+    tls: TlsFiles | None = None
 
 
 class FleetAddresses(TypedDict):
@@ -176,6 +188,16 @@ class Fleet:
         self._sockets: list[socket.socket] = []
         self._hung: list[str] = []
         self._refused: list[str] = []
+        material = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
+        # Made once: thousands of agents share one set of credentials and one authorizer.
+        self._credentials = (
+            material.server_credentials(require_client_certificate=True) if material else None
+        )
+        self._authorizer = authz.Authorizer(control_rules(authenticate=material is not None))
+
+    @property
+    def mode(self) -> str:
+        return "mutual TLS" if self._credentials else "plaintext"
 
     def _port(self, index: int) -> int:
         return self.config.base_port + index if self.config.base_port else 0
@@ -203,11 +225,15 @@ class Fleet:
             raise
 
     async def _start_agent(self, port: int) -> None:
-        server = grpc.aio.server(options=serving.SERVER_OPTIONS)
+        server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[self._authorizer])
         jobs = SimulatedJobs(self.config.job_seconds)
         api_grpc.add_AgentControlServicer_to_server(AgentControl(jobs, NoRestorePoints()), server)
+        address = f"{HOST}:{port}"
         try:
-            bound = server.add_insecure_port(f"{HOST}:{port}")
+            if self._credentials is None:
+                bound = server.add_insecure_port(address)
+            else:
+                bound = server.add_secure_port(address, self._credentials)
         except RuntimeError:
             bound = 0
         if bound == 0:
@@ -256,6 +282,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         "--job-seconds", type=float, default=60.0, help="how long a job runs (default 60)"
     )
     parser.add_argument("--write", type=Path, help="also write the addresses JSON to this file")
+    group = parser.add_argument_group("mutual TLS (as a real agent's --tls-*)")
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="the agents' certificate")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
+    group.add_argument("--tls-ca", type=Path, metavar="FILE", help="the CA to trust")
     args = parser.parse_args(argv)
     if args.count < 0 or args.hung < 0 or args.refused < 0:
         parser.error("--count, --hung and --refused must not be negative")
@@ -264,7 +294,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         parser.error(f"ports {args.base_port}..{last} do not fit in 1..65535")
     if args.job_seconds <= 0:
         parser.error("--job-seconds must be positive")
-    config = FleetConfig(args.count, args.base_port, args.hung, args.refused, args.job_seconds)
+    config = FleetConfig(
+        args.count,
+        args.base_port,
+        args.hung,
+        args.refused,
+        args.job_seconds,
+        tls.files_from(args, parser),
+    )
     return config, args.write
 
 
@@ -284,11 +321,12 @@ async def serve(config: FleetConfig, write: Path | None) -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
         log.info(
-            "fleet ready in %.1f s: %d agents, %d hung, %d refused (plaintext, loopback)",
+            "fleet ready in %.1f s: %d agents, %d hung, %d refused (%s, loopback)",
             time.perf_counter() - started,
             config.count,
             config.hung,
             config.refused,
+            fleet.mode,
         )
 
     await serving.run_until_signalled(start, fleet.stop)

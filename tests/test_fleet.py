@@ -11,10 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from security_support import Pki
 
 from agent_stub.fleet import Fleet, FleetConfig
 from backup.v1 import agent_control_pb2 as agent_api
+from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import resources_pb2 as pb
+from backup_server.security.client import OperatorCredentials
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_SECONDS = 0.5
@@ -203,3 +206,72 @@ async def test_command_refuses_more_agents_than_open_files_allow() -> None:
     _, errors = await asyncio.to_thread(process.communicate, timeout=20)
     assert process.returncode == 1
     assert "open files" in errors and "several fleet processes" in errors
+
+
+async def list_jobs_code(address: str, credentials: OperatorCredentials | None) -> grpc.StatusCode:
+    """ListJobs over TLS with `credentials` (plaintext without); its status code."""
+    async with (
+        credentials.channel(address) if credentials else grpc.aio.insecure_channel(address)
+    ) as channel:
+        try:
+            await agent_grpc.AgentControlStub(channel).ListJobs(
+                agent_api.ListJobsRequest(), timeout=5
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_tls_fleet_answers_only_the_backup_server(start_fleet, pki: Pki) -> None:
+    """With --tls-*, every agent (one certificate, many ports) answers the server's certificate; no certificate, an operator's, another CA's server certificate and plaintext are refused."""
+    fleet = await start_fleet(tls=pki.tls(pki.agent()))
+    stranger = pki.issued("server", pki.other)
+    for address in agents_of(fleet):
+        assert await list_jobs_code(address, pki.client(pki.issued("server"))) == (
+            grpc.StatusCode.OK
+        )
+        assert await list_jobs_code(address, pki.client()) == grpc.StatusCode.UNAVAILABLE
+        assert await list_jobs_code(address, pki.client(pki.issued("operator"))) == (
+            grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert await list_jobs_code(address, pki.client(stranger)) == grpc.StatusCode.UNAVAILABLE
+        assert await list_jobs_code(address, None) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_tls_command_serves_mutual_tls(pki: Pki) -> None:
+    """The command with --tls-cert/--tls-key/--tls-ca serves its agents over mutual TLS and says so."""
+    agent = pki.agent()
+    process = run_fleet(
+        "--count", "1", "--base-port", "0",
+        "--tls-cert", str(agent.cert), "--tls-key", str(agent.key), "--tls-ca", str(pki.ca),
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = await asyncio.to_thread(process.stdout.readline)
+        address = json.loads(line)["agents"][0]["address"]
+        assert await list_jobs_code(address, pki.client(pki.issued("server"))) == (
+            grpc.StatusCode.OK
+        )
+        assert await list_jobs_code(address, None) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        process.terminate()
+        _, errors = await asyncio.to_thread(process.communicate, timeout=10)
+    assert process.returncode == 0, errors
+    assert "(mutual TLS, loopback)" in errors
+
+
+async def test_command_refuses_incomplete_or_foreign_tls_material(pki: Pki) -> None:
+    """--tls-cert without its key and CA, or a certificate of another role, ends the command with one clear line."""
+    operator = pki.issued("operator")
+    partial = run_fleet("--count", "1", "--base-port", "0", "--tls-cert", str(operator.cert))
+    foreign = run_fleet(
+        "--count", "1", "--base-port", "0",
+        "--tls-cert", str(operator.cert), "--tls-key", str(operator.key), "--tls-ca", str(pki.ca),
+    )  # fmt: skip
+    _, partial_errors = await asyncio.to_thread(partial.communicate, timeout=20)
+    _, foreign_errors = await asyncio.to_thread(foreign.communicate, timeout=20)
+    assert partial.returncode == 2
+    assert "--tls-cert, --tls-key and --tls-ca go together" in partial_errors
+    assert foreign.returncode == 1
+    assert "backup-operator; this process needs backup-agent" in foreign_errors
+    assert "Traceback" not in foreign_errors

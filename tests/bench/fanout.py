@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,16 +116,19 @@ class Process:
                 await self.process.wait()
 
 
-async def start_fleets(workdir: Path, count: int, hung: int) -> list[tuple[Process, dict]]:
+async def start_fleets(
+    workdir: Path, count: int, hung: int, *flags: str, name: str = "fleet"
+) -> list[tuple[Process, dict]]:
     """Fleet processes of at most AGENTS_PER_FLEET agents each, with their addresses."""
     shares = max(1, -(-count // AGENTS_PER_FLEET))
     fleets = []
     for index in range(shares):
         process = await Process.spawn(
-            workdir / f"fleet-{count}-{index}.log",
+            workdir / f"{name}-{count}-{index}.log",
             *("-m", "agent_stub.fleet", "--base-port", "0", "--job-seconds", "3600"),
             *("--count", str(count // shares + (index < count % shares))),
             *("--hung", str(hung // shares + (index < hung % shares))),
+            *flags,
         )
         fleets.append((process, {}))
         assert process.process.stdout is not None
@@ -134,6 +137,53 @@ async def start_fleets(workdir: Path, count: int, hung: int) -> list[tuple[Proce
             raise RuntimeError(f"the fleet did not start:\n{process.log.read_text()}")
         fleets[-1] = (process, json.loads(line))
     return fleets
+
+
+def agents_of(fleets: Sequence[tuple[Process, dict]]) -> list[str]:
+    return [agent["address"] for _, addresses in fleets for agent in addresses["agents"]]
+
+
+async def start_server(
+    workdir: Path, name: str, *flags: str, deadline: float = DEADLINE
+) -> Process:
+    """`python -m backup_server` on a port of the system's choice, with a fresh database."""
+    return await Process.spawn(
+        workdir / f"{name}.log",
+        *("-m", "backup_server", "--listen", "127.0.0.1:0", "--agent-deadline", str(deadline)),
+        *("--db", str(fresh_database(workdir / f"{name}.db"))),
+        *flags,
+        cwd=Path(os.environ.get("BENCH_SERVER_ROOT", ROOT)),
+    )
+
+
+async def timed_session(
+    service: api_grpc.PolicyServiceStub, action: str, policy_id: str
+) -> tuple[float, pb.PolicySession]:
+    """One StartPolicy or StopPolicy: its wall time as the client sees it, and its session."""
+    call = service.StartPolicy if action == "start" else service.StopPolicy
+    request_type = api.StartPolicyRequest if action == "start" else api.StopPolicyRequest
+    started = time.perf_counter()
+    session: pb.PolicySession = await call(request_type(policy_id=policy_id))
+    return time.perf_counter() - started, session
+
+
+async def connect_all(service: api_grpc.PolicyServiceStub, policy_id: str, count: int) -> None:
+    """After a cold start: stop and start until all `count` computers answer, then stop."""
+    for _ in range(10):
+        await timed_session(service, "stop", policy_id)
+        if (await timed_session(service, "start", policy_id))[1].statistics.received == count:
+            break
+    await timed_session(service, "stop", policy_id)
+
+
+@contextlib.contextmanager
+def bench_workdir() -> Iterator[Path]:
+    """A temporary directory, or BENCH_KEEP=DIR to keep the logs and databases there."""
+    keep = os.environ.get("BENCH_KEEP")
+    with contextlib.ExitStack() as cleanup:
+        workdir = Path(keep) if keep else Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
 
 
 @contextlib.asynccontextmanager
@@ -214,11 +264,7 @@ class Bench:
         return wall
 
     async def session(self, action: str, policy_id: str) -> tuple[float, pb.PolicySession]:
-        call = self.service.StartPolicy if action == "start" else self.service.StopPolicy
-        request_type = api.StartPolicyRequest if action == "start" else api.StopPolicyRequest
-        started = time.perf_counter()
-        session: pb.PolicySession = await call(request_type(policy_id=policy_id))
-        return time.perf_counter() - started, session
+        return await timed_session(self.service, action, policy_id)
 
 
 def policy_over(policy_id: str, addresses: Sequence[str]) -> pb.BackupPolicy:
@@ -246,14 +292,9 @@ def storage_ms(server: Process, session_ids: Sequence[str]) -> float:
 
 async def measure(count: int, workdir: Path) -> dict[str, object]:
     fleets = await start_fleets(workdir, count, round(count * HUNG_SHARE))
-    agents = [agent["address"] for _, addresses in fleets for agent in addresses["agents"]]
+    agents = agents_of(fleets)
     hung = [address for _, addresses in fleets for address in addresses["hung"]]
-    server = await Process.spawn(
-        workdir / f"server-{count}.log",
-        *("-m", "backup_server", "--listen", "127.0.0.1:0", "--agent-deadline", str(DEADLINE)),
-        *("--db", str(fresh_database(workdir / f"server-{count}.db"))),
-        cwd=Path(os.environ.get("BENCH_SERVER_ROOT", ROOT)),
-    )
+    server = await start_server(workdir, f"server-{count}")
     floor = Floor(agents)
     try:
         address = (await server.wait_for_log(LISTEN_LINE))[1]
@@ -296,11 +337,7 @@ async def rounds(bench: Bench) -> dict[str, object]:
     # The first session also opens every connection; some may outlast the deadline.
     cold, session = await bench.session("start", "all")
     cold_received = session.statistics.received
-    for _ in range(10):  # until every computer answers over a connected channel
-        await bench.session("stop", "all")
-        if (await bench.session("start", "all"))[1].statistics.received == count:
-            break
-    await bench.session("stop", "all")
+    await connect_all(service, "all", count)
     floor_cold = await bench.floor.send("StartJob", start_bytes)  # connects its channels
     await bench.floor.send("StopJob", stop_bytes)
 
@@ -382,16 +419,24 @@ COLUMNS = [
 ]
 
 
-def print_table(rows: list[dict[str, object]]) -> None:
-    widths = [max(len(heading), 7) + 2 for heading, _, _ in COLUMNS]
+def print_rows(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str, str]]) -> None:
+    """One right-aligned line per row; `columns` are (heading, key, format)."""
+    cells = [[form.format(row[key]) for _, key, form in columns] for row in rows]
+    widths = [
+        max(len(heading), 7, *(len(line[index]) for line in cells)) + 2
+        for index, (heading, _, _) in enumerate(columns)
+    ]
     print(
         "".join(
-            heading.rjust(width) for (heading, _, _), width in zip(COLUMNS, widths, strict=True)
+            heading.rjust(width) for (heading, _, _), width in zip(columns, widths, strict=True)
         )
     )
-    for row in rows:
-        cells = [form.format(row[key]) for _, key, form in COLUMNS]
-        print("".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True)))
+    for line in cells:
+        print("".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    print_rows(rows, COLUMNS)
     print("CPU seconds (median) during one floor / one StartPolicy:")
     for row in rows:
         floor, start = row["cpu_s_floor"], row["cpu_s_start_policy"]
@@ -409,10 +454,7 @@ async def run() -> dict[str, object]:
         flush=True,
     )
     rows = []
-    keep = os.environ.get("BENCH_KEEP")  # a directory to keep the logs and databases in
-    with contextlib.ExitStack() as cleanup:
-        workdir = Path(keep) if keep else Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
-        workdir.mkdir(parents=True, exist_ok=True)
+    with bench_workdir() as workdir:
         for count in SIZES:
             rows.append(await measure(count, workdir))
     print_table(rows)
