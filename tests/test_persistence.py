@@ -23,6 +23,21 @@ async def start_in_background(service, computers, tmp_path, source_tree) -> asyn
     return asyncio.ensure_future(service.StartPolicy(api.StartPolicyRequest(policy_id="nightly")))
 
 
+def spawn_server(spawn, database, deadline: str, grace: str = "5"):  # type: ignore[no-untyped-def]
+    """A real backup-server process on port 0 over `database`."""
+    return spawn(
+        "backup_server",
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        str(database),
+        "--agent-deadline",
+        deadline,
+        "--shutdown-grace",
+        grace,
+    )
+
+
 def service_at(address: str) -> tuple[grpc.aio.Channel, api_grpc.PolicyServiceStub]:
     channel = grpc.aio.insecure_channel(address)
     return channel, api_grpc.PolicyServiceStub(channel)
@@ -108,17 +123,7 @@ async def test_sigterm_finishes_in_flight_sessions_and_exits_zero(
     """SIGTERM stops accepting, lets the running fan-out end within the grace, stores it, and exits 0."""
     live = await start_agent("live")
     database = tmp_path / "server.db"
-    process = spawn(
-        "backup_server",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        str(database),
-        "--agent-deadline",
-        "1",
-        "--shutdown-grace",
-        "5",
-    )
+    process = spawn_server(spawn, database, deadline="1", grace="5")
     channel, service = service_at(process.address)
     async with channel:
         starting = await start_in_background(
@@ -141,17 +146,7 @@ async def test_sigterm_cancels_what_the_grace_cannot_wait_for(
 ) -> None:
     """With a grace shorter than the deadline, commands still out are recorded CANCELLED and the exit is 0."""
     database = tmp_path / "server.db"
-    process = spawn(
-        "backup_server",
-        "--listen",
-        "127.0.0.1:0",
-        "--db",
-        str(database),
-        "--agent-deadline",
-        "30",
-        "--shutdown-grace",
-        "0.5",
-    )
+    process = spawn_server(spawn, database, deadline="30", grace="0.5")
     channel, service = service_at(process.address)
     async with channel:
         starting = await start_in_background(

@@ -435,6 +435,15 @@ async def test_a_caller_that_gives_up_does_not_cut_the_session_short(
     assert deliveries(listed.sessions[0]) == {"live": RECEIVED, "hung": NOT_RECEIVED}
 
 
+async def serve_handler(handler: grpc.GenericRpcHandler) -> tuple[grpc.aio.Server, int]:
+    """A bare gRPC server on a loopback port answering through `handler` alone."""
+    wire = grpc.aio.server()
+    wire.add_generic_rpc_handlers([handler])
+    port = wire.add_insecure_port("127.0.0.1:0")
+    await wire.start()
+    return wire, port
+
+
 class RecordingAgent(grpc.GenericRpcHandler):
     """A gRPC server that records every method called on it and answers StartJob OK."""
 
@@ -460,10 +469,7 @@ async def test_the_server_sends_one_command_and_no_reachability_check(
 ) -> None:
     """Per computer and session the server sends exactly one StartJob: no health check or probe first."""
     recorder = RecordingAgent()
-    wire = grpc.aio.server()
-    wire.add_generic_rpc_handlers([recorder])
-    port = wire.add_insecure_port("127.0.0.1:0")
-    await wire.start()
+    wire, port = await serve_handler(recorder)
     try:
         await create(
             policy_service, policy_over([("recorded", f"127.0.0.1:{port}")], tmp_path, source_tree)
@@ -551,10 +557,7 @@ async def test_a_stop_follows_start_commands_already_on_the_wire(
 ) -> None:
     """A stop during a start waits, per computer, for the start's command on the wire, then sends its own."""
     agent = SlowStartAgent()
-    wire = grpc.aio.server()
-    wire.add_generic_rpc_handlers([agent])
-    port = wire.add_insecure_port("127.0.0.1:0")
-    await wire.start()
+    wire, port = await serve_handler(agent)
     try:
         await create(
             policy_service,
