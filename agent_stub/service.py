@@ -56,8 +56,7 @@ class AgentControl(api_grpc.AgentControlServicer):
     async def StartJob(
         self, request: api.StartJobRequest, context: Context
     ) -> api.StartJobResponse:
-        if request.session_id:
-            validation.check_id_shape("session_id", request.session_id)
+        validation.optional_id("session_id", request.session_id)
         check_received_policy(request.policy)
         self._allowed.check(request.policy)
         try:
@@ -69,8 +68,7 @@ class AgentControl(api_grpc.AgentControlServicer):
     @status.unary
     async def StopJob(self, request: api.StopJobRequest, context: Context) -> api.StopJobResponse:
         validation.require_id("policy_id", request.policy_id)
-        if request.session_id:
-            validation.check_id_shape("session_id", request.session_id)
+        validation.optional_id("session_id", request.session_id)
         job, was_running = self._jobs.stop(request.policy_id)
         log.info(
             "stop of policy %s%s: %s",
@@ -90,15 +88,13 @@ class AgentControl(api_grpc.AgentControlServicer):
     async def ListJobs(
         self, request: api.ListJobsRequest, context: Context
     ) -> api.ListJobsResponse:
-        if request.policy_id:
-            validation.check_id_shape("policy_id", request.policy_id)
+        validation.optional_id("policy_id", request.policy_id)
         return api.ListJobsResponse(jobs=self._jobs.list(request.policy_id))
 
     @status.unary
     async def ListRestorePoints(
         self, request: api.ListRestorePointsRequest, context: Context
     ) -> api.ListRestorePointsResponse:
-        if request.policy_id:
-            validation.check_id_shape("policy_id", request.policy_id)
+        validation.optional_id("policy_id", request.policy_id)
         points = await asyncio.to_thread(self._chain.list, request.policy_id)
         return api.ListRestorePointsResponse(restore_points=points)

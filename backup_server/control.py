@@ -95,14 +95,12 @@ class Control:
 
     async def start_policy(self, policy_id: str, session_id: str = "") -> pb.PolicySession:
         validation.require_id("policy_id", policy_id)
-        if session_id:
-            validation.check_id_shape("session_id", session_id)
+        validation.optional_id("session_id", session_id)
         return await self._run(policy_id, pb.SESSION_ACTION_START, session_id)
 
     async def stop_policy(self, policy_id: str, session_id: str = "") -> pb.PolicySession:
         validation.require_id("policy_id", policy_id)
-        if session_id:
-            validation.check_id_shape("session_id", session_id)
+        validation.optional_id("session_id", session_id)
         return await self._run(policy_id, pb.SESSION_ACTION_STOP, session_id)
 
     async def _run(
@@ -233,8 +231,7 @@ class Control:
     async def list_sessions(
         self, policy_id: str, page_size: int, page_token: str, view: api.SessionView
     ) -> tuple[list[pb.PolicySession], str]:
-        if policy_id:
-            validation.check_id_shape("policy_id", policy_id)
+        if validation.optional_id("policy_id", policy_id):
             known = await self._db.run(self._storage.policy_exists_or_had_sessions, policy_id)
             if not known:
                 raise NotFound(f"policy {policy_id!r} not found")

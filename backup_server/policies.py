@@ -70,8 +70,7 @@ class Policies:
         self._storage = database.storage
 
     async def create_group(self, group_id: str, group: pb.ProtectionGroup) -> pb.ProtectionGroup:
-        if group_id:
-            validation.check_id_shape("protection_group_id", group_id)
+        validation.optional_id("protection_group_id", group_id)
         validation.check_protection_group(group)
         stored = pb.ProtectionGroup()
         stored.CopyFrom(group)
@@ -94,8 +93,7 @@ class Policies:
         await self._db.run(self._storage.delete_group, group_id)
 
     async def create_policy(self, policy_id: str, policy: pb.BackupPolicy) -> pb.BackupPolicy:
-        if policy_id:
-            validation.check_id_shape("policy_id", policy_id)
+        validation.optional_id("policy_id", policy_id)
         validation.check_policy(policy)
         stored = pb.BackupPolicy()
         stored.CopyFrom(policy)

@@ -30,6 +30,11 @@ def require_id(field: str, value: str) -> str:
     return check_id_shape(field, value)
 
 
+def optional_id(field: str, value: str) -> str:
+    """An id that may be empty (then the server chooses one, or no filter applies)."""
+    return check_id_shape(field, value) if value else value
+
+
 def check_id_shape(field: str, value: str) -> str:
     if not ID_PATTERN.fullmatch(value):
         raise InvalidArgument(
