@@ -13,7 +13,7 @@ test: $(READY) examples/node/node_modules/.ready
 	$(PY) -m pytest
 
 lint: $(READY) node_modules/.ready
-	node_modules/.bin/buf lint && $(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+	node_modules/.bin/buf lint && $(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports
 
 proto: $(READY)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTOS)

@@ -16,9 +16,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from backup_server import logs, serving
-from backup_server.errors import BackupError
-from backup_server.security import tls
+from backup import logs, serving
+from backup.errors import BackupError
+from backup.security import tls
 
 from . import offline
 from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import grpc
 
+from backup import serving
+from backup.security import authz, tls
+from backup.security.roles import Role
+from backup.security.tls import TlsFiles
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
-from backup_server import serving
-from backup_server.security import authz, tls
-from backup_server.security.certs import Role
-from backup_server.security.tls import TlsFiles
 
 from .confinement import AllowedPaths
 from .jobs import JobRunner

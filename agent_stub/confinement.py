@@ -10,9 +10,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from backup.errors import FailedPrecondition
 from backup.v1 import resources_pb2 as pb
-from backup_server.errors import FailedPrecondition
-from backup_server.validation import is_within
+from backup.validation import is_within
 
 
 class AllowedPaths:

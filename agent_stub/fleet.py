@@ -51,16 +51,16 @@ from typing import TypedDict
 
 import grpc
 
+from backup import limits, serving
+from backup.errors import NotFound
+from backup.ids import new_job_id
+from backup.security import authz, tls
+from backup.security.roles import Role
+from backup.security.tls import TlsFiles
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server import limits, serving
-from backup_server.errors import NotFound
-from backup_server.security import authz, tls
-from backup_server.security.certs import Role
-from backup_server.security.tls import TlsFiles
 
 from .app import control_rules
-from .jobs import new_job_id
 from .service import AgentControl
 
 log = logging.getLogger("agent_stub.fleet")

@@ -2,15 +2,14 @@
 
 import asyncio
 import logging
-import secrets
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from backup.errors import NotFound
+from backup.ids import new_job_id
 from backup.v1 import resources_pb2 as pb
-from backup_server.errors import NotFound
 
 from . import engine
 from .store import AgentStore
@@ -18,10 +17,6 @@ from .store import AgentStore
 log = logging.getLogger("agent_stub.jobs")
 
 MAX_JOBS_KEPT = 1000
-
-
-def new_job_id() -> str:
-    return time.strftime("j-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
 
 
 class RunningJob:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import grpc
 
+from backup import validation
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
-from backup_server import validation
 
 from .app import INFO_NAME
 from .store import read_json, read_policy

@@ -7,8 +7,8 @@ Reads only: it never creates a repository, and it needs no running agent.
 import logging
 from pathlib import Path
 
+from backup.errors import NotFound
 from backup.v1 import resources_pb2 as pb
-from backup_server.errors import NotFound
 
 from .engine import PointNotFound, PointSummary, Repository, RepositoryError
 from .engine.manifest import POINT_ID

@@ -6,11 +6,11 @@ from typing import Any, Protocol
 
 import grpc
 
+from backup import status, validation
+from backup.errors import LocalFault
 from backup.v1 import agent_control_pb2 as api
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server import status, validation
-from backup_server.errors import LocalFault
 
 from .confinement import AllowedPaths
 

@@ -5,9 +5,10 @@ import asyncio
 import math
 from pathlib import Path
 
-from . import logs, serving
+from backup import logs, serving
+from backup.security import tls
+
 from .app import BackupServer, ServerConfig
-from .security import tls
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:

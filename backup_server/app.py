@@ -8,17 +8,17 @@ from pathlib import Path
 
 import grpc
 
+from backup import limits, serving
+from backup.security import authz, tls
+from backup.security.roles import Role
+from backup.security.tls import TlsFiles
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 
-from . import limits, serving
 from .control import Control
 from .database import Database
 from .fanout import AgentTransport
 from .policies import Policies
-from .security import authz, tls
-from .security.certs import Role
-from .security.tls import TlsFiles
 from .service import PolicyService
 from .transport import GrpcAgentTransport
 

@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator, Callable, Collection
 
 from google.protobuf.message import DecodeError
 
+from backup import paging, validation
+from backup.errors import FailedPrecondition, NotFound
+from backup.ids import new_session_id
 from backup.v1 import agent_control_pb2 as agent_pb
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
-from . import paging, validation
 from .database import Database
-from .errors import FailedPrecondition, NotFound
 from .fanout import AgentTransport, FanOut
-from .sessions import LiveSession, Progress, new_session, new_session_id, resolve_targets
+from .sessions import LiveSession, Progress, new_session, resolve_targets
 
 log = logging.getLogger("backup_server.control")
 

@@ -1,16 +1,16 @@
 """Protection groups and backup policies: create, read, list, update, delete."""
 
-import secrets
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from google.protobuf import field_mask_pb2
 
+from backup import paging, validation
+from backup.errors import FailedPrecondition, InvalidArgument
+from backup.ids import new_resource_id
 from backup.v1 import resources_pb2 as pb
 
-from . import paging, validation
 from .database import Database
-from .errors import FailedPrecondition, InvalidArgument
 from .sessions import resolve_targets
 
 Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
@@ -27,10 +27,6 @@ MUTABLE_POLICY_FIELDS = (
     "retention_points",
     "throttle_bytes_per_second",
 )
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(6)}"
 
 
 def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGroup]) -> None:
@@ -74,7 +70,7 @@ class Policies:
         validation.check_protection_group(group)
         stored = pb.ProtectionGroup()
         stored.CopyFrom(group)
-        stored.id = group_id or new_id("pg")
+        stored.id = group_id or new_resource_id("pg")
         stored.create_time.GetCurrentTime()
         await self._db.run(self._storage.insert_group, stored)
         return stored
@@ -97,7 +93,7 @@ class Policies:
         validation.check_policy(policy)
         stored = pb.BackupPolicy()
         stored.CopyFrom(policy)
-        stored.id = policy_id or new_id("policy")
+        stored.id = policy_id or new_resource_id("policy")
         stored.create_time.GetCurrentTime()
         stored.update_time.CopyFrom(stored.create_time)
         await self._db.run(self._insert_policy, stored)

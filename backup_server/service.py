@@ -6,11 +6,11 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from backup import status
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 
-from . import status
 from .control import Control
 from .policies import Policies
 

@@ -5,7 +5,6 @@ statistics follow each change, and watchers are woken by `publish`.
 """
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,11 +67,6 @@ def resolve_targets(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGrou
         else target
         for address, target in first.items()
     ]
-
-
-def new_session_id() -> str:
-    """A fresh session id: when it began, then random (a client may choose its own)."""
-    return time.strftime("s-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
 
 
 def state_of(stats: pb.SessionStatistics) -> pb.SessionState:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import sqlite_utils
 
+from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
-from .errors import AlreadyExists, FailedPrecondition, NotFound
 from .sessions import Progress
 
 BUSY_TIMEOUT_SECONDS = 10.0

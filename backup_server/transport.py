@@ -8,11 +8,12 @@ from typing import Any
 
 import grpc
 
-from . import limits
-from .errors import FailedPrecondition
+from backup import limits
+from backup.errors import FailedPrecondition
+from backup.security.tls import explain_handshake_failure
+from backup.serving import CLIENT_OPTIONS
+
 from .fanout import AgentCallError
-from .security.tls import explain_handshake_failure
-from .serving import CLIENT_OPTIONS
 
 log = logging.getLogger("backup_server.transport")
 

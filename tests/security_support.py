@@ -8,11 +8,11 @@ from pathlib import Path
 import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 
+from backup.ctl import pki as certs
+from backup.ctl.credentials import OperatorCredentials
+from backup.ctl.pki import Issued, Role
+from backup.security.tls import TlsFiles
 from backup.v1 import agent_control_pb2, policy_service_pb2
-from backup_server.security import certs
-from backup_server.security.certs import Issued, Role
-from backup_server.security.client import OperatorCredentials
-from backup_server.security.tls import TlsFiles
 
 POLICY_SERVICE = policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"]
 AGENT_CONTROL = agent_control_pb2.DESCRIPTOR.services_by_name["AgentControl"]

@@ -17,14 +17,14 @@ from security_support import (
     methods,
 )
 
+from backup.ctl.credentials import OperatorCredentials
+from backup.security.authz import Authorizer
+from backup.security.roles import Role
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup_server.app import operator_rules
-from backup_server.security.authz import Authorizer
-from backup_server.security.certs import Role
-from backup_server.security.client import OperatorCredentials
 
 from conftest import policy_over
 

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from backup_server.security import certs
-from backup_server.security.certs import CertificateError, Role
+from backup.ctl import pki as certs
+from backup.ctl.pki import CertificateError, Role
 
 
 def load(path: Path) -> x509.Certificate:

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from google.protobuf import json_format
 
 from agent_stub.app import AgentServer
+from backup.ctl import cli
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 from backup_server.app import BackupServer
-from backup_server.cli import cli
 
 EXIT_SOME_NOT_RECEIVED = 3
 
@@ -331,9 +331,9 @@ def test_every_command_has_help_with_examples() -> None:
 
 
 def test_python_dash_m_runs_the_same_command() -> None:
-    """`python -m backup_server.cli` is backupctl."""
+    """`python -m backup.ctl` is backupctl."""
     result = subprocess.run(
-        [sys.executable, "-m", "backup_server.cli", "start", "--help"],
+        [sys.executable, "-m", "backup.ctl", "start", "--help"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0 and "Usage: backupctl start" in result.stdout

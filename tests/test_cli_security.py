@@ -12,9 +12,9 @@ from cryptography import x509
 from google.protobuf import json_format
 from security_support import TOKEN, Pki
 
+from backup.ctl import pki as certs
+from backup.security.roles import Role
 from backup.v1 import resources_pb2 as pb
-from backup_server.security import certs
-from backup_server.security.certs import Role
 
 from conftest import policy_over
 

@@ -7,10 +7,10 @@ import grpc
 import pytest
 
 from agent_stub.confinement import AllowedPaths
+from backup.errors import FailedPrecondition
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
-from backup_server.errors import FailedPrecondition
 
 from conftest import job_ends, policy_over
 

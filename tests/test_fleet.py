@@ -14,10 +14,10 @@ import pytest
 from security_support import Pki
 
 from agent_stub.fleet import Fleet, FleetConfig
+from backup.ctl.credentials import OperatorCredentials
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.security.client import OperatorCredentials
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_SECONDS = 0.5

@@ -8,13 +8,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from security_support import TOKEN
 
+from backup import serving, validation
+from backup.ctl.credentials import OperatorCredentials
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server import serving, validation
-from backup_server.security.client import OperatorCredentials
 from backup_server.transport import GrpcAgentTransport, channel_options
 
 GRPC_DEFAULT_RECEIVE_LIMIT = 4 * 1024 * 1024

@@ -7,9 +7,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from backup import limits
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup_server import limits
 from backup_server.app import BackupServer, ServerConfig
 from backup_server.transport import GrpcAgentTransport
 

@@ -8,9 +8,9 @@ import pytest
 from security_support import TOKEN
 
 from agent_stub.app import AgentConfig, AgentServer
+from backup.security.tls import check_plaintext_listen, is_loopback
 from backup_server.__main__ import parse_args
 from backup_server.app import BackupServer, ServerConfig
-from backup_server.security.tls import check_plaintext_listen, is_loopback
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import grpc
 
+from backup.logs import JsonFormatter, TextFormatter
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup_server.logs import JsonFormatter, TextFormatter
 
 from conftest import policy_over, wait_for
 

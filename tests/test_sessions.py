@@ -148,7 +148,7 @@ async def test_list_sessions_newest_first_by_policy_with_pages_and_views(
 
 
 def page_token_of_alpha(seen: list[pb.PolicySession]) -> str:
-    from backup_server import paging
+    from backup import paging
 
     return paging.encode("sessions:alpha:0", 10**9)
 

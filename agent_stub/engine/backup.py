@@ -12,7 +12,6 @@ repository lock alone; otherwise, and after a stop, the next collection removes 
 import dataclasses
 import logging
 import os
-import secrets
 import stat
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from pyfastcdc import Chunk, FastCDC
 
+from backup.ids import new_point_id
 from backup.v1 import resources_pb2 as pb
 
 from . import chunks, lock, retention
@@ -40,10 +40,6 @@ SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
 # Chunks handed to the writers and not yet written: bounds memory to this many chunks.
 WRITES_IN_FLIGHT = 12
 NOATIME = getattr(os, "O_NOATIME", 0)
-
-
-def new_point_id() -> str:
-    return time.strftime("rp-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(4)
 
 
 class _Unreadable(Exception):

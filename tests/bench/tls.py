@@ -49,11 +49,11 @@ from fanout import (
     timed_session,
 )
 
+from backup import serving
+from backup.ctl import pki as certs
+from backup.ctl.credentials import OperatorCredentials
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup_server import serving
-from backup_server.security import certs
-from backup_server.security.client import OperatorCredentials
 
 SIZES = [int(size) for size in os.environ.get("BENCH_TLS_SIZES", "1000,5000").split(",")]
 ROUNDS = int(os.environ.get("BENCH_TLS_ROUNDS", "5"))

@@ -94,10 +94,12 @@ class UpdatePolicyRequest(_message.Message):
     def __init__(self, policy: _Optional[_Union[_resources_pb2.BackupPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
 class DeletePolicyRequest(_message.Message):
-    __slots__ = ("policy_id",)
+    __slots__ = ("policy_id", "force")
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     policy_id: str
-    def __init__(self, policy_id: _Optional[str] = ...) -> None: ...
+    force: bool
+    def __init__(self, policy_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class StartPolicyRequest(_message.Message):
     __slots__ = ("policy_id", "session_id")

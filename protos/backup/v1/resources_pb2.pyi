@@ -95,7 +95,7 @@ class ProtectionGroup(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[ProtectionGroupKind, str]] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BackupPolicy(_message.Message):
-    __slots__ = ("id", "name", "description", "computers", "protection_group_ids", "source_paths", "repository", "retention_points", "throttle_bytes_per_second", "create_time", "update_time")
+    __slots__ = ("id", "name", "description", "computers", "protection_group_ids", "source_paths", "repository", "retention_points", "throttle_bytes_per_second", "create_time", "update_time", "exclude_patterns")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,7 @@ class BackupPolicy(_message.Message):
     THROTTLE_BYTES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -118,26 +119,31 @@ class BackupPolicy(_message.Message):
     throttle_bytes_per_second: int
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., protection_group_ids: _Optional[_Iterable[str]] = ..., source_paths: _Optional[_Iterable[str]] = ..., repository: _Optional[str] = ..., retention_points: _Optional[int] = ..., throttle_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    exclude_patterns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., protection_group_ids: _Optional[_Iterable[str]] = ..., source_paths: _Optional[_Iterable[str]] = ..., repository: _Optional[str] = ..., retention_points: _Optional[int] = ..., throttle_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclude_patterns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ComputerResult(_message.Message):
-    __slots__ = ("computer", "protection_group_id", "delivery", "detail", "latency", "job_id")
+    __slots__ = ("computer", "protection_group_id", "delivery", "detail", "latency", "job_id", "job", "reconciled")
     COMPUTER_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RECONCILED_FIELD_NUMBER: _ClassVar[int]
     computer: Computer
     protection_group_id: str
     delivery: Delivery
     detail: str
     latency: _duration_pb2.Duration
     job_id: str
-    def __init__(self, computer: _Optional[_Union[Computer, _Mapping]] = ..., protection_group_id: _Optional[str] = ..., delivery: _Optional[_Union[Delivery, str]] = ..., detail: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    job: Job
+    reconciled: bool
+    def __init__(self, computer: _Optional[_Union[Computer, _Mapping]] = ..., protection_group_id: _Optional[str] = ..., delivery: _Optional[_Union[Delivery, str]] = ..., detail: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., reconciled: _Optional[bool] = ...) -> None: ...
 
 class SessionStatistics(_message.Message):
-    __slots__ = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled")
+    __slots__ = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled", "jobs_running", "jobs_succeeded", "jobs_failed", "jobs_stopped", "jobs_unknown")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
@@ -145,6 +151,11 @@ class SessionStatistics(_message.Message):
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    JOBS_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_STOPPED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     total: int
     pending: int
     received: int
@@ -152,10 +163,15 @@ class SessionStatistics(_message.Message):
     skipped: int
     rejected: int
     cancelled: int
-    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., received: _Optional[int] = ..., not_received: _Optional[int] = ..., skipped: _Optional[int] = ..., rejected: _Optional[int] = ..., cancelled: _Optional[int] = ...) -> None: ...
+    jobs_running: int
+    jobs_succeeded: int
+    jobs_failed: int
+    jobs_stopped: int
+    jobs_unknown: int
+    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., received: _Optional[int] = ..., not_received: _Optional[int] = ..., skipped: _Optional[int] = ..., rejected: _Optional[int] = ..., cancelled: _Optional[int] = ..., jobs_running: _Optional[int] = ..., jobs_succeeded: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., jobs_stopped: _Optional[int] = ..., jobs_unknown: _Optional[int] = ...) -> None: ...
 
 class PolicySession(_message.Message):
-    __slots__ = ("id", "policy_id", "action", "state", "start_time", "end_time", "computer_results", "statistics", "warnings")
+    __slots__ = ("id", "policy_id", "action", "state", "start_time", "end_time", "computer_results", "statistics", "warnings", "outcome", "outcome_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +181,8 @@ class PolicySession(_message.Message):
     COMPUTER_RESULTS_FIELD_NUMBER: _ClassVar[int]
     STATISTICS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     policy_id: str
     action: SessionAction
@@ -174,7 +192,9 @@ class PolicySession(_message.Message):
     computer_results: _containers.RepeatedCompositeFieldContainer[ComputerResult]
     statistics: SessionStatistics
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., action: _Optional[_Union[SessionAction, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computer_results: _Optional[_Iterable[_Union[ComputerResult, _Mapping]]] = ..., statistics: _Optional[_Union[SessionStatistics, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    outcome: SessionState
+    outcome_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., action: _Optional[_Union[SessionAction, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computer_results: _Optional[_Iterable[_Union[ComputerResult, _Mapping]]] = ..., statistics: _Optional[_Union[SessionStatistics, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., outcome: _Optional[_Union[SessionState, str]] = ..., outcome_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "policy_id", "session_id", "state", "start_time", "end_time", "bytes_total", "bytes_done", "files_done", "restore_point_id", "error", "warnings", "bytes_read", "bytes_written")
@@ -209,7 +229,7 @@ class Job(_message.Message):
     def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., session_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bytes_total: _Optional[int] = ..., bytes_done: _Optional[int] = ..., files_done: _Optional[int] = ..., restore_point_id: _Optional[str] = ..., error: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., bytes_read: _Optional[int] = ..., bytes_written: _Optional[int] = ...) -> None: ...
 
 class RestorePoint(_message.Message):
-    __slots__ = ("id", "policy_id", "job_id", "create_time", "file_count", "total_bytes", "added_bytes")
+    __slots__ = ("id", "policy_id", "job_id", "create_time", "file_count", "total_bytes", "added_bytes", "computer")
     ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +237,7 @@ class RestorePoint(_message.Message):
     FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     ADDED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPUTER_FIELD_NUMBER: _ClassVar[int]
     id: str
     policy_id: str
     job_id: str
@@ -224,4 +245,23 @@ class RestorePoint(_message.Message):
     file_count: int
     total_bytes: int
     added_bytes: int
-    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., added_bytes: _Optional[int] = ...) -> None: ...
+    computer: str
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., job_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., file_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., added_bytes: _Optional[int] = ..., computer: _Optional[str] = ...) -> None: ...
+
+class ComputerStatus(_message.Message):
+    __slots__ = ("computer", "policy_id", "last_job", "last_success_time", "last_restore_point_id", "consecutive_failures", "last_contact_time")
+    COMPUTER_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_JOB_FIELD_NUMBER: _ClassVar[int]
+    LAST_SUCCESS_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_RESTORE_POINT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONTACT_TIME_FIELD_NUMBER: _ClassVar[int]
+    computer: Computer
+    policy_id: str
+    last_job: Job
+    last_success_time: _timestamp_pb2.Timestamp
+    last_restore_point_id: str
+    consecutive_failures: int
+    last_contact_time: _timestamp_pb2.Timestamp
+    def __init__(self, computer: _Optional[_Union[Computer, _Mapping]] = ..., policy_id: _Optional[str] = ..., last_job: _Optional[_Union[Job, _Mapping]] = ..., last_success_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_restore_point_id: _Optional[str] = ..., consecutive_failures: _Optional[int] = ..., last_contact_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -8,7 +8,7 @@ import logging
 import os
 import resource
 
-log = logging.getLogger("backup_server.limits")
+log = logging.getLogger("backup.limits")
 
 # Listeners, the database, logs, operators' connections and gRPC's own wake-up files.
 RESERVED_DESCRIPTORS = 256

@@ -5,7 +5,7 @@ import click
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
-from backup_server.sessions import new_session_id
+from backup.ids import new_session_id
 
 from . import client, follow, render
 from .root import agent_address, cli, complete_ids, connection_options, examples, settings

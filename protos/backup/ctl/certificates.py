@@ -1,7 +1,7 @@
 """`backupctl certs init` and `backupctl certs issue-agent`: the private CA and its certificates.
 
 Nothing here talks to a server: the files are made on the machine that runs the command,
-by backup_server.security.certs.
+by backup.ctl.pki.
 """
 
 import stat
@@ -11,8 +11,8 @@ from typing import TypeVar
 
 import click
 
-from backup_server.security import certs as pki
-from backup_server.security.certs import CertificateError, Issued
+from backup.ctl import pki
+from backup.ctl.pki import CertificateError, Issued
 
 from .client import Failure
 from .root import Backupctl, cli, examples

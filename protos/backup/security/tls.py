@@ -15,9 +15,9 @@ from pathlib import Path
 
 import grpc
 
-from .certs import Role, role_of
+from .roles import Role, role_of
 
-log = logging.getLogger("backup_server.security")
+log = logging.getLogger("backup.security")
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 

@@ -13,7 +13,7 @@ from grpc_health.v1._async import HealthServicer as _AioHealthServicer
 
 from . import logs, reflection
 
-log = logging.getLogger("backup_server.serving")
+log = logging.getLogger("backup.serving")
 
 # Set explicitly on every server and client: a finished 10,000-computer session with
 # long names, addresses and details is under 10 MiB (tests/test_hardening.py).

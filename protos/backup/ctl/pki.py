@@ -19,8 +19,6 @@ Keys are EC P-256, written 0600 and never overwritten; certificates are 0644.
 """
 
 import datetime
-import enum
-import functools
 import ipaddress
 import os
 import re
@@ -32,7 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from backup_server import validation
+from backup import validation
+from backup.security.roles import Role, role_of  # noqa: F401 - issued and read together
 
 ORGANIZATION = "backup control plane"
 CA_VALID_DAYS = 3650
@@ -40,14 +39,6 @@ LEAF_VALID_DAYS = 825
 # Clocks of a fleet disagree a little; a certificate made now must work everywhere now.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-class Role(enum.StrEnum):
-    """Who a certificate speaks for; the value is the subject's OU."""
-
-    SERVER = "backup-server"
-    AGENT = "backup-agent"
-    OPERATOR = "backup-operator"
 
 
 KEY_USAGES: dict[Role, list[x509.ObjectIdentifier]] = {
@@ -278,19 +269,3 @@ def issue_agent(directory: Path, name: str, address: str) -> Issued:
     _refuse_existing(cert_path, key_path)
     _private_dir(agents)
     return write_pair(cert_path, key_path, *sign(authority, Role.AGENT, name, [host]))
-
-
-@functools.lru_cache(maxsize=4096)
-def role_of(certificate_pem: bytes) -> Role | None:
-    """The role named in a certificate's OU, or None when it names no single known role."""
-    try:
-        certificate = x509.load_pem_x509_certificate(certificate_pem)
-    except ValueError:
-        return None
-    units = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    if len(units) != 1:
-        return None
-    try:
-        return Role(str(units[0].value))
-    except ValueError:
-        return None

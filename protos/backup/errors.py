@@ -7,7 +7,7 @@
     ├── FailedPrecondition   the request is fine but the state forbids it
     └── LocalFault           the request is fine but this process failed (a full disk)
 
-Domain modules raise these; `backup_server.status` maps each to one gRPC status code.
+Domain modules raise these; `backup.status` maps each to one gRPC status code.
 Anything else that escapes is a bug, not a client's mistake.
 """
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .certs import Role, role_of
+from .roles import Role, role_of
 
-log = logging.getLogger("backup_server.security")
+log = logging.getLogger("backup.security")
 
 TOKEN_MIN_LENGTH = 16
 REFUSALS = {

@@ -16,7 +16,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from backup_server.serving import CLIENT_OPTIONS
+from backup.serving import CLIENT_OPTIONS
 
 _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 

@@ -15,8 +15,8 @@ from click.shell_completion import CompletionItem, get_completion_class
 
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup_server import validation
-from backup_server.errors import InvalidArgument
+from backup import validation
+from backup.errors import InvalidArgument
 
 from . import client
 from .client import DEFAULT_SERVER, LOCAL_SOCKET, OUTPUTS, Settings

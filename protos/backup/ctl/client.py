@@ -13,10 +13,10 @@ from grpc_status import rpc_status
 
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup_server.security.certs import Role, role_of
-from backup_server.security.client import OperatorCredentials
-from backup_server.security.tls import handshake_failure
-from backup_server.serving import CLIENT_OPTIONS
+from backup.security.roles import Role, role_of
+from backup.ctl.credentials import OperatorCredentials
+from backup.security.tls import handshake_failure
+from backup.serving import CLIENT_OPTIONS
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 OUTPUTS = ("text", "json")

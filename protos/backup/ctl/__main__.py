@@ -1,0 +1,5 @@
+"""python -m backup.ctl: the same as `backupctl`."""
+
+from . import main
+
+main()
