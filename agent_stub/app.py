@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 
 from backup import serving
-from backup.security import authz, tls
+from backup.security import authz, guard, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
 from backup.v1 import agent_control_pb2 as api
@@ -37,6 +37,9 @@ INFO_NAME = "agent.json"
 SOCKET_PATH_MAX = 107
 # Each session sends an agent one call; this bounds what a flood can hold open at once.
 MAX_CONCURRENT_RPCS = 100
+# The backup server's commands: a fifth of the slots stay free for them whatever else runs.
+COMMANDS = frozenset(f"/{SERVICE_NAME}/{method}" for method in ("StartJob", "StopJob"))
+COMMAND_RESERVE_SHARE = 5
 
 
 @dataclass
@@ -48,6 +51,8 @@ class AgentConfig:
     insecure: bool = False
     allow_paths: tuple[Path, ...] = ()
     max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+    message_wait: float = guard.MESSAGE_WAIT_SECONDS
+    handshake_timeout: float = serving.HANDSHAKE_TIMEOUT_SECONDS
 
 
 def control_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -62,7 +67,8 @@ class AgentServer:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.port = 0
-        self.jobs = JobRunner(AgentStore(config.data_dir), config.name)
+        self.store = AgentStore(config.data_dir)
+        self.jobs = JobRunner(self.store, config.name)
         self.allowed = AllowedPaths(config.allow_paths)
         self._tls = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
         self._server: grpc.aio.Server | None = None
@@ -83,13 +89,20 @@ class AgentServer:
     async def start(self) -> None:
         if self._tls is None:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store.check_private()
         self._lock_data_dir()
         self.jobs.recover()
+        # Not grpc's maximum_concurrent_rpcs: it takes a slot before any credential or
+        # message is seen. The guard takes one once the caller is admitted (guard.py).
+        limit = self.config.max_concurrent_rpcs
+        slots = guard.Slots(limit, COMMANDS, reserve=limit // COMMAND_RESERVE_SHARE)
+        authorizer = authz.Authorizer(
+            control_rules(self._tls is not None),
+            guard=guard.Guard(slots, message_wait=self.config.message_wait),
+        )
         server = grpc.aio.server(
-            options=serving.SERVER_OPTIONS,
-            interceptors=[authz.Authorizer(control_rules(self._tls is not None))],
-            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
+            options=serving.server_options(self.config.handshake_timeout),
+            interceptors=[authorizer],
         )
         api_grpc.add_AgentControlServicer_to_server(
             AgentControl(self.jobs, BackupChain(self.config.data_dir), self.allowed), server

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from backup.errors import FailedPrecondition
 from backup.v1 import resources_pb2 as pb
-from backup.validation import is_within
+from backup.validation import is_within, shown
 
 
 class AllowedPaths:
@@ -37,7 +37,7 @@ class AllowedPaths:
         resolved = os.path.realpath(path)
         if any(is_within(resolved, root) for root in self.roots):
             return
-        via = f" (it resolves to {resolved!r})" if resolved != os.path.normpath(path) else ""
+        via = f" (it resolves to {shown(resolved)})" if resolved != os.path.normpath(path) else ""
         raise FailedPrecondition(
-            f"{field}: {path!r}{via} is outside the paths this agent allows", field
+            f"{field}: {shown(path)}{via} is outside the paths this agent allows", field
         )

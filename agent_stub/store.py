@@ -1,11 +1,14 @@
 """The agent's own state under its data dir: applied policies and the job history.
 
 Each record is one JSON file written atomically (temporary file, fsync, rename), so a
-killed agent leaves either the old record or the new one, never half of one.
+killed agent leaves either the old record or the new one, never half of one. The data dir
+and everything the agent creates in it are the agent user's alone (0700 directories, 0600
+files) whatever the umask: the command line trusts the policies it finds there.
 """
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -13,13 +16,41 @@ from google.protobuf import json_format
 
 from backup.v1 import resources_pb2 as pb
 
+PRIVATE_DIRECTORY = 0o700
+
+
+def private_directory(path: Path) -> None:
+    """Creates `path` and its missing parents 0700 (chmod: the umask may take bits or add
+    none); a directory that exists is left as it is, for `check_private` to judge."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=PRIVATE_DIRECTORY)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: not ours to chmod
+        os.chmod(directory, PRIVATE_DIRECTORY)
+
+
+def check_private(directory: Path) -> None:
+    """Raises SystemExit when others could write into `directory` (and so plant policies)."""
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SystemExit(
+            f"{directory} is writable by other users (mode {mode:04o}): the agent trusts what "
+            f"it finds there, so it will not start; chmod 700 {directory}"
+        )
+
 
 def write_atomically(path: Path, content: str | bytes, staging: Path | None = None) -> None:
     """The whole file or nothing: written aside (in `staging`, else beside it), fsynced,
     then renamed over `path`."""
     folder = staging or path.parent
     if staging is None:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_directory(folder)
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -39,8 +70,13 @@ class AgentStore:
         self.data_dir = data_dir
         self._policies = data_dir / "policies"
         self._jobs = data_dir / "jobs"
-        self._policies.mkdir(parents=True, exist_ok=True)
-        self._jobs.mkdir(parents=True, exist_ok=True)
+        for directory in (data_dir, self._policies, self._jobs):
+            private_directory(directory)
+
+    def check_private(self) -> None:
+        """Refuses a data dir, or a record folder in it, that others may write into."""
+        for directory in (self.data_dir, self._policies, self._jobs):
+            check_private(directory)
 
     def save_policy(self, policy: pb.BackupPolicy) -> None:
         write_atomically(self._policies / f"{policy.id}.json", json_format.MessageToJson(policy))

@@ -38,6 +38,7 @@ class ServerConfig:
     tls: TlsFiles | None = None
     api_token_file: Path | None = None
     insecure: bool = False
+    handshake_timeout: float = serving.HANDSHAKE_TIMEOUT_SECONDS
 
 
 def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -93,7 +94,10 @@ class BackupServer:
         authorizer = authz.Authorizer(
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
-        server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
+        server = grpc.aio.server(
+            options=serving.server_options(self.config.handshake_timeout),
+            interceptors=[authorizer],
+        )
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(Policies(self._database), self.control), server
         )

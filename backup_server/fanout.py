@@ -18,7 +18,10 @@ from .sessions import LiveSession
 log = logging.getLogger("backup_server.fanout")
 
 # Codes that mean the command never reached the agent: DESIGN.md, "Delivery classification".
-NOT_RECEIVED_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+# The server never cancels a call on the wire (a stop cancels only queued commands), so a
+# CANCELLED is one it did not ask for: grpc-core on an overloaded agent drops calls past
+# its pending limit with it before any handler runs, and proxies do the same.
+NOT_RECEIVED_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"})
 
 
 class AgentCallError(Exception):

@@ -334,7 +334,8 @@ class Storage:
                 )
                 result.computer.name = name
                 result.computer.address = address
-                result.latency.FromNanoseconds(latency_ns)
+                if latency_ns:  # skipped and cancelled computers were never sent: no latency
+                    result.latency.FromNanoseconds(latency_ns)
         return session
 
     def get_session(self, session_id: str) -> pb.PolicySession:

@@ -12,6 +12,7 @@ from backup import limits
 from backup.errors import FailedPrecondition
 from backup.security.tls import explain_handshake_failure
 from backup.serving import CLIENT_OPTIONS
+from backup.validation import grpc_target
 
 from .fanout import AgentCallError
 
@@ -85,10 +86,11 @@ class GrpcAgentTransport:
         if agent is not None:
             self._agents.move_to_end(address)
             return agent
+        target = grpc_target(address)  # never a scheme taken from the address (unix:...)
         if self._credentials is None:
-            channel = grpc.aio.insecure_channel(address, options=self._options)
+            channel = grpc.aio.insecure_channel(target, options=self._options)
         else:
-            channel = grpc.aio.secure_channel(address, self._credentials, options=self._options)
+            channel = grpc.aio.secure_channel(target, self._credentials, options=self._options)
         agent = _Agent(channel)
         self._agents[address] = agent
         if len(self._agents) > self._max_channels:

@@ -99,14 +99,17 @@ def _identity(data: bytes) -> bytes:
 
 
 async def call_method(
-    channel: grpc.aio.Channel, method: MethodDescriptor, metadata: Iterable[tuple[str, str]] = ()
+    channel: grpc.aio.Channel,
+    method: MethodDescriptor,
+    metadata: Iterable[tuple[str, str]] = (),
+    payload: bytes = b"",
 ) -> grpc.StatusCode:
-    """Calls `method` with an empty request; returns the status (OK after a first reply)."""
+    """Calls `method` with `payload` (an empty request by default); returns the status (OK after a first reply)."""
     path = f"/{method.containing_service.full_name}/{method.name}"
     metadata = tuple(metadata)
     try:
         if method.client_streaming:
-            requests = iter([b""])
+            requests = iter([payload])
             if method.server_streaming:
                 async for _ in channel.stream_stream(path, _identity, _identity)(
                     requests, timeout=CALL_DEADLINE, metadata=metadata
@@ -118,14 +121,14 @@ async def call_method(
                 )
         elif method.server_streaming:
             stream = channel.unary_stream(path, _identity, _identity)(
-                b"", timeout=CALL_DEADLINE, metadata=metadata
+                payload, timeout=CALL_DEADLINE, metadata=metadata
             )
             async for _ in stream:
                 break
             stream.cancel()
         else:
             await channel.unary_unary(path, _identity, _identity)(
-                b"", timeout=CALL_DEADLINE, metadata=metadata
+                payload, timeout=CALL_DEADLINE, metadata=metadata
             )
     except grpc.aio.AioRpcError as error:
         return error.code()
@@ -136,7 +139,9 @@ async def codes_of_every_method(
     channel: grpc.aio.Channel,
     service: ServiceDescriptor,
     metadata: Iterable[tuple[str, str]] = (),
+    payload: bytes = b"",
 ) -> dict[str, grpc.StatusCode]:
     return {
-        method.name: await call_method(channel, method, metadata) for method in methods(service)
+        method.name: await call_method(channel, method, metadata, payload)
+        for method in methods(service)
     }

@@ -38,6 +38,11 @@ def decode(token: str, query: str, kind: type[Position]) -> Position | None:
         raise InvalidArgument("page_token", "belongs to a list request with other parameters")
     if type(position) is not kind:
         raise forged
+    if isinstance(position, str):
+        try:
+            position.encode()
+        except UnicodeEncodeError:  # JSON may carry a lone surrogate, which no database takes
+            raise forged from None
     if isinstance(position, int) and not 0 < position <= SEQUENCE_MAX:
         raise forged
     return position

@@ -38,12 +38,29 @@ CLIENT_KEEPALIVE = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
-SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.so_reuseport", 0),
-    *SERVER_KEEPALIVE,
-)
+# A connection that has not finished its TLS handshake and HTTP/2 preface by then is
+# closed, in plaintext too (grpc's default is 120 s): silent connections cost nothing long.
+HANDSHAKE_TIMEOUT_SECONDS = 10.0
+# Connections at once; past it grpc refuses new ones until some close. grpc has no cap
+# per peer: the handshake timeout is what keeps one peer's silent connections short-lived.
+MAX_CONNECTIONS = 4096
+
+
+def server_options(
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS
+) -> tuple[tuple[str, int], ...]:
+    """Every server's grpc options; tests shorten the handshake timeout."""
+    return (
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+        ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        *SERVER_KEEPALIVE,
+    )
+
+
+SERVER_OPTIONS = server_options()
 CLIENT_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -22,6 +22,10 @@ from .errors import (
     NotFound,
 )
 
+# A status travels in trailers (grpc-message percent-encoded, the details in base64), which
+# peers cap at 8 KiB by default: past that the call ends "Stream removed" instead.
+MESSAGE_MAX = 1024
+
 STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -31,8 +35,18 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
 }
 
 
+def bounded(message: str, limit: int = MESSAGE_MAX) -> str:
+    """The message within `limit` characters: its start (the field name) and end kept."""
+    if len(message) <= limit:
+        return message
+    keep = (limit - 1) // 2
+    return f"{message[:keep]}…{message[-keep:]}"
+
+
 def rich_status(code: grpc.StatusCode, message: str, field: str = "") -> grpc.Status:
-    """A status whose details name the offending field, when there is one."""
+    """A status whose details name the offending field, when there is one; bounded in size."""
+    message = bounded(message)
+    field = bounded(field, 200)
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message)
     if field:
         violation = error_details_pb2.BadRequest.FieldViolation(

@@ -13,6 +13,16 @@ ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
+# Names grpc reads as a target's URI scheme ("unix:5555" is a unix socket, not host unix).
+TARGET_SCHEMES = frozenset(
+    {"dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock", "xds", "google-c2p", "passthrough"}
+)
+# What an error message shows of a value a client sent: enough to recognise it, never so
+# much that a refusal outgrows the trailers (a 4,096-character path repeated twice did).
+SHOWN_MAX = 120
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+
 NAME_MAX = 100
 DESCRIPTION_MAX = 1000
 PATH_MAX = 4096
@@ -21,6 +31,14 @@ COMPUTERS_MAX = 10_000
 SOURCE_PATHS_MAX = 100
 GROUP_IDS_MAX = 100
 RETENTION_MAX = 1000
+
+
+def shown(value: str, limit: int = SHOWN_MAX) -> str:
+    """`value` quoted for a message, its middle elided past `limit` characters."""
+    if len(value) <= limit:
+        return repr(value)
+    keep = (limit - 1) // 2
+    return repr(f"{value[:keep]}…{value[-keep:]}")
 
 
 def require_id(field: str, value: str) -> str:
@@ -83,6 +101,29 @@ def check_address(field: str, address: str) -> None:
         raise InvalidArgument(field, f"{address[:80]!r}: put an IPv6 host in brackets, [::1]:port")
     if len(host) > HOST_MAX or not all(HOST_LABEL.fullmatch(label) for label in host.split(".")):
         raise InvalidArgument(field, f"{host[:80]!r} is not a host name or IP address")
+    if host.lower() in TARGET_SCHEMES:
+        raise InvalidArgument(
+            field, f"{address[:80]!r} reads as a gRPC target scheme, not a host: name the host"
+        )
+
+
+def grpc_target(address: str) -> str:
+    """The explicit gRPC target of a checked host:port, so that no host is read as a scheme."""
+    host = address.rpartition(":")[0]
+    if host.startswith("["):
+        return f"ipv6:{address}"
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return f"dns:///{address}"
+    return f"ipv4:{address}"
+
+
+def check_timestamp(field: str, seconds: int, nanos: int) -> None:
+    """A google.protobuf.Timestamp within its documented range (JSON cannot hold others)."""
+    low, high = TIMESTAMP_SECONDS
+    if not low <= seconds <= high or not 0 <= nanos <= 999_999_999:
+        raise InvalidArgument(field, "is outside 0001-01-01 to 9999-12-31")
 
 
 def check_computers(field: str, computers: Sequence[pb.Computer]) -> None:
@@ -112,9 +153,9 @@ def check_path(field: str, path: str) -> None:
     if "\x00" in path:
         raise InvalidArgument(field, "must not contain NUL")
     if not path.startswith("/"):
-        raise InvalidArgument(field, f"{path[:80]!r} is not an absolute path")
+        raise InvalidArgument(field, f"{shown(path)} is not an absolute path")
     if ".." in path.split("/"):
-        raise InvalidArgument(field, f"{path[:80]!r} must not contain '..'")
+        raise InvalidArgument(field, f"{shown(path)} must not contain '..'")
 
 
 def is_within(path: str, root: str) -> bool:
@@ -180,7 +221,7 @@ def check_policy_paths(policy: pb.BackupPolicy, field: str = "policy") -> None:
         if is_within(policy.repository, source) or is_within(source, policy.repository):
             raise InvalidArgument(
                 f"{field}.repository",
-                f"{policy.repository!r} overlaps the source path {source!r}",
+                f"{shown(policy.repository)} overlaps the source path {shown(source)}",
             )
 
 

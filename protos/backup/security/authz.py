@@ -16,15 +16,15 @@ identity of the wrong role, or a method nobody may call) and nothing else.
 
 import hashlib
 import hmac
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from .guard import Check, Guard, Handler
 from .roles import Role, role_of
 
 log = logging.getLogger("backup.security")
@@ -84,19 +84,23 @@ def _digest(token: bytes) -> bytes:
 
 
 if TYPE_CHECKING:  # grpc's classes are generic only in grpc-stubs
-    Handler = grpc.RpcMethodHandler[Any, Any]
     ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
-    Handler = grpc.RpcMethodHandler
     ServerInterceptor = grpc.aio.ServerInterceptor
 
 
 class Authorizer(ServerInterceptor):
-    """Authorizes every call against `rules`; `token` enables bearer-token credentials."""
+    """Authorizes every call against `rules` on its headers, before its message is read;
+    `token` enables bearer-token credentials."""
 
-    def __init__(self, rules: Mapping[str, Access], token: bytes | None = None) -> None:
+    def __init__(
+        self, rules: Mapping[str, Access], token: bytes | None = None, guard: Guard | None = None
+    ) -> None:
         self._rules = dict(rules)
         self._token_digest = _digest(token) if token else None
+        # Every method, open ones too, is parsed and bounded by the guard (see guard.py).
+        self.guard = guard or Guard()
+        self._guarded: dict[Handler, Handler] = {}
 
     def access_for(self, method: str) -> Access | None:
         """The rule for "/package.Service/Method": its own entry, else its service's."""
@@ -109,11 +113,18 @@ class Authorizer(ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        access = self.access_for(method)
-        if handler is None or (access is not None and access.anyone):
+        if handler is None:
             return handler
+        # By handler, not by method name: one authorizer may serve many servers (the fleet).
+        guarded = self._guarded.get(handler)
+        if guarded is None:
+            method = handler_call_details.method
+            access = self.access_for(method)
+            check = None if access is not None and access.anyone else self._check(method, access)
+            guarded = self._guarded[handler] = self.guard.wrap(handler, method, check)
+        return guarded
 
+    def _check(self, method: str, access: Access | None) -> Check:
         async def check(context: Context) -> None:
             refusal, why = self.refusal(
                 access, context.auth_context(), context.invocation_metadata() or ()
@@ -122,7 +133,7 @@ class Authorizer(ServerInterceptor):
                 log.warning("refused %s from %s: %s", method, context.peer(), why)
                 await context.abort(refusal, REFUSALS[refusal])
 
-        return _guarded(handler, check)
+        return check
 
     def refusal(
         self,
@@ -165,56 +176,3 @@ def _bearer_token(metadata: Metadata) -> bytes | None:
             scheme, _, token = text.partition(b" ")
             return token.strip() if scheme.lower() == b"bearer" else b""
     return None
-
-
-Check = Callable[[Context], Awaitable[None]]
-
-
-def _guarded(handler: Handler, check: Check) -> Handler:
-    """The same handler, running `check` first; aborting in `check` ends the call."""
-    kinds = {
-        "unary_unary": grpc.unary_unary_rpc_method_handler,
-        "unary_stream": grpc.unary_stream_rpc_method_handler,
-        "stream_unary": grpc.stream_unary_rpc_method_handler,
-        "stream_stream": grpc.stream_stream_rpc_method_handler,
-    }
-    for kind, make in kinds.items():
-        behaviour = getattr(handler, kind)
-        if behaviour is None:
-            continue
-        guarded = (
-            _stream_guard(behaviour, check)
-            if handler.response_streaming
-            else _unary_guard(behaviour, check)
-        )
-        return make(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    raise AssertionError(f"a method handler with no behaviour: {handler!r}")
-
-
-def _unary_guard(behaviour: Callable[..., Any], check: Check) -> Callable[..., Awaitable[Any]]:
-    async def guarded(request: Any, context: Context) -> Any:
-        await check(context)
-        reply = behaviour(request, context)
-        return await reply if inspect.isawaitable(reply) else reply
-
-    return guarded
-
-
-def _stream_guard(behaviour: Callable[..., Any], check: Check) -> Callable[..., AsyncIterator[Any]]:
-    async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-        await check(context)
-        replies = behaviour(request, context)
-        if inspect.isasyncgen(replies):
-            async for reply in replies:
-                yield reply
-        elif inspect.isawaitable(replies):
-            await replies  # a handler that writes with context.write()
-        else:
-            for reply in replies:
-                yield reply
-
-    return guarded
