@@ -67,9 +67,9 @@ class AgentServer:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.port = 0
-        self.store = AgentStore(config.data_dir)
-        self.jobs = JobRunner(self.store, config.name)
         self.allowed = AllowedPaths(config.allow_paths)
+        self.store = AgentStore(config.data_dir)
+        self.jobs = JobRunner(self.store, config.name, self.allowed.roots)
         self._tls = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
         self._server: grpc.aio.Server | None = None
         self._lock_fd = -1

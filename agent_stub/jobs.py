@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,9 +79,10 @@ class RunningJob:
 class JobRunner:
     """Starts, stops and lists the agent's jobs; finished jobs are kept in the store."""
 
-    def __init__(self, store: AgentStore, name: str) -> None:
+    def __init__(self, store: AgentStore, name: str, allowed_roots: Sequence[str] = ()) -> None:
         self._store = store
         self._name = name
+        self._allowed_roots = tuple(allowed_roots)  # --allow-path, checked again as opened
         self._running: dict[str, RunningJob] = {}
         self._finished: dict[str, pb.Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -131,7 +132,7 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         try:
             point_id = await loop.run_in_executor(
-                self._threads, engine.run_backup, policy, running.id, running
+                self._threads, engine.run_backup, policy, running.id, running, self._allowed_roots
             )
         except engine.JobCancelled:
             job = running.end(pb.JOB_STATE_STOPPED, error="stopped on request")

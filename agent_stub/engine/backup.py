@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,13 +23,14 @@ from pyfastcdc import Chunk, FastCDC
 
 from backup.ids import new_point_id
 from backup.v1 import resources_pb2 as pb
+from backup.validation import is_within
 
 from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
 from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
 from .manifest import FILE, Entry, Manifest, summarize
 from .repository import Repository
-from .scan import Found, entry_from, scan
+from .scan import Found, Sources, entry_from, scan
 
 log = logging.getLogger("agent_stub.engine")
 
@@ -39,7 +40,6 @@ WRITER_THREADS = 4
 SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
 # Chunks handed to the writers and not yet written: bounds memory to this many chunks.
 WRITES_IN_FLIGHT = 12
-NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 class _Unreadable(Exception):
@@ -151,23 +151,19 @@ class _Prefixed:
         return count
 
 
-def _open_source(path: str) -> int:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        try:
-            return os.open(path, flags | NOATIME)
-        except PermissionError:
-            # O_NOATIME is only for the file's owner; anyone else reads without it.
-            return os.open(path, flags)
-    except OSError as error:
-        raise _Unreadable(error) from None
-
-
 class _Backup:
-    def __init__(self, policy: pb.BackupPolicy, job_id: str, job: JobControl) -> None:
+    def __init__(
+        self,
+        policy: pb.BackupPolicy,
+        job_id: str,
+        job: JobControl,
+        allowed_roots: Sequence[str] = (),
+    ) -> None:
         self.policy = policy
         self.job_id = job_id
         self.job = job
+        self.allowed_roots = allowed_roots
+        self.sources = Sources()
         self.repository = Repository.create(Path(policy.repository))
         self.chunker: FastCDC = chunks.chunker(self.repository.chunker_settings)
         self.progress = _Progress()
@@ -176,20 +172,29 @@ class _Backup:
 
     def run(self) -> Manifest:
         previous = self._previous_files()
-        found = scan(list(self.policy.source_paths), self.job)
+        self.sources = scan(
+            list(self.policy.source_paths),
+            self.job,
+            self.allowed_roots,
+            list(self.policy.exclude_patterns),
+        )
+        found = self.sources.found
         self.progress.bytes_total = sum(item.entry.size for item in found)
         self.progress.report(self.job)
         entries: list[Entry] = []
-        for item in found:
-            check(self.job)
-            if item.entry.kind != FILE:
-                entries.append(item.entry)
-                continue
-            entry = self._file(item, previous.get(item.entry.path))
-            if entry is not None:
-                entries.append(entry)
-                self.progress.files_done += 1
-            self.progress.report(self.job)
+        try:
+            for item in found:
+                check(self.job)
+                if item.entry.kind != FILE:
+                    entries.append(item.entry)
+                    continue
+                entry = self._file(item, previous.get(item.entry.path))
+                if entry is not None:
+                    entries.append(entry)
+                    self.progress.files_done += 1
+                self.progress.report(self.job)
+        finally:
+            self.sources.close()
         self.writer.finish()
         self.progress.report(self.job)
         self.repository.sync_chunk_directories(self.writer.written)
@@ -240,7 +245,10 @@ class _Backup:
         return read
 
     def _read(self, item: Found) -> Entry:
-        fd = _open_source(item.source)
+        try:
+            fd = self.sources.open_file(item)
+        except OSError as error:
+            raise _Unreadable(error) from None
         reader = _SourceReader(fd, self.job, self.throttle, self.progress)
         try:
             try:
@@ -297,13 +305,26 @@ def _describe(error: OSError) -> str:
     return f"{error.strerror or error}{where}"
 
 
-def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
-    """Backs the policy's sources up into a new restore point; returns its id."""
+def run_backup(
+    policy: pb.BackupPolicy, job_id: str, job: JobControl, allowed_roots: Sequence[str] = ()
+) -> str:
+    """Backs the policy's sources up into a new restore point; returns its id.
+
+    With `allowed_roots` (the agent's --allow-path, resolved), what is opened must lie
+    inside them now, not only when the policy was received: sources are checked as the
+    scan opens them, the repository here, as the job starts.
+    """
     for source in policy.source_paths:
         if not os.path.exists(source):
             raise BackupFailed(f"source path {source} does not exist")
+    repository = os.path.realpath(policy.repository)
+    if allowed_roots and not any(is_within(repository, root) for root in allowed_roots):
+        raise BackupFailed(
+            f"the repository {policy.repository} resolves to {repository}, outside the paths "
+            "this agent allows"
+        )
     try:
-        backup = _Backup(policy, job_id, job)
+        backup = _Backup(policy, job_id, job, allowed_roots)
     except RepositoryError as error:
         raise BackupFailed(str(error)) from None
     except OSError as error:

@@ -3,12 +3,24 @@
 A source path that is itself a symlink is followed (as `find -H` does: naming it means
 what it points to); nothing below it is. Paths are stored relative to `/`, so several
 sources never collide and a restore recreates them under its target.
+
+The walk never goes through a symlink, even one swapped in while the job runs: each
+source's resolved path must lie inside the agent's allowed roots when it is opened, and
+everything below it is listed and later opened through its parent's descriptor (see
+beneath.py). A policy's `exclude_patterns` (gitignore rules, matched against the path
+below `/`) leave out what they match; an excluded directory is not entered.
 """
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pathspec
+
+from backup.validation import is_within
+
+from .beneath import Changed, Root, open_directory_path, same_file
 from .control import JobControl, check
 from .manifest import DIRECTORY, FILE, SYMLINK, Entry
 
@@ -17,10 +29,14 @@ CHECK_EVERY = 256
 
 @dataclass(frozen=True)
 class Found:
-    """An entry as it is on disk now (no chunks yet) and where it is."""
+    """An entry as it is on disk now (no chunks yet), where it is, and how to reopen it."""
 
     entry: Entry
     source: str
+    root: int = -1  # which of the scan's opened roots it lies below
+    parts: tuple[str, ...] = ()  # its names below that root
+    device: int = 0
+    inode: int = 0
 
 
 def stored_path(path: str) -> str:
@@ -41,22 +57,43 @@ def entry_from(path: str, info: os.stat_result, kind: str, target: str = "") -> 
     )
 
 
-class _Scan:
-    def __init__(self, job: JobControl) -> None:
-        self.job = job
+class Sources:
+    """The roots a scan opened; files are reopened through them and checked."""
+
+    def __init__(self) -> None:
+        self.roots: list[Root] = []
         self.found: list[Found] = []
+
+    def open_file(self, item: Found) -> int:
+        """The found file, opened for reading; raises OSError (Changed if it was swapped)."""
+        return self.roots[item.root].open_file(item.parts, item.device, item.inode)
+
+    def close(self) -> None:
+        for root in self.roots:
+            root.close()
+        self.roots.clear()
+
+
+class _Scan:
+    def __init__(self, job: JobControl, excludes: Sequence[str]) -> None:
+        self.job = job
+        self.sources = Sources()
         self.seen: set[str] = set()
         self.special: list[str] = []
+        self.excludes = pathspec.GitIgnoreSpec.from_lines(excludes) if excludes else None
 
-    def add(self, path: str, info: os.stat_result, read_from: str = "") -> bool:
+    def add(
+        self, path: str, info: os.stat_result, root: int, parts: tuple[str, ...], parent: int = -1
+    ) -> bool:
         """Records one thing; returns whether it is a directory to descend into.
 
-        `read_from` is where its data is read when that differs from `path` (a source
-        path that is a symlink to a file: the file is opened without following links).
+        `parent` is the descriptor of its directory, to read a symlink's target through.
         """
-        if len(self.found) % CHECK_EVERY == 0:
+        found = self.sources.found
+        if len(found) % CHECK_EVERY == 0:
             check(self.job)
-        if stored_path(path) in self.seen:
+        stored = stored_path(path)
+        if stored in self.seen:
             return False  # overlapping source paths: the first one holds it
         if stat.S_ISREG(info.st_mode):
             kind, target = FILE, ""
@@ -64,56 +101,106 @@ class _Scan:
             kind, target = DIRECTORY, ""
         elif stat.S_ISLNK(info.st_mode):
             try:
-                kind, target = SYMLINK, os.readlink(path)
+                target = os.readlink(parts[-1], dir_fd=parent) if parent >= 0 else ""
             except OSError as error:
                 self.job.warn(f"skipped {path}: {error.strerror}")
                 return False
+            kind = SYMLINK
         else:
             self.special.append(path)
             return False
-        self.seen.add(stored_path(path))
-        if stored_path(path):  # "/" itself is the restore target, not an entry
-            self.found.append(Found(entry_from(path, info, kind, target), read_from or path))
+        if stored and self.excluded(stored, kind == DIRECTORY):
+            return False
+        self.seen.add(stored)
+        if stored:  # "/" itself is the restore target, not an entry
+            entry = entry_from(path, info, kind, target)
+            found.append(Found(entry, path, root, parts, info.st_dev, info.st_ino))
         return kind == DIRECTORY
 
-    def walk(self, top: str) -> None:
+    def excluded(self, stored: str, directory: bool) -> bool:
+        if self.excludes is None:
+            return False
+        return self.excludes.match_file(f"{stored}/" if directory else stored)
+
+    def walk(self, top: str, root: int, info: os.stat_result) -> None:
         # An explicit stack: a deep tree must not hit Python's recursion limit.
-        pending = [top]
+        pending: list[tuple[tuple[str, ...], str, os.stat_result]] = [((), top, info)]
+        opened = self.sources.roots[root]
         while pending:
-            directory = pending.pop()
+            parts, directory, seen = pending.pop()
+            below = []
             try:
-                with os.scandir(directory) as listing:
-                    children = sorted(listing, key=lambda child: child.name)
+                with opened.directory(parts) as fd:
+                    if not same_file(os.fstat(fd), seen.st_dev, seen.st_ino):
+                        raise Changed(0, "it was replaced while the job ran")
+                    with os.scandir(fd) as listing:
+                        children = sorted(listing, key=lambda child: child.name)
+                    for child in children:
+                        path = os.path.join(directory, child.name)
+                        try:
+                            child_info = child.stat(follow_symlinks=False)
+                        except OSError as error:
+                            self.job.warn(f"skipped {path}: {error.strerror}")
+                            continue
+                        names = (*parts, child.name)
+                        if self.add(path, child_info, root, names, parent=fd):
+                            below.append((names, path, child_info))
             except OSError as error:
                 self.job.warn(f"skipped the contents of {directory}: {error.strerror}")
                 continue
-            below = []
-            for child in children:
-                try:
-                    info = child.stat(follow_symlinks=False)
-                except OSError as error:
-                    self.job.warn(f"skipped {child.path}: {error.strerror}")
-                    continue
-                if self.add(child.path, info):
-                    below.append(child.path)
             pending.extend(reversed(below))
 
-
-def scan(sources: list[str], job: JobControl) -> list[Found]:
-    """Everything under the sources, parents before children; warns about what it skips."""
-    walk = _Scan(job)
-    for source in sources:
-        path = os.path.normpath(source)
+    def source(self, path: str, allowed_roots: Sequence[str]) -> None:
+        """Opens one source path (its resolved path, inside the allowed roots) and walks it."""
         try:
             info = os.stat(path)
         except OSError as error:
-            job.warn(f"skipped {path}: {error.strerror}")
-            continue
-        if walk.add(path, info, read_from=os.path.realpath(path)):
-            walk.walk(path)
+            self.job.warn(f"skipped {path}: {error.strerror}")
+            return
+        resolved = os.path.realpath(path)
+        if allowed_roots and not any(is_within(resolved, root) for root in allowed_roots):
+            self.job.warn(
+                f"skipped {path}: it resolves to {resolved}, outside the paths this agent allows"
+            )
+            return
+        is_directory = stat.S_ISDIR(info.st_mode)
+        where = resolved if is_directory else os.path.dirname(resolved)
+        try:
+            fd = open_directory_path(where)
+        except OSError as error:
+            self.job.warn(f"skipped {path}: {error.strerror}")
+            return
+        root = Root(fd)
+        self.sources.roots.append(root)
+        index = len(self.sources.roots) - 1
+        if is_directory and not same_file(os.fstat(fd), info.st_dev, info.st_ino):
+            self.job.warn(f"skipped {path}: it was replaced while the job ran")
+            return
+        parts = () if is_directory else (os.path.basename(resolved),)
+        if self.add(path, info, index, parts):
+            self.walk(path, index, info)
+
+
+def scan(
+    sources: list[str],
+    job: JobControl,
+    allowed_roots: Sequence[str] = (),
+    excludes: Sequence[str] = (),
+) -> Sources:
+    """Everything under the sources, parents before children; warns about what it skips.
+
+    The caller closes the returned Sources once it has read the files.
+    """
+    walk = _Scan(job, excludes)
+    try:
+        for source in sources:
+            walk.source(os.path.normpath(source), allowed_roots)
+    except BaseException:
+        walk.sources.close()
+        raise
     if walk.special:
         job.warn(
             f"skipped {len(walk.special)} special files (sockets, FIFOs, devices), "
             f"such as {walk.special[0]}"
         )
-    return walk.found
+    return walk.sources
