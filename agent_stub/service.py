@@ -42,6 +42,7 @@ def check_received_policy(policy: pb.BackupPolicy) -> None:
     validation.require_id("policy.id", policy.id)
     validation.check_policy_paths(policy)
     validation.check_limits(policy)
+    validation.check_exclude_patterns("policy.exclude_patterns", policy.exclude_patterns)
     for name in ("create_time", "update_time"):
         stamp = getattr(policy, name)
         validation.check_timestamp(f"policy.{name}", stamp.seconds, stamp.nanos)

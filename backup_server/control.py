@@ -36,6 +36,7 @@ def agent_policy(policy: pb.BackupPolicy) -> pb.BackupPolicy:
         repository=policy.repository,
         retention_points=policy.retention_points,
         throttle_bytes_per_second=policy.throttle_bytes_per_second,
+        exclude_patterns=policy.exclude_patterns,
     )
     view.update_time.CopyFrom(policy.update_time)
     return view

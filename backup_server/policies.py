@@ -26,6 +26,7 @@ MUTABLE_POLICY_FIELDS = (
     "repository",
     "retention_points",
     "throttle_bytes_per_second",
+    "exclude_patterns",
 )
 
 

@@ -4,6 +4,8 @@ import ipaddress
 import re
 from collections.abc import Sequence
 
+import pathspec
+
 from backup.v1 import resources_pb2 as pb
 
 from .errors import InvalidArgument
@@ -31,6 +33,7 @@ COMPUTERS_MAX = 10_000
 SOURCE_PATHS_MAX = 100
 GROUP_IDS_MAX = 100
 RETENTION_MAX = 1000
+EXCLUDE_PATTERNS_MAX = 100
 
 
 def shown(value: str, limit: int = SHOWN_MAX) -> str:
@@ -185,7 +188,27 @@ def check_policy(policy: pb.BackupPolicy, field: str = "policy") -> None:
     check_computers(f"{field}.computers", policy.computers)
     check_group_ids(f"{field}.protection_group_ids", policy.protection_group_ids)
     check_policy_paths(policy, field)
+    check_exclude_patterns(f"{field}.exclude_patterns", policy.exclude_patterns)
     check_limits(policy, field)
+
+
+def check_exclude_patterns(field: str, patterns: Sequence[str]) -> None:
+    """gitignore patterns, each one line that excludes (or, with '!', keeps) something."""
+    if len(patterns) > EXCLUDE_PATTERNS_MAX:
+        raise InvalidArgument(
+            field, f"has {len(patterns)} patterns; the limit is {EXCLUDE_PATTERNS_MAX}"
+        )
+    for index, pattern in enumerate(patterns):
+        where = f"{field}[{index}]"
+        check_text(where, pattern, PATH_MAX, required=True)
+        if CONTROL_CHARACTERS.search(pattern):
+            raise InvalidArgument(where, "must not contain control characters or line breaks")
+        try:
+            [compiled] = pathspec.GitIgnoreSpec.from_lines([pattern]).patterns
+        except (ValueError, re.error) as error:
+            raise InvalidArgument(where, f"{shown(pattern)} is not a gitignore pattern: {error}")
+        if compiled.include is None:
+            raise InvalidArgument(where, f"{shown(pattern)} is a comment and excludes nothing")
 
 
 def check_limits(policy: pb.BackupPolicy, field: str = "policy") -> None:

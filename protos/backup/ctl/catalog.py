@@ -221,6 +221,14 @@ def _policy_options(command: F) -> F:
                 help="An absolute path on the computers to back up (repeat).",
             ),
             click.option(
+                "--exclude",
+                "exclude_patterns",
+                multiple=True,
+                metavar="PATTERN",
+                help="Leave out what a gitignore pattern matches: '*.tmp', 'cache/', "
+                "'/var/log/**' (repeat).",
+            ),
+            click.option(
                 "--repository",
                 metavar="PATH",
                 help="Absolute path on the computers where restore points go.",

@@ -229,6 +229,7 @@ def show_policy(policy: pb.BackupPolicy) -> None:
         ("policy", f"{policy.id}: {policy.name}"),
         ("description", policy.description),
         ("sources", ", ".join(policy.source_paths)),
+        ("excludes", ", ".join(policy.exclude_patterns)),
         ("repository", policy.repository),
         ("retention", f"{retention} restore points"),
         ("throttle", f"{throttle} bytes/s" if throttle else "unlimited"),
