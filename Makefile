@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 PROTOS := $(wildcard protos/backup/v1/*.proto)
 
-.PHONY: demo test lint proto bench clean
+.PHONY: demo test lint proto bench fuzz clean
 
 demo: $(READY)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
@@ -20,6 +20,9 @@ proto: $(READY)
 
 bench: $(READY)
 	$(PY) tests/bench/run.py
+
+fuzz: $(READY)
+	FUZZ_EXAMPLES=1000 FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py -o timeout=0 -q
 
 $(READY): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.[dev]' && touch $@
