@@ -138,3 +138,21 @@ async def test_the_servers_commands_keep_slots_that_reads_cannot_take(start_agen
         assert reply.was_running is False
         for watch in watches:
             watch.cancel()
+
+
+async def test_a_flood_of_refused_calls_logs_one_line_per_reason(
+    start_server, tmp_path, caplog
+) -> None:
+    """Every method called four times without credentials, then four times with a wrong token, costs one refusal line per reason, however many calls were refused."""
+    server = await start_server(api_token_file=token_file(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="backup.security"):
+        for credentials in (OperatorCredentials(), OperatorCredentials(token="wrong-" + TOKEN)):
+            async with credentials.channel(server.address) as channel:
+                for _ in range(4):
+                    only(
+                        await codes_of_every_method(channel, POLICY_SERVICE),
+                        grpc.StatusCode.UNAUTHENTICATED,
+                    )
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("refused ")]
+    assert len(lines) == 2, lines
+    assert lines[0].endswith(": no credential") and lines[1].endswith(": wrong token")

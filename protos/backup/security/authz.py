@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .guard import Check, Guard, Handler
+from .guard import Check, Guard, Handler, RateLimitedWarning
 from .roles import Role, role_of
 
 log = logging.getLogger("backup.security")
@@ -101,6 +101,7 @@ class Authorizer(ServerInterceptor):
         # Every method, open ones too, is parsed and bounded by the guard (see guard.py).
         self.guard = guard or Guard()
         self._guarded: dict[Handler, Handler] = {}
+        self._refusals = RateLimitedWarning()  # one line per reason and interval
 
     def access_for(self, method: str) -> Access | None:
         """The rule for "/package.Service/Method": its own entry, else its service's."""
@@ -130,7 +131,7 @@ class Authorizer(ServerInterceptor):
                 access, context.auth_context(), context.invocation_metadata() or ()
             )
             if refusal is not None:
-                log.warning("refused %s from %s: %s", method, context.peer(), why)
+                self._refusals.warn("refused %s from %s: %s", method, context.peer(), why, kind=why)
                 await context.abort(refusal, REFUSALS[refusal])
 
         return check

@@ -69,22 +69,24 @@ class Slots:
 
 
 class RateLimitedWarning:
-    """Logs the first occurrence, then at most one line per interval with the count."""
+    """Logs the first occurrence of each kind, then at most one line per interval with the
+    count: a peer that repeats a mistake (or an attack) cannot flood the log."""
 
     def __init__(self, interval: float = UNPARSABLE_LOG_INTERVAL_SECONDS) -> None:
         self.interval = interval
-        self._last = -float("inf")
-        self._suppressed = 0
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
 
-    def warn(self, message: str, *args: object) -> None:
+    def warn(self, message: str, *args: object, kind: str = "") -> None:
         now = time.monotonic()
-        if now - self._last < self.interval:
-            self._suppressed += 1
+        if now - self._last.get(kind, -float("inf")) < self.interval:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
             return
-        if self._suppressed:
-            message += f" (and {self._suppressed} more since the last such line)"
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += f" (and {suppressed} more since the last such line)"
         log.warning(message, *args)
-        self._last, self._suppressed = now, 0
+        self._last[kind] = now
 
 
 class Guard:
