@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
+from backup.status import bounded
 from backup.v1 import resources_pb2 as pb
 
 from .sessions import LiveSession
@@ -145,7 +146,7 @@ class FanOut:
             )
         except AgentCallError as error:
             latency = time.perf_counter_ns() - started
-            detail = f"{error.code}: {error.message}"
+            detail = bounded(f"{error.code}: {error.message}")  # an agent is not trusted
             if error.code in NOT_RECEIVED_CODES:
                 self.live.record(position, pb.DELIVERY_NOT_RECEIVED, detail, latency)
                 log.warning(

@@ -71,3 +71,33 @@ def test_every_status_message_is_bounded_and_keeps_its_field() -> None:
     assert sent.details.startswith("policy.name: x") and sent.details.endswith(" END")
     [(_, binary)] = sent.trailing_metadata
     assert len(binary) < 2 * status.MESSAGE_MAX + 200
+
+
+async def test_the_server_bounds_what_an_agent_says(policy_service, tmp_path, source_tree) -> None:
+    """An agent refusing with a 6,000-character message is recorded with its code and the message cut to the bound, its start and end kept."""
+
+    async def refuse(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "start " + "x" * 6000 + " end")
+
+    agent = grpc.aio.server()
+    agent.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "backup.v1.AgentControl", {"StartJob": grpc.unary_unary_rpc_method_handler(refuse)}
+            ),
+        )
+    )
+    port = agent.add_insecure_port("127.0.0.1:0")
+    await agent.start()
+    try:
+        policy = policy_over([("web-1", f"127.0.0.1:{port}")], tmp_path, source_tree)
+        await policy_service.CreatePolicy(
+            api.CreatePolicyRequest(policy_id="nightly", policy=policy)
+        )
+        session = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    finally:
+        await agent.stop(0)
+    [result] = session.computer_results
+    assert result.delivery == pb.DELIVERY_REJECTED
+    assert len(result.detail) <= status.MESSAGE_MAX
+    assert result.detail.startswith("FAILED_PRECONDITION: start x") and result.detail.endswith(" end")
