@@ -20,6 +20,7 @@ from .errors import (
     InvalidArgument,
     LocalFault,
     NotFound,
+    ResourceExhausted,
 )
 
 # A status travels in trailers (grpc-message percent-encoded, the details in base64), which
@@ -32,6 +33,7 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     LocalFault: grpc.StatusCode.INTERNAL,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
