@@ -4,7 +4,8 @@
     manifest.py    what a restore point lists: files, directories, symlinks, chunks
     chunks.py      content-defined chunking (FastCDC) and zstd where it pays
     lock.py        the repository lock: backups share it, collection takes it alone
-    scan.py        walking a policy's source paths
+    scan.py        walking a policy's source paths, excludes applied
+    beneath.py     opening what lies below a source root, never through a symlink
     backup.py      a backup job: `run_backup`, incremental forever
     retention.py   expiring old points and collecting unreferenced chunks
     restore.py     writing a point back to disk, never outside the target
