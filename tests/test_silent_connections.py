@@ -70,3 +70,23 @@ async def test_connections_past_the_cap_are_closed() -> None:
             connection.close()
     finally:
         await server.stop(0)
+
+
+async def test_a_slow_loris_preface_is_cut_off(start_agent) -> None:
+    """A client trickling its HTTP/2 preface one byte at a time is closed once the handshake timeout passes, however long it keeps trickling."""
+    agent = await start_agent("web-1", handshake_timeout=0.5)
+    host, _, port = agent.address.rpartition(":")
+    connection = socket.create_connection((host, int(port)))
+    began = time.monotonic()
+    try:
+        for byte in PREFACE_ONLY * 10:
+            try:
+                connection.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the connection outlived ten trickled prefaces")
+    finally:
+        connection.close()
+    assert time.monotonic() - began < 5
