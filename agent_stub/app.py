@@ -62,7 +62,7 @@ class AgentServer:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.port = 0
-        self.jobs = JobRunner(AgentStore(config.data_dir), config.name)
+        self.jobs = JobRunner(AgentStore(config.data_dir))
         self.allowed = AllowedPaths(config.allow_paths)
         self._tls = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
         self._server: grpc.aio.Server | None = None

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backup.errors import NotFound
-from backup.ids import new_job_id
+from backup.ids import new_job_id, newest_first
 from backup.v1 import resources_pb2 as pb
 
 from . import engine
@@ -79,9 +79,8 @@ class RunningJob:
 class JobRunner:
     """Starts, stops and lists the agent's jobs; finished jobs are kept in the store."""
 
-    def __init__(self, store: AgentStore, name: str) -> None:
+    def __init__(self, store: AgentStore) -> None:
         self._store = store
-        self._name = name
         self._running: dict[str, RunningJob] = {}
         self._finished: dict[str, pb.Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -202,4 +201,4 @@ class JobRunner:
 
 
 def _newest_first(jobs: Iterable[pb.Job]) -> list[pb.Job]:
-    return sorted(jobs, key=lambda job: (job.start_time.ToNanoseconds(), job.id), reverse=True)
+    return newest_first(jobs, lambda job: (job.start_time.ToNanoseconds(), job.id))

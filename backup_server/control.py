@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 
 from google.protobuf.message import DecodeError
 
-from backup import paging, validation
+from backup import defaults, paging, validation
 from backup.errors import FailedPrecondition, NotFound
 from backup.ids import new_session_id
 from backup.v1 import agent_control_pb2 as agent_pb
@@ -28,7 +28,8 @@ PROGRESS_INTERVAL = 0.25
 
 
 def agent_policy(policy: pb.BackupPolicy) -> pb.BackupPolicy:
-    """The policy as an agent needs it: never the computer list (DESIGN.md)."""
+    """The policy as an agent needs it: never the computer list, which tells an agent
+    (or whoever took its certificate) where every other computer is."""
     view = pb.BackupPolicy(
         id=policy.id,
         name=policy.name,
@@ -69,7 +70,7 @@ class Control:
         database: Database,
         transport: AgentTransport,
         deadline: float,
-        max_in_flight: int = 10_000,
+        max_in_flight: int = defaults.MAX_IN_FLIGHT,
         check_capacity: Callable[[Collection[str]], None] | None = None,
     ) -> None:
         self._db = database

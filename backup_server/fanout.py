@@ -17,7 +17,8 @@ from .sessions import LiveSession
 
 log = logging.getLogger("backup_server.fanout")
 
-# Codes that mean the command never reached the agent: DESIGN.md, "Delivery classification".
+# Codes that mean the command never reached the agent (no answer, or none in time): such a
+# computer is "not received", and a retry may help; any other code is an answer, "rejected".
 NOT_RECEIVED_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
 
 

@@ -44,7 +44,7 @@ def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGro
             f"the policy reaches {len(targets)} computers with its groups; "
             f"the limit is {validation.COMPUTERS_MAX}",
         )
-    # API.md: a computer's name is unique within a policy, groups included, so that a
+    # A computer's name is unique within a policy, groups included, so that a
     # session's line for a name means one computer.
     addresses: dict[str, str] = {}
     for target in targets:

@@ -12,8 +12,8 @@ from rich.table import Table
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
-from . import client, inputs, render
-from .root import Backupctl, cli, complete_ids, connection_options, examples, settings
+from . import calls, inputs, render
+from .root import Backupctl, cli, complete_ids, connection_options, examples
 
 F = TypeVar("F", bound=Callable[..., Any])
 KINDS = {
@@ -46,32 +46,14 @@ def _from_input(message: inputs.Resource, file: Path | None, fields: dict[str, A
 
 def _list_every(
     method: str,
-    request_type: Callable[..., Message],
+    request: Message,
     response_type: Callable[..., Message],
     field: str,
     table: Callable[[list[Any]], Table],
 ) -> None:
     """Every page of a List method, shown as one response or one table."""
-    options = settings()
-    items: list[Any] = []
-    token = ""
-    with client.backup_server(options) as stub:
-        while True:
-            reply = getattr(stub, method)(request_type(page_token=token), timeout=options.timeout)
-            items.extend(getattr(reply, field))
-            token = reply.next_page_token
-            if not token:
-                break
-    _show(response_type(**{field: items}), lambda: render.console().print(table(items)))
-
-
-def _show(message: Message, show_text: Callable[[], None], note: str = "") -> None:
-    if settings().json:
-        render.emit_json(message)
-        return
-    if note:
-        render.console().print(note)
-    show_text()
+    items = calls.every_page(method, request, field)
+    calls.show(response_type(**{field: items}), lambda: render.console().print(table(items)))
 
 
 def _file_option(command: F) -> F:
@@ -135,16 +117,16 @@ def group_create(
     )
     if protection_group.kind == pb.PROTECTION_GROUP_KIND_UNSPECIFIED:
         protection_group.kind = pb.PROTECTION_GROUP_KIND_MANUAL
-    options = settings()
-    with client.backup_server(options) as stub:
-        created = stub.CreateProtectionGroup(
-            api.CreateProtectionGroupRequest(
-                protection_group_id=group_id or protection_group.id,
-                protection_group=protection_group,
-            ),
-            timeout=options.timeout,
-        )
-    _show(created, lambda: render.show_group(created), f"created protection group {created.id}")
+    created = calls.ask(
+        "CreateProtectionGroup",
+        api.CreateProtectionGroupRequest(
+            protection_group_id=group_id or protection_group.id,
+            protection_group=protection_group,
+        ),
+    )
+    calls.show(
+        created, lambda: render.show_group(created), f"created protection group {created.id}"
+    )
 
 
 @group.command("list", epilog=examples("backupctl group list", "backupctl group list -o json"))
@@ -153,7 +135,7 @@ def group_list() -> None:
     """List every protection group."""
     _list_every(
         "ListProtectionGroups",
-        api.ListProtectionGroupsRequest,
+        api.ListProtectionGroupsRequest(),
         api.ListProtectionGroupsResponse,
         "protection_groups",
         render.groups_table,
@@ -167,12 +149,10 @@ def group_list() -> None:
 @connection_options(default=False)
 def group_show(group_id: str) -> None:
     """Show a protection group and its computers."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        found = stub.GetProtectionGroup(
-            api.GetProtectionGroupRequest(protection_group_id=group_id), timeout=options.timeout
-        )
-    _show(found, lambda: render.show_group(found))
+    found = calls.ask(
+        "GetProtectionGroup", api.GetProtectionGroupRequest(protection_group_id=group_id)
+    )
+    calls.show(found, lambda: render.show_group(found))
 
 
 @group.command("delete", epilog=examples("backupctl group delete lab"))
@@ -180,12 +160,10 @@ def group_show(group_id: str) -> None:
 @connection_options(default=False)
 def group_delete(group_id: str) -> None:
     """Delete a protection group (refused while a policy uses it)."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        reply = stub.DeleteProtectionGroup(
-            api.DeleteProtectionGroupRequest(protection_group_id=group_id), timeout=options.timeout
-        )
-    _show(reply, lambda: None, f"deleted protection group {group_id}")
+    reply = calls.ask(
+        "DeleteProtectionGroup", api.DeleteProtectionGroupRequest(protection_group_id=group_id)
+    )
+    calls.show(reply, lambda: None, f"deleted protection group {group_id}")
 
 
 @cli.group(cls=Backupctl)
@@ -262,13 +240,10 @@ def policy_create(policy_id: str, file: Path | None, **fields: Any) -> None:
     """Create a policy (ID: 1-63 of a-z, 0-9, '-'; generated when omitted)."""
     new = pb.BackupPolicy()
     _from_input(new, file, fields)
-    options = settings()
-    with client.backup_server(options) as stub:
-        created = stub.CreatePolicy(
-            api.CreatePolicyRequest(policy_id=policy_id or new.id, policy=new),
-            timeout=options.timeout,
-        )
-    _show(created, lambda: render.show_policy(created), f"created policy {created.id}")
+    created = calls.ask(
+        "CreatePolicy", api.CreatePolicyRequest(policy_id=policy_id or new.id, policy=new)
+    )
+    calls.show(created, lambda: render.show_policy(created), f"created policy {created.id}")
 
 
 @policy.command("list", epilog=examples("backupctl policy list", "backupctl policy list -o json"))
@@ -277,7 +252,7 @@ def policy_list() -> None:
     """List every policy."""
     _list_every(
         "ListPolicies",
-        api.ListPoliciesRequest,
+        api.ListPoliciesRequest(),
         api.ListPoliciesResponse,
         "policies",
         render.policies_table,
@@ -289,10 +264,8 @@ def policy_list() -> None:
 @connection_options(default=False)
 def policy_show(policy_id: str) -> None:
     """Show a policy."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        found = stub.GetPolicy(api.GetPolicyRequest(policy_id=policy_id), timeout=options.timeout)
-    _show(found, lambda: render.show_policy(found))
+    found = calls.ask("GetPolicy", api.GetPolicyRequest(policy_id=policy_id))
+    calls.show(found, lambda: render.show_policy(found))
 
 
 @policy.command(
@@ -316,15 +289,11 @@ def policy_update(policy_id: str, file: Path | None, **fields: Any) -> None:
     if not paths:
         raise click.UsageError("nothing to change: give a flag such as --description, or -f FILE")
     change.id = policy_id
-    options = settings()
-    with client.backup_server(options) as stub:
-        updated = stub.UpdatePolicy(
-            api.UpdatePolicyRequest(
-                policy=change, update_mask=field_mask_pb2.FieldMask(paths=paths)
-            ),
-            timeout=options.timeout,
-        )
-    _show(updated, lambda: render.show_policy(updated), f"updated policy {updated.id}")
+    updated = calls.ask(
+        "UpdatePolicy",
+        api.UpdatePolicyRequest(policy=change, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+    )
+    calls.show(updated, lambda: render.show_policy(updated), f"updated policy {updated.id}")
 
 
 @policy.command("delete", epilog=examples("backupctl policy delete nightly"))
@@ -332,9 +301,5 @@ def policy_update(policy_id: str, file: Path | None, **fields: Any) -> None:
 @connection_options(default=False)
 def policy_delete(policy_id: str) -> None:
     """Delete a policy (its sessions stay listed)."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        reply = stub.DeletePolicy(
-            api.DeletePolicyRequest(policy_id=policy_id), timeout=options.timeout
-        )
-    _show(reply, lambda: None, f"deleted policy {policy_id}")
+    reply = calls.ask("DeletePolicy", api.DeletePolicyRequest(policy_id=policy_id))
+    calls.show(reply, lambda: None, f"deleted policy {policy_id}")

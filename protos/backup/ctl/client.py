@@ -11,15 +11,16 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from backup.v1 import agent_control_pb2_grpc as agent_grpc
-from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup.security.roles import Role, role_of
+from backup import defaults
 from backup.ctl.credentials import OperatorCredentials
+from backup.security.roles import Role, role_of
 from backup.security.tls import handshake_failure
 from backup.serving import CLIENT_OPTIONS
+from backup.v1 import agent_control_pb2_grpc as agent_grpc
+from backup.v1 import policy_service_pb2_grpc as api_grpc
 
-DEFAULT_SERVER = "127.0.0.1:50051"
-OUTPUTS = ("text", "json")
+DEFAULT_SERVER = defaults.SERVER_ADDRESS
+OUTPUTS = ("text", "wide", "json", "yaml")
 LOCAL_SOCKET = "unix:"
 
 
@@ -45,6 +46,11 @@ class Settings:
     @property
     def json(self) -> bool:
         return self.output == "json"
+
+    @property
+    def wide(self) -> bool:
+        """-o wide: tables show every column in full."""
+        return self.output == "wide"
 
     def credentials(self) -> OperatorCredentials:
         """What every call to the server presents; a half pair or a bad token file fails."""

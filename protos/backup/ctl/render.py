@@ -4,6 +4,7 @@ import os
 import time
 
 import click
+import yaml
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from google.protobuf.message import Message
 from rich.console import Console
@@ -28,6 +29,8 @@ STATE_STYLE = {
 }
 # Wide enough that a piped table keeps a detail on one line.
 PIPE_WIDTH = 200
+# -o json and -o yaml print the answer as one document; text and wide print tables.
+STRUCTURED = ("json", "yaml")
 
 
 def console(stderr: bool = False) -> Console:
@@ -39,6 +42,12 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=int(os.environ.get("COLUMNS", PIPE_WIDTH)))
 
 
+def yaml_text(message: Message) -> str:
+    """The same document as `json_text` (keys, order, defaults), written as YAML."""
+    document = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
 def json_text(message: Message) -> str:
     """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks."""
     return json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=True)
@@ -46,6 +55,14 @@ def json_text(message: Message) -> str:
 
 def emit_json(message: Message) -> None:
     click.echo(json_text(message))
+
+
+def emit(message: Message, output: str) -> None:
+    """`message` as one JSON or YAML document (-o json, -o yaml)."""
+    if output == "yaml":
+        click.echo(yaml_text(message), nl=False)
+    else:
+        emit_json(message)
 
 
 def word(enum_name: str, prefix: str) -> str:
@@ -127,7 +144,7 @@ def statistics_line(session: pb.PolicySession) -> Text:
     return line
 
 
-def show_session(session: pb.PolicySession) -> None:
+def show_session(session: pb.PolicySession, wide: bool = False) -> None:
     out = console()
     out.print(f"session {session.id}")
     out.print(results_table(session))
@@ -136,7 +153,7 @@ def show_session(session: pb.PolicySession) -> None:
         out.print(Text(f"warning: {warning}", style="yellow"))
 
 
-def sessions_table(sessions: list[pb.PolicySession]) -> Table:
+def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Table:
     table = Table()
     for column in ("session", "policy", "action", "state", "started", "seconds"):
         table.add_column(column)
@@ -244,7 +261,7 @@ def show_policy(policy: pb.BackupPolicy) -> None:
         out.print(computers_table(list(policy.computers)))
 
 
-def jobs_table(jobs: list[pb.Job]) -> Table:
+def jobs_table(jobs: list[pb.Job], wide: bool = False) -> Table:
     table = Table()
     for column in ("job", "policy", "session", "state", "started", "ended"):
         table.add_column(column)

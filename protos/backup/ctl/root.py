@@ -1,7 +1,7 @@
 """The `backupctl` command group, its shared options, exit codes and shell completion.
 
-Exit codes (API.md): 0 success; 3 when a start or stop did not reach every targeted
-computer; 1 on any error, usage errors included, so a script needs no other case.
+Exit codes, which scripts rely on: 0 success; 3 when a start or stop did not reach every
+targeted computer; 1 on any error, usage errors included, so a script needs no other case.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -13,10 +13,10 @@ import click
 import grpc
 from click.shell_completion import CompletionItem, get_completion_class
 
-from backup.v1 import policy_service_pb2 as api
-from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup import validation
 from backup.errors import InvalidArgument
+from backup.v1 import policy_service_pb2 as api
+from backup.v1 import policy_service_pb2_grpc as api_grpc
 
 from . import client
 from .client import DEFAULT_SERVER, LOCAL_SOCKET, OUTPUTS, Settings
@@ -150,7 +150,8 @@ def connection_options(default: bool) -> Callable[[F], F]:
                 default="text" if default else None,
                 expose_value=False,
                 callback=_remember,
-                help="text (tables) or json (the proto's JSON form, one document).",
+                help="text (tables), wide (tables, every column in full), json or yaml (the "
+                "proto's JSON form, one document, defaults included).",
             ),
             click.option(
                 "--server",
