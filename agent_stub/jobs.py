@@ -17,6 +17,9 @@ from .store import AgentStore
 log = logging.getLogger("agent_stub.jobs")
 
 MAX_JOBS_KEPT = 1000
+STOPPED_ON_REQUEST = "stopped on request"
+# Not the operator's doing: the agent was told to exit (SIGTERM) while the job ran.
+STOPPED_BY_SHUTDOWN = "stopped: the agent shut down while this job was running"
 
 
 class RunningJob:
@@ -26,6 +29,7 @@ class RunningJob:
         self._job = job
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.stop_reason = STOPPED_ON_REQUEST
 
     @property
     def id(self) -> str:
@@ -37,7 +41,9 @@ class RunningJob:
             copy.CopyFrom(self._job)
             return copy
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
+        if reason:
+            self.stop_reason = reason
         self._stop.set()
 
     # engine.JobControl
@@ -133,7 +139,7 @@ class JobRunner:
                 self._threads, engine.run_backup, policy, running.id, running
             )
         except engine.JobCancelled:
-            job = running.end(pb.JOB_STATE_STOPPED, error="stopped on request")
+            job = running.end(pb.JOB_STATE_STOPPED, error=running.stop_reason)
         except engine.BackupFailed as failure:
             job = running.end(pb.JOB_STATE_FAILED, error=str(failure))
         except Exception as bug:  # noqa: BLE001 - a bug must not leave the policy blocked
@@ -194,7 +200,7 @@ class JobRunner:
     async def shutdown(self) -> None:
         """Stops every running job and waits for them to end."""
         for running in self._running.values():
-            running.stop()
+            running.stop(STOPPED_BY_SHUTDOWN)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         self._threads.shutdown()

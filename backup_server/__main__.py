@@ -5,7 +5,7 @@ import asyncio
 import math
 from pathlib import Path
 
-from backup import logs, serving
+from backup import about, logs, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
@@ -15,6 +15,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     parser = argparse.ArgumentParser(
         prog="backup-server",
         description="The backup server: holds policies and starts or stops them on agents.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=about.version_line("backup-server")
     )
     defaults = ServerConfig()
     parser.add_argument(

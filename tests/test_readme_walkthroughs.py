@@ -96,7 +96,7 @@ SECURE_SETUP = [
     ),
     Step("export BACKUP_SERVER="),
     Step("backupctl policy create nightly", prints=("created policy nightly",)),
-    Step("backupctl start nightly", prints=("start nightly: SUCCESS - 1 computers: 1 received",)),
+    Step("backupctl start nightly", prints=("start nightly: SUCCESS - 1 computer: 1 received",)),
     Step("backupctl start stray", 3, ("rejected", "outside the paths this agent allows")),
     Step("-cert pki/operator.pem", prints=('"id": "nightly"', '"id": "stray"')),
     Step("backupctl jobs web-1", 1, ("backupctl: PERMISSION_DENIED: permission denied: ",)),

@@ -1,7 +1,15 @@
-"""How backupctl shows things: rich tables for people, the proto's JSON form for scripts."""
+"""How backupctl shows things: rich tables for people, the proto's JSON form for scripts.
+
+Tables fit a 100-column terminal: ids, addresses and other names never wrap or get cut
+(`column(..., "id")`); only free text wraps, folding a word too long for its column
+rather than cutting it. `-o wide` adds the columns a glance does not need (latencies,
+job and session ids, every count). Sizes, durations and moments read as `backup.formats`
+writes them, the same in the agent's command line.
+"""
 
 import os
 import time
+from collections.abc import Iterable
 
 import click
 import yaml
@@ -11,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from backup import formats
 from backup.v1 import resources_pb2 as pb
 
 DELIVERY_STYLE = {
@@ -42,15 +51,28 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=int(os.environ.get("COLUMNS", PIPE_WIDTH)))
 
 
+def table(*columns: tuple[str, str]) -> Table:
+    """A table of (header, kind) columns: kind "id" never wraps nor is cut, "number" is
+    right-aligned and never wraps, "text" wraps (folding, never cutting, a long word)."""
+    made = Table()
+    for header, kind in columns:
+        if kind == "text":
+            made.add_column(header, overflow="fold")
+        else:
+            made.add_column(header, no_wrap=True, justify="right" if kind == "number" else "left")
+    return made
+
+
+def json_text(message: Message) -> str:
+    """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks;
+    keys in the order of the proto's fields, so the output is stable."""
+    return json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=True)
+
+
 def yaml_text(message: Message) -> str:
     """The same document as `json_text` (keys, order, defaults), written as YAML."""
     document = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-
-
-def json_text(message: Message) -> str:
-    """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks."""
-    return json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=True)
 
 
 def emit_json(message: Message) -> None:
@@ -84,14 +106,12 @@ def state_text(state: pb.SessionState) -> Text:
 def when(stamp: timestamp_pb2.Timestamp) -> str:
     if not stamp.seconds and not stamp.nanos:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp.seconds))
+    return formats.moment(stamp.ToNanoseconds() / 1e9)
 
 
 def latency(duration: duration_pb2.Duration) -> str:
     seconds = duration.ToNanoseconds() / 1e9
-    if not seconds:
-        return ""
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    return formats.duration(seconds) if seconds else ""
 
 
 def session_seconds(session: pb.PolicySession) -> float:
@@ -100,21 +120,25 @@ def session_seconds(session: pb.PolicySession) -> float:
     return (session.end_time.ToNanoseconds() - session.start_time.ToNanoseconds()) / 1e9
 
 
-def results_table(session: pb.PolicySession) -> Table:
-    table = Table()
-    for column in ("computer", "address", "group", "delivery", "detail", "latency", "job id"):
-        table.add_column(column, justify="right" if column == "latency" else "left")
+def results_table(session: pb.PolicySession, wide: bool = False) -> Table:
+    """Each computer's delivery; the detail names the job (-o wide: latency, job id too)."""
+    columns = [("computer", "id"), ("address", "id"), ("group", "id"), ("delivery", "id")]
+    columns.append(("detail", "text"))
+    if wide:
+        columns += [("latency", "number"), ("job id", "id")]
+    shown = table(*columns)
     for result in session.computer_results:
-        table.add_row(
+        cells: list[str | Text] = [
             result.computer.name,
             result.computer.address,
             result.protection_group_id,
             delivery_text(result.delivery),
             result.detail,
-            latency(result.latency),
-            result.job_id,
-        )
-    return table
+        ]
+        if wide:
+            cells += [latency(result.latency), result.job_id]
+        shown.add_row(*cells)
+    return shown
 
 
 def counts(stats: pb.SessionStatistics, *, zeros: bool = True) -> str:
@@ -138,8 +162,8 @@ def statistics_line(session: pb.PolicySession) -> Text:
     line = Text(f"{action} {session.policy_id}: ")
     line.append_text(state_text(session.state))
     line.append(
-        f" - {session.statistics.total} computers: {counts(session.statistics)}"
-        f" ({session_seconds(session):.2f} s)"
+        f" - {formats.plural(session.statistics.total, 'computer')}: "
+        f"{counts(session.statistics)} ({formats.duration(session_seconds(session))})"
     )
     return line
 
@@ -147,28 +171,36 @@ def statistics_line(session: pb.PolicySession) -> Text:
 def show_session(session: pb.PolicySession, wide: bool = False) -> None:
     out = console()
     out.print(f"session {session.id}")
-    out.print(results_table(session))
+    out.print(results_table(session, wide))
     out.print(statistics_line(session))
     for warning in session.warnings:
         out.print(Text(f"warning: {warning}", style="yellow"))
 
 
+SESSION_COUNTS = ("total", "received", "not received", "skipped", "rejected", "cancelled")
+
+
 def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Table:
-    table = Table()
-    for column in ("session", "policy", "action", "state", "started", "seconds"):
-        table.add_column(column)
-    for column in ("total", "received", "not received", "skipped", "rejected", "cancelled"):
-        table.add_column(column, justify="right")
+    """One session a row; the deliveries as one phrase (-o wide: a column per count)."""
+    columns = [("session", "id"), ("policy", "id"), ("action", "id"), ("state", "id")]
+    columns += [("started", "text"), ("took", "number")]
+    if wide:
+        columns += [(name, "number") for name in SESSION_COUNTS]
+    else:
+        columns.append(("deliveries", "text"))
+    shown = table(*columns)
     for session in sessions:
         stats = session.statistics
-        table.add_row(
+        cells: list[str | Text] = [
             session.id,
             session.policy_id,
             word(pb.SessionAction.Name(session.action), "SESSION_ACTION_"),
             state_text(session.state),
             when(session.start_time),
-            f"{session_seconds(session):.2f}",
-            *(
+            formats.duration(session_seconds(session)),
+        ]
+        if wide:
+            cells += [
                 str(value)
                 for value in (
                     stats.total,
@@ -178,18 +210,18 @@ def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Tabl
                     stats.rejected,
                     stats.cancelled,
                 )
-            ),
-        )
-    return table
+            ]
+        else:
+            cells.append(f"{formats.plural(stats.total, 'computer')}: {counts(stats, zeros=False)}")
+        shown.add_row(*cells)
+    return shown
 
 
-def computers_table(computers: list[pb.Computer]) -> Table:
-    table = Table()
-    table.add_column("name")
-    table.add_column("address")
+def computers_table(computers: Iterable[pb.Computer]) -> Table:
+    shown = table(("name", "id"), ("address", "id"))
     for computer in computers:
-        table.add_row(computer.name, computer.address)
-    return table
+        shown.add_row(computer.name, computer.address)
+    return shown
 
 
 def group_kind(kind: pb.ProtectionGroupKind) -> str:
@@ -197,33 +229,39 @@ def group_kind(kind: pb.ProtectionGroupKind) -> str:
 
 
 def groups_table(groups: list[pb.ProtectionGroup]) -> Table:
-    table = Table()
-    for column in ("id", "name", "kind", "computers", "created"):
-        table.add_column(column, justify="right" if column == "computers" else "left")
+    shown = table(
+        ("id", "id"), ("name", "text"), ("kind", "id"), ("computers", "number"), ("created", "text")
+    )
     for group in groups:
-        table.add_row(
+        shown.add_row(
             group.id,
             group.name,
             group_kind(group.kind),
             str(len(group.computers)),
             when(group.create_time),
         )
-    return table
+    return shown
 
 
 def show_group(group: pb.ProtectionGroup) -> None:
     out = console()
     out.print(f"protection group {group.id}: {group.name} ({group_kind(group.kind)})")
-    out.print("computers:")
-    out.print(computers_table(list(group.computers)))
+    out.print(f"{formats.plural(len(group.computers), 'computer')}:")
+    out.print(computers_table(group.computers))
 
 
 def policies_table(policies: list[pb.BackupPolicy]) -> Table:
-    table = Table()
-    for column in ("id", "name", "computers", "groups", "sources", "repository", "updated"):
-        table.add_column(column, justify="right" if column == "computers" else "left")
+    shown = table(
+        ("id", "id"),
+        ("name", "text"),
+        ("computers", "number"),
+        ("groups", "text"),
+        ("sources", "text"),
+        ("repository", "text"),
+        ("updated", "text"),
+    )
     for policy in policies:
-        table.add_row(
+        shown.add_row(
             policy.id,
             policy.name,
             str(len(policy.computers)),
@@ -232,23 +270,33 @@ def policies_table(policies: list[pb.BackupPolicy]) -> Table:
             policy.repository,
             when(policy.update_time),
         )
-    return table
+    return shown
+
+
+def throttle(bytes_per_second: int) -> str:
+    """'20.0 MiB/s (20971520 bytes/s)': readable, and exactly what the policy holds."""
+    if not bytes_per_second:
+        return "unlimited"
+    return f"{formats.size(bytes_per_second)}/s ({bytes_per_second} bytes/s)"
 
 
 def show_policy(policy: pb.BackupPolicy) -> None:
     out = console()
     details = Table.grid(padding=(0, 2))
-    details.add_column(style="bold")
-    details.add_column()
-    retention = policy.retention_points or "default"
-    throttle = policy.throttle_bytes_per_second
+    details.add_column(style="bold", no_wrap=True)
+    details.add_column(overflow="fold")
+    retention = (
+        formats.plural(policy.retention_points, "restore point")
+        if policy.retention_points
+        else "default (7 restore points)"
+    )
     for label, value in (
         ("policy", f"{policy.id}: {policy.name}"),
         ("description", policy.description),
         ("sources", ", ".join(policy.source_paths)),
         ("repository", policy.repository),
-        ("retention", f"{retention} restore points"),
-        ("throttle", f"{throttle} bytes/s" if throttle else "unlimited"),
+        ("retention", retention),
+        ("throttle", throttle(policy.throttle_bytes_per_second)),
         ("groups", ", ".join(policy.protection_group_ids)),
         ("created", when(policy.create_time)),
         ("updated", when(policy.update_time)),
@@ -258,28 +306,56 @@ def show_policy(policy: pb.BackupPolicy) -> None:
     out.print(details)
     if policy.computers:
         out.print("computers listed directly:")
-        out.print(computers_table(list(policy.computers)))
+        out.print(computers_table(policy.computers))
+
+
+def job_result(job: pb.Job) -> str:
+    """The restore point a job made, else why it ended without one."""
+    if job.restore_point_id:
+        return job.restore_point_id
+    return job.error
+
+
+def job_done(job: pb.Job) -> str:
+    done = f"{formats.size(job.bytes_done)} of {formats.size(job.bytes_total)}"
+    return f"{done}, {formats.plural(job.files_done, 'file')}"
 
 
 def jobs_table(jobs: list[pb.Job], wide: bool = False) -> Table:
-    table = Table()
-    for column in ("job", "policy", "session", "state", "started", "ended"):
-        table.add_column(column)
-    table.add_column("bytes", justify="right")
-    table.add_column("files", justify="right")
-    table.add_column("restore point")
-    table.add_column("error")
+    """An agent's jobs; the result is the restore point, or the error (-o wide: the session,
+    the times, the exact bytes, the restore point and the error apart)."""
+    columns = [("job", "id"), ("policy", "id"), ("state", "id"), ("done", "text")]
+    if wide:
+        columns = [
+            ("job", "id"),
+            ("policy", "id"),
+            ("session", "id"),
+            ("state", "id"),
+            ("started", "text"),
+            ("ended", "text"),
+            ("bytes", "number"),
+            ("files", "number"),
+            ("restore point", "id"),
+            ("error", "text"),
+        ]
+    else:
+        columns.append(("restore point or error", "text"))
+    shown = table(*columns)
     for job in jobs:
-        table.add_row(
-            job.id,
-            job.policy_id,
-            job.session_id or "(on the agent)",
-            word(pb.JobState.Name(job.state), "JOB_STATE_"),
-            when(job.start_time),
-            when(job.end_time),
-            f"{job.bytes_done}/{job.bytes_total}",
-            str(job.files_done),
-            job.restore_point_id,
-            job.error,
-        )
-    return table
+        state = word(pb.JobState.Name(job.state), "JOB_STATE_")
+        if wide:
+            shown.add_row(
+                job.id,
+                job.policy_id,
+                job.session_id or "(on the agent)",
+                state,
+                when(job.start_time),
+                when(job.end_time),
+                f"{job.bytes_done}/{job.bytes_total}",
+                str(job.files_done),
+                job.restore_point_id,
+                job.error,
+            )
+        else:
+            shown.add_row(job.id, job.policy_id, state, job_done(job), job_result(job))
+    return shown

@@ -13,7 +13,7 @@ import click
 import grpc
 from click.shell_completion import CompletionItem, get_completion_class
 
-from backup import validation
+from backup import about, validation
 from backup.errors import InvalidArgument
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
@@ -228,6 +228,7 @@ def complete_ids(
     ),
 )
 @connection_options(default=True)
+@click.version_option(about.version(), "--version", message="%(prog)s %(version)s")
 def cli() -> None:
     """Operate the backup server: protection groups, policies, and starting or stopping
     policies across their computers.
