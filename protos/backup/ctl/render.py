@@ -181,10 +181,12 @@ SESSION_COUNTS = ("total", "received", "not received", "skipped", "rejected", "c
 
 
 def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Table:
-    """One session a row; the deliveries as one phrase (-o wide: a column per count)."""
+    """One session a row; the deliveries as one phrase (-o wide: how long it took, and a
+    column per count)."""
     columns = [("session", "id"), ("policy", "id"), ("action", "id"), ("state", "id")]
-    columns += [("started", "text"), ("took", "number")]
+    columns.append(("started", "text"))
     if wide:
+        columns.append(("took", "number"))
         columns += [(name, "number") for name in SESSION_COUNTS]
     else:
         columns.append(("deliveries", "text"))
@@ -197,9 +199,9 @@ def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Tabl
             word(pb.SessionAction.Name(session.action), "SESSION_ACTION_"),
             state_text(session.state),
             when(session.start_time),
-            formats.duration(session_seconds(session)),
         ]
         if wide:
+            cells.append(formats.duration(session_seconds(session)))
             cells += [
                 str(value)
                 for value in (
@@ -212,7 +214,7 @@ def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Tabl
                 )
             ]
         else:
-            cells.append(f"{formats.plural(stats.total, 'computer')}: {counts(stats, zeros=False)}")
+            cells.append(counts(stats, zeros=False))
         shown.add_row(*cells)
     return shown
 
@@ -309,53 +311,33 @@ def show_policy(policy: pb.BackupPolicy) -> None:
         out.print(computers_table(policy.computers))
 
 
-def job_result(job: pb.Job) -> str:
-    """The restore point a job made, else why it ended without one."""
-    if job.restore_point_id:
-        return job.restore_point_id
-    return job.error
-
-
-def job_done(job: pb.Job) -> str:
-    done = f"{formats.size(job.bytes_done)} of {formats.size(job.bytes_total)}"
-    return f"{done}, {formats.plural(job.files_done, 'file')}"
+def job_state(job: pb.Job) -> str:
+    """'succeeded', or 'running 42%' while the job runs and its total is known."""
+    state = word(pb.JobState.Name(job.state), "JOB_STATE_")
+    if job.state == pb.JOB_STATE_RUNNING and job.bytes_total:
+        state += f" {100 * job.bytes_done // job.bytes_total}%"
+    return state
 
 
 def jobs_table(jobs: list[pb.Job], wide: bool = False) -> Table:
-    """An agent's jobs; the result is the restore point, or the error (-o wide: the session,
-    the times, the exact bytes, the restore point and the error apart)."""
-    columns = [("job", "id"), ("policy", "id"), ("state", "id"), ("done", "text")]
+    """An agent's jobs and the restore point each made, or its error (-o wide adds the
+    session, the times, the bytes and files done)."""
+    columns = [("job", "id"), ("policy", "id")]
     if wide:
-        columns = [
-            ("job", "id"),
-            ("policy", "id"),
-            ("session", "id"),
-            ("state", "id"),
-            ("started", "text"),
-            ("ended", "text"),
-            ("bytes", "number"),
-            ("files", "number"),
-            ("restore point", "id"),
-            ("error", "text"),
-        ]
-    else:
-        columns.append(("restore point or error", "text"))
+        columns += [("session", "id"), ("started", "text"), ("ended", "text")]
+        columns += [("bytes", "number"), ("files", "number")]
+    columns += [("state", "id"), ("restore point", "id"), ("error", "text")]
     shown = table(*columns)
     for job in jobs:
-        state = word(pb.JobState.Name(job.state), "JOB_STATE_")
+        cells = [job.id, job.policy_id]
         if wide:
-            shown.add_row(
-                job.id,
-                job.policy_id,
+            cells += [
                 job.session_id or "(on the agent)",
-                state,
                 when(job.start_time),
                 when(job.end_time),
                 f"{job.bytes_done}/{job.bytes_total}",
                 str(job.files_done),
-                job.restore_point_id,
-                job.error,
-            )
-        else:
-            shown.add_row(job.id, job.policy_id, state, job_done(job), job_result(job))
+            ]
+        cells += [job_state(job), job.restore_point_id, job.error]
+        shown.add_row(*cells)
     return shown
