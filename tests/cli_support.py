@@ -13,7 +13,13 @@ BIN = str(Path(sys.executable).parent)
 
 def clean_environment(**extra: str) -> dict[str, str]:
     """This run's environment without the BACKUP_* settings of whoever runs the tests."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BACKUP_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BACKUP_", "BACKUPCTL_"))
+    }
+    # No config file of whoever runs the tests: a test that wants contexts gives its own.
+    env["BACKUPCTL_CONFIG"] = os.devnull
     return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "250", **extra}
 
 

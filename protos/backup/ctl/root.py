@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 import grpc
+from click.core import ParameterSource
 from click.shell_completion import CompletionItem, get_completion_class
 
 from backup import about, validation
@@ -65,8 +66,8 @@ def _usage_errors_exit_1() -> Iterator[None]:
 
 
 def settings() -> Settings:
-    """The settings of the command being run."""
-    return click.get_current_context().ensure_object(Settings)
+    """The settings of the command being run: flags, BACKUP_* variables, then the context."""
+    return click.get_current_context().ensure_object(Settings).resolve()
 
 
 def address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -92,7 +93,13 @@ def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None
     if value is not None and param.name is not None:
         if param.name == "server":
             address(ctx, param, str(value))
-        setattr(ctx.ensure_object(Settings), param.name, value)
+        found = ctx.ensure_object(Settings)
+        setattr(found, param.name, value)
+        if ctx.get_parameter_source(param.name) not in (
+            ParameterSource.DEFAULT,
+            ParameterSource.DEFAULT_MAP,
+        ):
+            found.given.add(param.name)
 
 
 def _security_options(default: bool) -> list[Callable[[F], F]]:
@@ -154,13 +161,23 @@ def connection_options(default: bool) -> Callable[[F], F]:
                 "proto's JSON form, one document, defaults included).",
             ),
             click.option(
+                "--context",
+                envvar="BACKUPCTL_CONTEXT" if default else None,
+                expose_value=False,
+                callback=_remember,
+                metavar="NAME",
+                help="Use this context of the config file, not its current one "
+                "(see `config --help`).",
+            ),
+            click.option(
                 "--server",
                 envvar="BACKUP_SERVER" if default else None,
                 default=DEFAULT_SERVER if default else None,
                 expose_value=False,
                 callback=_remember,
                 metavar="HOST:PORT",
-                help=f"The backup server (default $BACKUP_SERVER or {DEFAULT_SERVER}).",
+                help="The backup server (default $BACKUP_SERVER, the context's, or "
+                f"{DEFAULT_SERVER}).",
             ),
         ):
             command = option(command)
@@ -176,7 +193,7 @@ def examples(*lines: str) -> str:
 
 def _listed_ids(ctx: click.Context, kind: str) -> Sequence[tuple[str, str]]:
     # While completing there is no current context: the one being completed is passed in.
-    with client.server_channel(ctx.ensure_object(Settings)) as channel:
+    with client.server_channel(ctx.ensure_object(Settings).resolve()) as channel:
         stub = api_grpc.PolicyServiceStub(channel)
         if kind == "policy":
             policies = stub.ListPolicies(
