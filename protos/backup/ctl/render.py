@@ -7,9 +7,11 @@ job and session ids, every count). Sizes, durations and moments read as `backup.
 writes them, the same in the agent's command line.
 """
 
+import json
 import os
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import click
 import yaml
@@ -63,16 +65,39 @@ def table(*columns: tuple[str, str]) -> Table:
     return made
 
 
+def document(message: Message) -> dict[str, Any]:
+    """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks,
+    keys in the order the proto declares its fields (protobuf puts set fields first, so
+    its order would change with the values)."""
+    found = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return _in_field_order(message.DESCRIPTOR, found)
+
+
+def _in_field_order(descriptor: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """`found`'s keys in `descriptor`'s field order, nested messages too."""
+    ordered: dict[str, Any] = {}
+    for field in descriptor.fields:
+        if field.json_name not in found:
+            continue
+        value = found[field.json_name]
+        nested = field.message_type
+        if nested is not None and not nested.GetOptions().map_entry:
+            if isinstance(value, dict):
+                value = _in_field_order(nested, value)
+            elif isinstance(value, list):
+                value = [_in_field_order(nested, v) if isinstance(v, dict) else v for v in value]
+        ordered[field.json_name] = value
+    return ordered
+
+
 def json_text(message: Message) -> str:
-    """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks;
-    keys in the order of the proto's fields, so the output is stable."""
-    return json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=True)
+    """`document(message)` as indented JSON."""
+    return json.dumps(document(message), indent=2, ensure_ascii=False)
 
 
 def yaml_text(message: Message) -> str:
     """The same document as `json_text` (keys, order, defaults), written as YAML."""
-    document = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(document(message), sort_keys=False, allow_unicode=True)
 
 
 def emit_json(message: Message) -> None:
