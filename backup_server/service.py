@@ -31,6 +31,12 @@ class PolicyService(api_grpc.PolicyServiceServicer):
         )
 
     @status.unary
+    async def UpdateProtectionGroup(
+        self, request: api.UpdateProtectionGroupRequest, context: Context
+    ) -> pb.ProtectionGroup:
+        return await self._policies.update_group(request.protection_group, request.update_mask)
+
+    @status.unary
     async def GetProtectionGroup(
         self, request: api.GetProtectionGroupRequest, context: Context
     ) -> pb.ProtectionGroup:
