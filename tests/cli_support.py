@@ -9,6 +9,9 @@ from pathlib import Path
 
 BACKUPCTL = str(Path(sys.executable).with_name("backupctl"))
 BIN = str(Path(sys.executable).parent)
+# A path that never exists (not /dev/null: a stray shell redirect on a shared machine can
+# leave a regular file there for a while).
+NO_CONFIG = "/nonexistent/backupctl-tests/config.yaml"
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
@@ -19,7 +22,7 @@ def clean_environment(**extra: str) -> dict[str, str]:
         if not key.startswith(("BACKUP_", "BACKUPCTL_"))
     }
     # No config file of whoever runs the tests: a test that wants contexts gives its own.
-    env["BACKUPCTL_CONFIG"] = os.devnull
+    env["BACKUPCTL_CONFIG"] = NO_CONFIG
     return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "250", **extra}
 
 

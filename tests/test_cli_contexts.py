@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from cli_support import BACKUPCTL, clean_environment, one_line_error
+from cli_support import BACKUPCTL, NO_CONFIG, clean_environment, one_line_error
 from security_support import Pki
 
 from backup_server.app import BackupServer
@@ -87,6 +87,6 @@ async def test_a_context_carries_tls_files_and_a_token(
 async def test_server_pointing_at_an_agent_says_so(start_agent) -> None:
     """--server given an agent's port says it is an agent, not UNIMPLEMENTED: Method not found."""
     agent = await start_agent("a1")
-    result = await run("policy", "list", "--server", agent.address, BACKUPCTL_CONFIG="/dev/null")
+    result = await run("policy", "list", "--server", agent.address, BACKUPCTL_CONFIG=NO_CONFIG)
     line = one_line_error(result, f"{agent.address} is a backup agent")
     assert "not the backup server" in line and "Method not found" not in line

@@ -79,6 +79,8 @@ class Config:
             return cls(path, "", {})
         except OSError as error:
             raise ConfigError(f"cannot read {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text file") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
         contexts = data.get("contexts", {}) if isinstance(data, dict) else None
