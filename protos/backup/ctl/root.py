@@ -254,7 +254,8 @@ def cli() -> None:
     (not received, rejected or cancelled; skipped ones do not count); 1 on any error.
 
     A server with TLS needs --tls-ca and an operator's certificate (--tls-cert,
-    --tls-key) or the API token (--token-file). An agent with TLS takes only the
+    --tls-key) or the API token (--token-file). Each setting comes from its flag, else
+    its BACKUP_* variable, else the config file's context (see `config --help`). An agent with TLS takes only the
     server's certificate (see `jobs --help`).
     """
 
