@@ -4,8 +4,10 @@ backup-agent --listen HOST:PORT --name NAME --data-dir DIR
              [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--allow-path PATH ...]
 backup-agent run POLICY_ID --data-dir DIR
 backup-agent points --data-dir DIR [--policy ID]
-backup-agent restore POINT_ID --to TARGET --data-dir DIR [--path SUBPATH]
+backup-agent ls POINT_ID [PATH] --data-dir DIR
+backup-agent restore POINT_ID --to TARGET --data-dir DIR [--path SUBPATH] [--dry-run] [--overwrite]
 backup-agent verify --data-dir DIR [POINT_ID]
+backup-agent --version
 
 Commands exit 0 when done, 1 with one line on stderr when they cannot be done, and
 verify exits 3 when it finds damage (each damaged thing on its own line).
@@ -16,7 +18,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from backup import logs, serving
+from backup import about, logs, serving
 from backup.errors import BackupError
 from backup.security import tls
 
@@ -25,13 +27,34 @@ from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer
 from .engine import EngineError
 from .local import LocalCommandError, run_job
 
-COMMANDS = ("run", "points", "restore", "verify")
+COMMANDS = ("run", "points", "ls", "restore", "verify")
+COMMANDS_HELP = """commands (each takes --data-dir DIR; run asks the running agent on its local
+socket, the others read the repositories directly, agent running or not):
+  run POLICY_ID            start a policy's job now, from the policy last received
+  points [--policy ID]     list restore points, newest first
+  ls POINT_ID [PATH]       list the files of a restore point (at or below PATH)
+  restore POINT_ID --to D  restore a point into D (--path, --dry-run, --overwrite)
+  verify [POINT_ID]        re-read every chunk restore points need and check it
+
+Commands exit 0 when done, 1 with one line on stderr when they cannot be done; verify
+exits 3 when it finds damage."""
+
+
+def _version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=about.version_line("backup-agent"))
 
 
 def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
-        prog="backup-agent", description="The backup agent: runs and cancels backup jobs."
+        prog="backup-agent",
+        usage="%(prog)s --listen HOST:PORT --name NAME --data-dir DIR [options]\n"
+        "       %(prog)s {run,points,ls,restore,verify} ... --data-dir DIR",
+        description="The backup agent: serves AgentControl (runs and cancels backup jobs), "
+        "or acts on this computer's backups with a command.",
+        epilog=COMMANDS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _version(parser)
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve AgentControl on")
     parser.add_argument("--name", required=True, help="this computer's name, for logs")
     parser.add_argument("--data-dir", type=Path, required=True, help="the agent's own state")
@@ -75,6 +98,7 @@ def serve(argv: list[str]) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backup-agent")
+    _version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run", help="start a policy's job now, from the policy this agent last received"
@@ -84,11 +108,23 @@ def _parser() -> argparse.ArgumentParser:
     points = commands.add_parser("points", help="list restore points, newest first")
     points.add_argument("--data-dir", type=Path, required=True)
     points.add_argument("--policy", default="", help="only this policy's restore points")
+    listing = commands.add_parser("ls", help="list the files of a restore point")
+    listing.add_argument("point_id")
+    listing.add_argument("path", nargs="?", default="", help="only at or below this path")
+    listing.add_argument("--data-dir", type=Path, required=True)
     restore = commands.add_parser("restore", help="restore a restore point into a directory")
     restore.add_argument("point_id")
     restore.add_argument("--to", type=Path, required=True, help="the directory to restore into")
     restore.add_argument("--data-dir", type=Path, required=True)
     restore.add_argument("--path", default="", help="only this path of the restore point")
+    restore.add_argument(
+        "--dry-run", action="store_true", help="say what would be written, write nothing"
+    )
+    restore.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files already in the target (refused without it)",
+    )
     verify = commands.add_parser(
         "verify", help="re-read every chunk restore points need (all, or one) and check it"
     )
@@ -113,8 +149,12 @@ def command(argv: list[str]) -> int:
             return _run(args.policy_id, args.data_dir)
         if args.command == "points":
             return offline.points(args.data_dir, args.policy)
+        if args.command == "ls":
+            return offline.list_point(args.data_dir, args.point_id, args.path)
         if args.command == "restore":
-            return offline.restore_point(args.data_dir, args.point_id, args.to, args.path)
+            return offline.restore_point(
+                args.data_dir, args.point_id, args.to, args.path, args.dry_run, args.overwrite
+            )
         return offline.verify_points(args.data_dir, args.point_id)
     except (LocalCommandError, EngineError) as error:
         print(f"backup-agent: {error}", file=sys.stderr)

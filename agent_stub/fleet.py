@@ -53,7 +53,7 @@ import grpc
 
 from backup import limits, serving
 from backup.errors import NotFound
-from backup.ids import new_job_id
+from backup.ids import new_job_id, newest_first
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
@@ -143,7 +143,7 @@ class SimulatedJobs:
         jobs = [*self._running.values(), *self._finished.values()]
         if policy_id:
             jobs = [job for job in jobs if job.policy_id == policy_id]
-        return sorted(jobs, key=lambda job: (job.start_time.ToNanoseconds(), job.id), reverse=True)
+        return newest_first(jobs, lambda job: (job.start_time.ToNanoseconds(), job.id))
 
 
 @dataclass
@@ -228,16 +228,10 @@ class Fleet:
         server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[self._authorizer])
         jobs = SimulatedJobs(self.config.job_seconds)
         api_grpc.add_AgentControlServicer_to_server(AgentControl(jobs, NoRestorePoints()), server)
-        address = f"{HOST}:{port}"
         try:
-            if self._credentials is None:
-                bound = server.add_insecure_port(address)
-            else:
-                bound = server.add_secure_port(address, self._credentials)
-        except RuntimeError:
-            bound = 0
-        if bound == 0:
-            raise FleetError(f"cannot listen on {HOST}:{port}: address in use or not available")
+            bound = serving.bind(server, f"{HOST}:{port}", self._credentials)
+        except SystemExit as error:  # bind's one line, for the fleet to stop on cleanly
+            raise FleetError(str(error)) from None
         await server.start()
         self._servers.append(server)
         address = f"{HOST}:{bound}"
@@ -282,10 +276,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         "--job-seconds", type=float, default=60.0, help="how long a job runs (default 60)"
     )
     parser.add_argument("--write", type=Path, help="also write the addresses JSON to this file")
-    group = parser.add_argument_group("mutual TLS (as a real agent's --tls-*)")
-    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="the agents' certificate")
-    group.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key")
-    group.add_argument("--tls-ca", type=Path, metavar="FILE", help="the CA to trust")
+    # Every agent serves on loopback: there is no off-loopback plaintext to allow.
+    tls.add_arguments(parser, insecure_option=False)
     args = parser.parse_args(argv)
     if args.count < 0 or args.hung < 0 or args.refused < 0:
         parser.error("--count, --hung and --refused must not be negative")

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backup.errors import NotFound
-from backup.ids import new_job_id
+from backup.ids import new_job_id, newest_first
 from backup.v1 import resources_pb2 as pb
 
 from . import engine
@@ -17,6 +17,9 @@ from .store import AgentStore
 log = logging.getLogger("agent_stub.jobs")
 
 MAX_JOBS_KEPT = 1000
+STOPPED_ON_REQUEST = "stopped on request"
+# Not the operator's doing: the agent was told to exit (SIGTERM) while the job ran.
+STOPPED_BY_SHUTDOWN = "stopped: the agent shut down while this job was running"
 
 
 class RunningJob:
@@ -26,6 +29,7 @@ class RunningJob:
         self._job = job
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.stop_reason = STOPPED_ON_REQUEST
 
     @property
     def id(self) -> str:
@@ -37,7 +41,9 @@ class RunningJob:
             copy.CopyFrom(self._job)
             return copy
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
+        if reason:
+            self.stop_reason = reason
         self._stop.set()
 
     # engine.JobControl
@@ -135,7 +141,7 @@ class JobRunner:
                 self._threads, engine.run_backup, policy, running.id, running, self._allowed_roots
             )
         except engine.JobCancelled:
-            job = running.end(pb.JOB_STATE_STOPPED, error="stopped on request")
+            job = running.end(pb.JOB_STATE_STOPPED, error=running.stop_reason)
         except engine.BackupFailed as failure:
             job = running.end(pb.JOB_STATE_FAILED, error=str(failure))
         except Exception as bug:  # noqa: BLE001 - a bug must not leave the policy blocked
@@ -196,11 +202,11 @@ class JobRunner:
     async def shutdown(self) -> None:
         """Stops every running job and waits for them to end."""
         for running in self._running.values():
-            running.stop()
+            running.stop(STOPPED_BY_SHUTDOWN)
         if self._tasks:
             await asyncio.wait(set(self._tasks))
         self._threads.shutdown()
 
 
 def _newest_first(jobs: Iterable[pb.Job]) -> list[pb.Job]:
-    return sorted(jobs, key=lambda job: (job.start_time.ToNanoseconds(), job.id), reverse=True)
+    return newest_first(jobs, lambda job: (job.start_time.ToNanoseconds(), job.id))

@@ -1,27 +1,26 @@
-"""The backup chain from the command line: points, restore, verify.
+"""The backup chain from the command line: points, ls, restore, verify.
 
 They read the repositories of the policies the agent of a data dir has applied, directly:
-no running agent is needed, and the repository lock keeps them safe beside one.
+no running agent is needed, and the repository lock keeps them safe beside one. Sizes
+and moments read as backupctl shows them (backup.formats).
 """
 
-import time
+import os
+import stat
 from pathlib import Path
 
-from .engine import Repository, restore, verify
+from backup import formats
+
+from .engine import Repository, RestoreRefused, restore, verify
+from .engine.manifest import DIRECTORY, FILE, SYMLINK, Entry
+from .engine.restore import select
 from .local import LocalCommandError
 from .points import BackupChain
 
 DAMAGED_EXIT = 3
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def human(count: int) -> str:
-    size = float(count)
-    for unit in UNITS:
-        if size < 1024 or unit == UNITS[-1]:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+# An existing file a restore would replace: how many of them the refusal names.
+NAMED_CONFLICTS = 5
+human = formats.size
 
 
 def chain(data_dir: Path) -> BackupChain:
@@ -30,38 +29,100 @@ def chain(data_dir: Path) -> BackupChain:
     return BackupChain(data_dir)
 
 
-def points(data_dir: Path, policy_id: str) -> int:
-    found = chain(data_dir).summaries(policy_id)
-    if not found:
-        print("no restore points")
-        return 0
-    rows = [("ID", "POLICY", "CREATED (UTC)", "FILES", "SIZE", "ADDED")]
-    for _, point in found:
-        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(point.create_ns / 1e9))
-        rows.append(
-            (
-                point.id,
-                point.policy_id,
-                created,
-                str(point.file_count),
-                human(point.total_bytes),
-                human(point.added_bytes),
-            )
-        )
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell, two spaces apart; nothing is ever cut."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def points(data_dir: Path, policy_id: str) -> int:
+    found = chain(data_dir).summaries(policy_id)
+    if not found:
+        print("no restore points")
+        return 0
+    rows: list[tuple[str, ...]] = [("ID", "POLICY", "CREATED", "FILES", "SIZE", "ADDED")]
+    for _, point in found:
+        rows.append(
+            (
+                point.id,
+                point.policy_id,
+                formats.moment(point.create_ns / 1e9),
+                str(point.file_count),
+                human(point.total_bytes),
+                human(point.added_bytes),
+            )
+        )
+    _print_rows(rows)
     return 0
 
 
-def restore_point(data_dir: Path, point_id: str, target: Path, subpath: str) -> int:
+def _entries(data_dir: Path, point_id: str, subpath: str) -> tuple[Repository, list[Entry]]:
     repository = chain(data_dir).find(point_id)
+    return repository, select(repository.read_point(point_id).entries, subpath, point_id)
+
+
+KIND_LETTER = {DIRECTORY: "d", FILE: "-", SYMLINK: "l"}
+
+
+def list_point(data_dir: Path, point_id: str, subpath: str) -> int:
+    """`ls POINT [PATH]`: the point's entries (at or below PATH), as `ls -l` would show them."""
+    _, entries = _entries(data_dir, point_id, subpath)
+    rows: list[tuple[str, ...]] = []
+    for entry in entries:
+        mode = KIND_LETTER.get(entry.kind, "?") + stat.filemode(entry.mode)[1:]
+        name = f"{entry.path} -> {entry.target}" if entry.kind == SYMLINK else entry.path
+        size = human(entry.size) if entry.kind == FILE else ""
+        rows.append((mode, size, formats.moment(entry.mtime_ns / 1e9), name))
+    _print_rows(rows)
+    return 0
+
+
+def _conflicts(entries: list[Entry], target: Path) -> list[str]:
+    """The files and symlinks a restore would replace under `target` (directories merge)."""
+    return [
+        entry.path
+        for entry in entries
+        if entry.kind != DIRECTORY and os.path.lexists(target / entry.path)
+    ]
+
+
+def restore_point(
+    data_dir: Path,
+    point_id: str,
+    target: Path,
+    subpath: str,
+    dry_run: bool = False,
+    overwrite: bool = False,
+) -> int:
+    repository, entries = _entries(data_dir, point_id, subpath)
+    conflicts = _conflicts(entries, target)
+    if dry_run:
+        files = [entry for entry in entries if entry.kind == FILE]
+        for entry in entries:
+            replaced = " (replaces an existing one)" if entry.path in conflicts else ""
+            print(f"would restore {target / entry.path}{replaced}")
+        print(
+            f"would restore {formats.plural(len(files), 'file')} "
+            f"({human(sum(entry.size for entry in files))}) from {point_id} into {target}; "
+            f"{formats.plural(len(conflicts), 'existing file')} in the way"
+        )
+        return 0
+    if conflicts and not overwrite:
+        named = ", ".join(conflicts[:NAMED_CONFLICTS])
+        more = len(conflicts) - NAMED_CONFLICTS
+        named += f" and {more} more" if more > 0 else ""
+        raise RestoreRefused(
+            f"refused: {formats.plural(len(conflicts), 'file')} already in {target} "
+            f"({named}); give --overwrite to replace them, or restore elsewhere"
+        )
     done = restore(repository, point_id, target, subpath)
     print(
-        f"restored {done.files} files ({human(done.bytes)}), {done.directories} directories "
-        f"and {done.symlinks} symlinks from {point_id} into {target}"
+        f"restored {formats.plural(done.files, 'file')} ({human(done.bytes)}), "
+        f"{formats.plural(done.directories, 'directory', 'directories')} and "
+        f"{formats.plural(done.symlinks, 'symlink')} from {point_id} into {target}"
     )
     return 0
 
@@ -84,9 +145,10 @@ def verify_points(data_dir: Path, point_id: str) -> int:
             totals[index] += count
     for problem in problems:
         print(f"damaged: {problem}")
-    verdict = f"{len(problems)} problems" if problems else "OK"
+    verdict = formats.plural(len(problems), "problem") if problems else "OK"
     print(
-        f"verified {totals[0]} restore points, {totals[1]} files, {totals[2]} chunks "
+        f"verified {formats.plural(totals[0], 'restore point')}, "
+        f"{formats.plural(totals[1], 'file')}, {formats.plural(totals[2], 'chunk')} "
         f"({human(totals[3])}) read back: {verdict}"
     )
     return DAMAGED_EXIT if problems else 0

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from backup.errors import NotFound
+from backup.ids import newest_first
 from backup.v1 import resources_pb2 as pb
 
 from .engine import PointNotFound, PointSummary, Repository, RepositoryError
@@ -73,7 +74,7 @@ class BackupChain:
                 log.warning("not listed, run verify: %s", damage)
             wanted = {policy_id} if policy_id else policy_ids
             found.extend((repository, s) for s in summaries if s.policy_id in wanted)
-        return sorted(found, key=lambda pair: (pair[1].create_ns, pair[1].id), reverse=True)
+        return newest_first(found, lambda pair: (pair[1].create_ns, pair[1].id))
 
     def list(self, policy_id: str = "") -> list[pb.RestorePoint]:
         return [restore_point(summary) for _, summary in self.summaries(policy_id)]

@@ -81,9 +81,6 @@ class AgentStore:
     def save_policy(self, policy: pb.BackupPolicy) -> None:
         write_atomically(self._policies / f"{policy.id}.json", json_format.MessageToJson(policy))
 
-    def load_policy(self, policy_id: str) -> pb.BackupPolicy | None:
-        return read_policy(self.data_dir, policy_id)
-
     def policies(self) -> list[pb.BackupPolicy]:
         return read_policies(self.data_dir)
 

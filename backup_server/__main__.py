@@ -5,7 +5,7 @@ import asyncio
 import math
 from pathlib import Path
 
-from backup import logs, serving
+from backup import about, logs, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
@@ -16,27 +16,37 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         prog="backup-server",
         description="The backup server: holds policies and starts or stops them on agents.",
     )
-    parser.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to serve on")
-    parser.add_argument("--db", type=Path, default=Path("backup-server.db"), help="SQLite file")
+    parser.add_argument(
+        "--version", action="version", version=about.version_line("backup-server")
+    )
+    defaults = ServerConfig()
+    parser.add_argument(
+        "--listen", default=defaults.listen, help=f"HOST:PORT to serve on ({defaults.listen})"
+    )
+    parser.add_argument(
+        "--db", type=Path, default=defaults.db, help=f"SQLite file (default {defaults.db})"
+    )
     parser.add_argument(
         "--agent-deadline",
         type=float,
-        default=5.0,
+        default=defaults.agent_deadline,
         metavar="SECONDS",
-        help="deadline of each command sent to an agent (default 5)",
+        help=f"deadline of each command sent to an agent (default {defaults.agent_deadline:g})",
     )
     parser.add_argument(
         "--max-in-flight",
         type=int,
-        default=10_000,
-        help="most commands one session has on the wire at once (default 10000)",
+        default=defaults.max_in_flight,
+        help="most commands one session has on the wire at once "
+        f"(default {defaults.max_in_flight})",
     )
     parser.add_argument(
         "--shutdown-grace",
         type=float,
-        default=5.0,
+        default=defaults.shutdown_grace,
         metavar="SECONDS",
-        help="how long SIGTERM waits for running sessions before cancelling them",
+        help="how long SIGTERM waits for running sessions before cancelling them "
+        f"(default {defaults.shutdown_grace:g})",
     )
     logs.add_log_format_option(parser)
     tls.add_arguments(parser)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 
-from backup import limits, serving
+from backup import defaults, limits, serving
 from backup.errors import BackupError
 from backup.security import authz, tls
 from backup.security.roles import Role
@@ -32,10 +32,10 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["PolicyService"].full_name
 
 @dataclass
 class ServerConfig:
-    listen: str = "127.0.0.1:50051"
+    listen: str = defaults.SERVER_ADDRESS
     db: Path = Path("backup-server.db")
-    agent_deadline: float = 5.0
-    max_in_flight: int = 10_000
+    agent_deadline: float = defaults.AGENT_DEADLINE_SECONDS
+    max_in_flight: int = defaults.MAX_IN_FLIGHT
     shutdown_grace: float = 5.0
     log_format: str = "text"
     tls: TlsFiles | None = None

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 
-from backup import validation
+from backup import defaults, validation
 from backup.errors import FailedPrecondition
 from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
@@ -30,7 +30,7 @@ class Control:
         storage: Storage,
         transport: AgentTransport,
         deadline: float,
-        max_in_flight: int = 10_000,
+        max_in_flight: int = defaults.MAX_IN_FLIGHT,
         running: RunningSessions | None = None,
     ) -> None:
         self._storage = storage

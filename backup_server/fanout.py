@@ -21,7 +21,8 @@ from .sessions import LiveSession
 
 log = logging.getLogger("backup_server.fanout")
 
-# Codes that mean the command never reached the agent: DESIGN.md, "Delivery classification".
+# Codes that mean the command never reached the agent (no answer, or none in time): such a
+# computer is "not received", and a retry may help; any other code is an answer, "rejected".
 # The server never cancels a call on the wire (a stop cancels only queued commands), so a
 # CANCELLED is one it did not ask for: grpc-core on an overloaded agent drops calls past
 # its pending limit with it before any handler runs, and proxies do the same.

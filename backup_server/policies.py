@@ -29,6 +29,7 @@ MUTABLE_POLICY_FIELDS = (
     "throttle_bytes_per_second",
     "exclude_patterns",
 )
+MUTABLE_GROUP_FIELDS = ("name", "kind", "computers")
 
 
 def check_references(policy: pb.BackupPolicy, groups: Mapping[str, pb.ProtectionGroup]) -> None:
@@ -46,7 +47,7 @@ def check_references(policy: pb.BackupPolicy, groups: Mapping[str, pb.Protection
             f"the policy reaches {len(targets)} computers with its groups; "
             f"the limit is {validation.COMPUTERS_MAX}",
         )
-    # API.md: a computer's name is unique within a policy, groups included, so that a
+    # A computer's name is unique within a policy, groups included, so that a
     # session's line for a name means one computer.
     addresses: dict[str, str] = {}
     for target in targets:
@@ -84,6 +85,35 @@ class Policies:
         self, page_size: int, page_token: str
     ) -> tuple[list[pb.ProtectionGroup], str]:
         return await self._list(self._storage.list_groups, "groups", page_size, page_token)
+
+    async def update_group(
+        self, group: pb.ProtectionGroup, update_mask: field_mask_pb2.FieldMask
+    ) -> pb.ProtectionGroup:
+        validation.require_id("protection_group.id", group.id)
+        paths = _mutable_paths(update_mask.paths, MUTABLE_GROUP_FIELDS)
+        return await self._db.run(self._update_group, group, paths)
+
+    def _update_group(self, change: pb.ProtectionGroup, paths: Sequence[str]) -> pb.ProtectionGroup:
+        with self._storage.transaction():
+            group = self._storage.get_group(change.id)
+            field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+                change, group, replace_message_field=True, replace_repeated_field=True
+            )
+            validation.check_protection_group(group)
+            # A policy that uses the group must still hold: one computer per name, the limit.
+            for policy in self._storage.policies_using_group(group.id):
+                groups = self._storage.get_groups(policy.protection_group_ids)
+                groups[group.id] = group
+                try:
+                    check_references(policy, groups)
+                except (InvalidArgument, FailedPrecondition) as error:
+                    problem = error.message.removeprefix(f"{error.field}: ")
+                    raise FailedPrecondition(
+                        f"policy {policy.id!r} uses protection group {group.id!r} and would "
+                        f"break: {problem}"
+                    ) from None
+            self._storage.replace_group(group)
+            return group
 
     async def delete_group(self, group_id: str) -> None:
         validation.require_id("protection_group_id", group_id)
@@ -150,15 +180,16 @@ def _apply_change(
     return stored
 
 
-def _mutable_paths(paths: Sequence[str]) -> list[str]:
+def _mutable_paths(
+    paths: Sequence[str], mutable: Sequence[str] = MUTABLE_POLICY_FIELDS
+) -> list[str]:
     """AIP-134: empty or '*' means every mutable field; anything else must be one of them."""
     if not paths or list(paths) == ["*"]:
-        return list(MUTABLE_POLICY_FIELDS)
+        return list(mutable)
     for path in paths:
-        if path not in MUTABLE_POLICY_FIELDS:
+        if path not in mutable:
             raise InvalidArgument(
                 "update_mask",
-                f"{path[:80]!r} is not a field that can be updated "
-                f"({', '.join(MUTABLE_POLICY_FIELDS)})",
+                f"{path[:80]!r} is not a field that can be updated ({', '.join(mutable)})",
             )
     return list(paths)

@@ -1,5 +1,10 @@
-"""PolicyService over gRPC: each method decodes, calls the domain, encodes."""
+"""PolicyService over gRPC: each method decodes, calls the domain, encodes.
 
+Every call that changes something is logged with who asked (the operator certificate's
+name, or the API token), so that one operator's actions can be told from another's.
+"""
+
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +22,33 @@ from .queries import SessionQueries
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+log = logging.getLogger("backup_server.service")
+
+
+def caller(context: Context) -> str:
+    """Who made the call: the client certificate's CN, the token, or only the peer address."""
+    names = list(context.auth_context().get("x509_common_name", []))
+    if names:
+        return f"operator {names[0].decode(errors='replace')!r} (certificate)"
+    metadata = dict(context.invocation_metadata() or ())
+    if str(metadata.get("authorization", "")).startswith("Bearer "):
+        return f"the API token from {context.peer()}"
+    return f"{context.peer()} (no credential: development mode)"
+
+
+def _audit(context: Context, action: str, resource: str, session_id: str = "") -> None:
+    if not session_id:
+        log.info("%s %r requested by %s", action, resource, caller(context))
+        return
+    log.info(
+        "%s %r requested by %s for session %s",
+        action,
+        resource,
+        caller(context),
+        session_id,
+        extra={"session_id": session_id},
+    )
+
 
 class PolicyService(api_grpc.PolicyServiceServicer):
     def __init__(self, policies: Policies, control: Control, queries: SessionQueries) -> None:
@@ -28,9 +60,17 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def CreateProtectionGroup(
         self, request: api.CreateProtectionGroupRequest, context: Context
     ) -> pb.ProtectionGroup:
+        _audit(context, "create protection group", request.protection_group_id)
         return await self._policies.create_group(
             request.protection_group_id, request.protection_group
         )
+
+    @status.unary
+    async def UpdateProtectionGroup(
+        self, request: api.UpdateProtectionGroupRequest, context: Context
+    ) -> pb.ProtectionGroup:
+        _audit(context, "update protection group", request.protection_group.id)
+        return await self._policies.update_group(request.protection_group, request.update_mask)
 
     @status.unary
     async def GetProtectionGroup(
@@ -49,6 +89,7 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def DeleteProtectionGroup(
         self, request: api.DeleteProtectionGroupRequest, context: Context
     ) -> empty_pb2.Empty:
+        _audit(context, "delete protection group", request.protection_group_id)
         await self._policies.delete_group(request.protection_group_id)
         return empty_pb2.Empty()
 
@@ -56,6 +97,7 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def CreatePolicy(
         self, request: api.CreatePolicyRequest, context: Context
     ) -> pb.BackupPolicy:
+        _audit(context, "create policy", request.policy_id)
         return await self._policies.create_policy(request.policy_id, request.policy)
 
     @status.unary
@@ -73,12 +115,14 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def UpdatePolicy(
         self, request: api.UpdatePolicyRequest, context: Context
     ) -> pb.BackupPolicy:
+        _audit(context, "update policy", request.policy.id)
         return await self._policies.update_policy(request.policy, request.update_mask)
 
     @status.unary
     async def DeletePolicy(
         self, request: api.DeletePolicyRequest, context: Context
     ) -> empty_pb2.Empty:
+        _audit(context, "delete policy", request.policy_id)
         await self._policies.delete_policy(request.policy_id)
         return empty_pb2.Empty()
 
@@ -86,12 +130,14 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def StartPolicy(
         self, request: api.StartPolicyRequest, context: Context
     ) -> pb.PolicySession:
+        _audit(context, "start policy", request.policy_id, request.session_id)
         return await self._control.start_policy(request.policy_id, request.session_id)
 
     @status.unary
     async def StopPolicy(
         self, request: api.StopPolicyRequest, context: Context
     ) -> pb.PolicySession:
+        _audit(context, "stop policy", request.policy_id, request.session_id)
         return await self._control.stop_policy(request.policy_id, request.session_id)
 
     @status.unary

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from backup import limits
+from backup import defaults, limits
 from backup.errors import FailedPrecondition
 from backup.security.tls import explain_handshake_failure
 from backup.serving import CLIENT_OPTIONS
@@ -69,7 +69,7 @@ class GrpcAgentTransport(AgentTransport):
 
     def __init__(
         self,
-        deadline: float = 5.0,
+        deadline: float = defaults.AGENT_DEADLINE_SECONDS,
         max_channels: int = 20_000,
         close_grace: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make demo: a backup server, three agents and one computer that is down, all on
-# loopback, driven with backupctl exactly as an operator would type it.
+# loopback, driven with backupctl exactly as an operator would type it: a backup that
+# ends with restore points, a stop of running jobs, a restore compared with the original
+# by cmp, and a verify.
 #
 # Every process listens on port 0 and says where it landed, so no port is assumed free.
 # The commands need backup-server, backup-agent and backupctl on PATH (make demo sees to it).
@@ -68,10 +70,24 @@ read -r DOWN_PORT <&"${HOLD[0]}"
 DOWN=127.0.0.1:$DOWN_PORT
 echo "server $BACKUP_SERVER; agents alpha ${AGENT[alpha]}, bravo ${AGENT[bravo]}, charlie ${AGENT[charlie]}; dc-down $DOWN (nothing listens)"
 
-# Something to back up: 2 MiB, read at 256 KiB/s so the jobs are still running at the stop.
-mkdir -p "$WORK/data/reports"
-head -c 2097152 /dev/urandom >"$WORK/data/reports/q3.bin"
+# Something to back up: a small tree for the nightly policy, and 2 MiB read at 256 KiB/s
+# for the archive policy, so that its jobs are still running when it is stopped.
+mkdir -p "$WORK/data/reports" "$WORK/archive"
+head -c 262144 /dev/urandom >"$WORK/data/reports/q3.bin"
 echo "quarterly figures" >"$WORK/data/reports/q3.txt"
+head -c 2097152 /dev/urandom >"$WORK/archive/scans.bin"
+
+# Waits until the agent at ADDRESS has no running job of POLICY, then prints its last job's state.
+wait_job() {
+  local address=$1 policy=$2 state=""
+  for _ in $(seq 300); do
+    state=$(backupctl jobs "$address" --policy "$policy" -o json |
+      python3 -c 'import json, sys; jobs = json.load(sys.stdin)["jobs"]; print(jobs[0]["state"] if jobs else "")')
+    [[ -n $state && $state != JOB_STATE_RUNNING ]] && break
+    sleep 0.1
+  done
+  echo "$state"
+}
 
 say "Charlie's agent is installed and driven locally: a pre-installed-agents group"
 run backupctl group create branch-office --name "Branch office" --kind preinstalled-agents \
@@ -80,25 +96,47 @@ run backupctl group create branch-office --name "Branch office" --kind preinstal
 say "A policy over alpha, bravo, the down computer and the branch office"
 run backupctl policy create nightly --name Nightly \
   --computer "alpha=${AGENT[alpha]}" --computer "bravo=${AGENT[bravo]}" --computer "dc-down=$DOWN" \
-  --group branch-office --source "$WORK/data" --repository "$WORK/repository" --throttle 256KiB
+  --group branch-office --source "$WORK/data" --repository "$WORK/repository"
 
 say "Start it: alpha and bravo receive it, dc-down does not, charlie is skipped"
 status=0
 run backupctl start nightly || status=$?
 echo "exit code $status (3: not every targeted computer received the start)"
 
+say "Each job runs on its computer and ends with a restore point"
+wait_job "${AGENT[alpha]}" nightly >/dev/null
+wait_job "${AGENT[bravo]}" nightly >/dev/null
 run backupctl jobs "${AGENT[alpha]}"
+run backupctl jobs "${AGENT[bravo]}"
+# OUTCOMES: once the server follows jobs (the outcomes work), show each computer's job
+# result here, as the server recorded it: `backupctl start nightly --wait`, then
+# `backupctl session ID` with the job state and restore point of every computer.
 
-say "Stop it: the running jobs are cancelled"
+say "A slower policy, stopped while its jobs run"
+run backupctl policy create archive --name Archive \
+  --computer "alpha=${AGENT[alpha]}" --computer "bravo=${AGENT[bravo]}" \
+  --source "$WORK/archive" --repository "$WORK/repository" --throttle 256KiB
+run backupctl start archive
 status=0
-run backupctl stop nightly || status=$?
-echo "exit code $status"
+run backupctl stop archive || status=$?
+echo "exit code $status (0: every targeted computer received the stop)"
+echo "archive job on alpha: $(wait_job "${AGENT[alpha]}" archive)"
 
-say "That stop session, as the server recorded it"
-SESSION=$(backupctl sessions nightly --limit 1 -o json |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["sessions"][0]["id"])')
-run backupctl session "$SESSION"
-run backupctl sessions nightly
+say "Every session, as the server recorded it"
+run backupctl sessions
+
+say "Restore alpha's file from its restore point, and compare it with the original"
+POINT=$(backupctl jobs "${AGENT[alpha]}" --policy nightly -o json |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["jobs"][0]["restorePointId"])')
+run backup-agent points --data-dir "$WORK/agents/alpha"
+run backup-agent ls "$POINT" --data-dir "$WORK/agents/alpha"
+run backup-agent restore "$POINT" --to "$WORK/restored" --data-dir "$WORK/agents/alpha"
+RESTORED="$WORK/restored$WORK/data/reports/q3.bin"
+run cmp "$WORK/data/reports/q3.bin" "$RESTORED"
+echo "identical: the restored q3.bin is byte for byte the original"
+
+say "Verify: re-read every chunk alpha's restore points need"
+run backup-agent verify --data-dir "$WORK/agents/alpha"
 
 say "The server logged each computer that did not receive a command"
 grep 'not received' "$WORK/server.log"

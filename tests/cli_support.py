@@ -9,11 +9,20 @@ from pathlib import Path
 
 BACKUPCTL = str(Path(sys.executable).with_name("backupctl"))
 BIN = str(Path(sys.executable).parent)
+# A path that never exists (not /dev/null: a stray shell redirect on a shared machine can
+# leave a regular file there for a while).
+NO_CONFIG = "/nonexistent/backupctl-tests/config.yaml"
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
     """This run's environment without the BACKUP_* settings of whoever runs the tests."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BACKUP_")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("BACKUP_", "BACKUPCTL_"))
+    }
+    # No config file of whoever runs the tests: a test that wants contexts gives its own.
+    env["BACKUPCTL_CONFIG"] = NO_CONFIG
     return {**env, "PATH": f"{BIN}:{os.environ['PATH']}", "COLUMNS": "250", **extra}
 
 

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from agent_stub.app import AgentConfig, AgentServer
+from agent_stub.store import read_policy
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import resources_pb2 as pb
 
@@ -257,7 +258,7 @@ async def test_jobs_and_policies_survive_a_restart(
     try:
         listed = await agent_control(again.address).ListJobs(agent_api.ListJobsRequest())
         assert list(listed.jobs) == [before]
-        assert again.jobs._store.load_policy("nightly") is not None
+        assert read_policy(again.jobs._store.data_dir, "nightly") is not None
     finally:
         await again.stop()
 

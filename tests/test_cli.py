@@ -195,7 +195,7 @@ async def test_sessions_session_and_jobs(
 
     shown = await backupctl(server.address, "session", first["id"])
     assert shown.returncode == 0 and f"session {first['id']}" in shown.stdout
-    assert "start nightly: SUCCESS - 1 computers: 1 received" in shown.stdout
+    assert "start nightly: SUCCESS - 1 computer: 1 received" in shown.stdout
     watched = await backupctl(server.address, "session", first["id"], "--watch", "-o", "json")
     assert (
         watched.returncode == 0 and json.loads(watched.stdout)["state"] == "SESSION_STATE_SUCCESS"

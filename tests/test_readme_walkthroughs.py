@@ -43,17 +43,18 @@ class Step:
 
 SECTIONS = {
     "backupctl: the operator's command line": [
-        Step("backupctl group create lab", prints=("created protection group lab",)),
-        Step("backupctl policy create nightly", prints=("created policy nightly",)),
-        Step("backupctl policy update nightly", prints=("14 restore points", "20971520 bytes/s")),
+        Step("backupctl group create desks", prints=("created protection group desks",)),
+        Step("backupctl policy create daily", prints=("created policy daily",)),
+        Step("backupctl policy update daily", prints=("14 restore points", "20971520 bytes/s")),
+        Step("backupctl group update desks", prints=("updated protection group desks", "ws2")),
         Step(
-            "backupctl start nightly",
+            "backupctl start daily",
             3,
-            ("start nightly: WARNING - 3 computers: 2 received, 1 not received",),
+            ("start daily: WARNING - 3 computers: 2 received, 1 not received",),
         ),
-        Step("backupctl stop nightly -o json", 3, ('"action": "SESSION_ACTION_STOP"',)),
-        Step("backupctl sessions nightly", prints=("stop", "start")),
-        Step("backupctl jobs 127.0.0.1:50061", prints=("nightly",)),
+        Step("backupctl stop daily -o json", 3, ('"action": "SESSION_ACTION_STOP"',)),
+        Step("backupctl sessions daily", prints=("stop", "start")),
+        Step("backupctl jobs 127.0.0.1:50061", prints=("daily",)),
     ],
     "grpcurl walkthrough": [
         Step(" list", prints=("backup.v1.PolicyService", "grpc.health.v1.Health")),
@@ -96,7 +97,7 @@ SECURE_SETUP = [
     ),
     Step("export BACKUP_SERVER="),
     Step("backupctl policy create nightly", prints=("created policy nightly",)),
-    Step("backupctl start nightly", prints=("start nightly: SUCCESS - 1 computers: 1 received",)),
+    Step("backupctl start nightly", prints=("start nightly: SUCCESS - 1 computer: 1 received",)),
     Step("backupctl start stray", 3, ("rejected", "outside the paths this agent allows")),
     Step("-cert pki/operator.pem", prints=('"id": "nightly"', '"id": "stray"')),
     Step("backupctl jobs web-1", 1, ("backupctl: PERMISSION_DENIED: permission denied: ",)),
@@ -235,6 +236,31 @@ async def test_readme_walkthrough_runs_as_written(
             "ws2": "DELIVERY_RECEIVED",
             "ws3": "DELIVERY_NOT_RECEIVED",
         }
+
+
+async def test_backupctl_walkthrough_runs_after_the_grpcurl_one(
+    server: BackupServer,
+    start_agent,  # type: ignore[no-untyped-def]
+    closed_address: str,
+    tmp_path: Path,
+) -> None:
+    """A reader who follows the grpcurl walkthrough, then the backupctl one, on the same
+    server and database, hits no ALREADY_EXISTS: each uses its own ids."""
+    ws1: AgentServer = await start_agent("ws1")
+    ws2: AgentServer = await start_agent("ws2")
+    walkthrough = tmp_path / "walkthrough"
+    (walkthrough / "data").mkdir(parents=True)
+    (walkthrough / "data" / "hello.txt").write_text("hello\n")
+    live = {
+        "127.0.0.1:50051": server.address,
+        "127.0.0.1:50061": ws1.address,
+        "127.0.0.1:50062": ws2.address,
+        "127.0.0.1:50069": closed_address,
+        "/tmp/walkthrough": str(walkthrough),
+    }
+    shell = Shell(clean_environment(BACKUP_SERVER=server.address), tmp_path)
+    for section in ("grpcurl walkthrough", "backupctl: the operator's command line"):
+        await run_section(section, SECTIONS[section], shell, live)
 
 
 async def test_secure_setup(tmp_path: Path) -> None:

@@ -85,6 +85,19 @@ class SqliteFile:
         )
         return [pb.ProtectionGroup.FromString(row["body"]) for row in rows]
 
+    def replace_group(self, group: pb.ProtectionGroup) -> None:
+        self.db.table("protection_groups").update(
+            group.id, {"name": group.name, "kind": group.kind, "body": group.SerializeToString()}
+        )
+
+    def policies_using_group(self, group_id: str) -> list[pb.BackupPolicy]:
+        rows = self.db.query(
+            "select p.body from policies p join policy_groups g on g.policy_id = p.id"
+            " where g.group_id = ? order by p.id",
+            [group_id],
+        )
+        return [pb.BackupPolicy.FromString(row["body"]) for row in rows]
+
     def delete_group(self, group_id: str) -> None:
         with self.db.atomic():
             self.get_group(group_id)

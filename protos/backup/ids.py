@@ -8,6 +8,10 @@ thing, not a moment. A client may always choose its own id instead (AIP-133).
 
 import secrets
 import time
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def _timed(prefix: str) -> str:
@@ -32,3 +36,9 @@ def new_point_id() -> str:
 def new_resource_id(prefix: str) -> str:
     """A fresh id for a policy or protection group (`policy-xxxxxxxxxxxx`)."""
     return f"{prefix}-{secrets.token_hex(6)}"
+
+
+def newest_first(items: Iterable[T], moment: Callable[[T], tuple[int, str]]) -> list[T]:
+    """`items` newest first by `moment` (nanoseconds, id); equal instants by id, descending,
+    so two listings of the same things always come in the same order."""
+    return sorted(items, key=moment, reverse=True)

@@ -2,12 +2,12 @@
 
 import click
 
+from backup.ids import new_session_id
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
-from backup.ids import new_session_id
 
-from . import client, follow, render
+from . import calls, client, follow, render
 from .root import agent_address, cli, complete_ids, connection_options, examples, settings
 
 EXIT_INTERRUPTED = 130
@@ -46,10 +46,7 @@ def _run(policy_id: str, action: pb.SessionAction) -> None:
 
 
 def _show_session(session: pb.PolicySession) -> None:
-    if settings().json:
-        render.emit_json(session)
-    else:
-        render.show_session(session)
+    calls.show(session, lambda: render.show_session(session, wide=settings().wide))
 
 
 POLICY = click.argument("policy_id", metavar="POLICY", shell_complete=complete_ids("policy"))
@@ -115,25 +112,13 @@ def stop(policy_id: str) -> None:
 @connection_options(default=False)
 def sessions(policy_id: str, limit: int) -> None:
     """List sessions, newest first (of POLICY, or of every policy)."""
-    options = settings()
-    found: list[pb.PolicySession] = []
-    token = ""
-    with client.backup_server(options) as stub:
-        while len(found) < limit:
-            reply = stub.ListSessions(
-                api.ListSessionsRequest(
-                    policy_id=policy_id, page_size=limit - len(found), page_token=token
-                ),
-                timeout=options.timeout,
-            )
-            found.extend(reply.sessions)
-            token = reply.next_page_token
-            if not token:
-                break
-    if options.json:
-        render.emit_json(api.ListSessionsResponse(sessions=found))
-    else:
-        render.console().print(render.sessions_table(found))
+    found = calls.every_page(
+        "ListSessions", api.ListSessionsRequest(policy_id=policy_id), "sessions", limit
+    )
+    calls.show(
+        api.ListSessionsResponse(sessions=found),
+        lambda: render.console().print(render.sessions_table(found, wide=settings().wide)),
+    )
 
 
 @cli.command(
@@ -151,14 +136,10 @@ def sessions(policy_id: str, limit: int) -> None:
 @connection_options(default=False)
 def session(session_id: str, watch: bool) -> None:
     """Show a session: each computer's delivery, statistics, warnings."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        if not watch:
-            found = stub.GetSession(
-                api.GetSessionRequest(session_id=session_id), timeout=options.timeout
-            )
-            _show_session(found)
-            return
+    if not watch:
+        _show_session(calls.ask("GetSession", api.GetSessionRequest(session_id=session_id)))
+        return
+    with client.backup_server(settings()) as stub:
         with follow.ProgressBar(f"session {session_id}") as bar:
             last = follow.watch(stub, session_id, bar.update)
     if last is None:  # only a watch that may wait for a call returns None
@@ -188,12 +169,7 @@ def jobs(address: str, policy_id: str) -> None:
     Whoever holds the server's certificate may give it: --tls-cert and --tls-key. The API
     token is never sent to an agent.
     """
-    options = settings()
-    with client.agent(address, options) as stub:
-        reply = stub.ListJobs(
-            agent_api.ListJobsRequest(policy_id=policy_id), timeout=options.timeout
-        )
-    if options.json:
-        render.emit_json(reply)
-    else:
-        render.console().print(render.jobs_table(list(reply.jobs)))
+    reply = calls.ask_agent(address, "ListJobs", agent_api.ListJobsRequest(policy_id=policy_id))
+    calls.show(
+        reply, lambda: render.console().print(render.jobs_table(list(reply.jobs), settings().wide))
+    )

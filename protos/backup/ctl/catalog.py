@@ -1,4 +1,4 @@
-"""`backupctl group ...` and `backupctl policy ...`: create, list, show, update, delete."""
+"""`backupctl policy ...`: create, list, show, update, delete; the helpers `group` shares."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +12,8 @@ from rich.table import Table
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
-from . import client, inputs, render
-from .root import Backupctl, cli, complete_ids, connection_options, examples, settings
+from . import calls, inputs, render
+from .root import Backupctl, cli, complete_ids, connection_options, examples
 
 F = TypeVar("F", bound=Callable[..., Any])
 KINDS = {
@@ -23,7 +23,7 @@ KINDS = {
 FILE_HELP = "The resource as YAML or JSON (the proto's JSON form); flags given override it."
 
 
-def _from_input(message: inputs.Resource, file: Path | None, fields: dict[str, Any]) -> list[str]:
+def from_input(message: inputs.Resource, file: Path | None, fields: dict[str, Any]) -> list[str]:
     """Fills `message` from the file, then the flags given; returns the fields set."""
     given: list[str] = []
     if file is not None:
@@ -44,43 +44,25 @@ def _from_input(message: inputs.Resource, file: Path | None, fields: dict[str, A
     return given
 
 
-def _list_every(
+def list_every(
     method: str,
-    request_type: Callable[..., Message],
+    request: Message,
     response_type: Callable[..., Message],
     field: str,
     table: Callable[[list[Any]], Table],
 ) -> None:
     """Every page of a List method, shown as one response or one table."""
-    options = settings()
-    items: list[Any] = []
-    token = ""
-    with client.backup_server(options) as stub:
-        while True:
-            reply = getattr(stub, method)(request_type(page_token=token), timeout=options.timeout)
-            items.extend(getattr(reply, field))
-            token = reply.next_page_token
-            if not token:
-                break
-    _show(response_type(**{field: items}), lambda: render.console().print(table(items)))
+    items = calls.every_page(method, request, field)
+    calls.show(response_type(**{field: items}), lambda: render.console().print(table(items)))
 
 
-def _show(message: Message, show_text: Callable[[], None], note: str = "") -> None:
-    if settings().json:
-        render.emit_json(message)
-        return
-    if note:
-        render.console().print(note)
-    show_text()
-
-
-def _file_option(command: F) -> F:
+def file_option(command: F) -> F:
     return click.option(
         "-f", "--file", "file", type=click.Path(path_type=Path, dir_okay=False), help=FILE_HELP
     )(command)
 
 
-def _computer_option(command: F) -> F:
+def computer_option(command: F) -> F:
     return click.option(
         "--computer",
         "computers",
@@ -89,103 +71,6 @@ def _computer_option(command: F) -> F:
         metavar="NAME=HOST:PORT",
         help="A computer and its agent's address (repeat the flag).",
     )(command)
-
-
-@cli.group(cls=Backupctl)
-def group() -> None:
-    """Protection groups: named sets of computers for policies."""
-
-
-GROUP_ID = click.argument("group_id", metavar="ID", shell_complete=complete_ids("group"))
-
-
-@group.command(
-    "create",
-    epilog=examples(
-        "backupctl group create lab --name 'Lab machines' \\",
-        "    --computer ws1=10.0.0.11:50061 --computer ws2=10.0.0.12:50061",
-        "backupctl group create laptops --name Laptops --kind preinstalled-agents \\",
-        "    --computer alice=10.0.1.7:50061",
-        "backupctl group create -f lab.yaml",
-    ),
-)
-@click.argument("group_id", metavar="[ID]", required=False, default="")
-@click.option("--name", help="Display name.")
-@click.option(
-    "--kind",
-    type=click.Choice(list(KINDS)),
-    help="manual (default), or preinstalled-agents: driven locally, skipped by start and stop.",
-)
-@_computer_option
-@_file_option
-@connection_options(default=False)
-def group_create(
-    group_id: str,
-    name: str | None,
-    kind: str | None,
-    computers: list[pb.Computer],
-    file: Path | None,
-) -> None:
-    """Create a protection group (ID: 1-63 of a-z, 0-9, '-'; generated when omitted)."""
-    protection_group = pb.ProtectionGroup()
-    _from_input(
-        protection_group,
-        file,
-        {"name": name, "kind": KINDS[kind] if kind else None, "computers": computers},
-    )
-    if protection_group.kind == pb.PROTECTION_GROUP_KIND_UNSPECIFIED:
-        protection_group.kind = pb.PROTECTION_GROUP_KIND_MANUAL
-    options = settings()
-    with client.backup_server(options) as stub:
-        created = stub.CreateProtectionGroup(
-            api.CreateProtectionGroupRequest(
-                protection_group_id=group_id or protection_group.id,
-                protection_group=protection_group,
-            ),
-            timeout=options.timeout,
-        )
-    _show(created, lambda: render.show_group(created), f"created protection group {created.id}")
-
-
-@group.command("list", epilog=examples("backupctl group list", "backupctl group list -o json"))
-@connection_options(default=False)
-def group_list() -> None:
-    """List every protection group."""
-    _list_every(
-        "ListProtectionGroups",
-        api.ListProtectionGroupsRequest,
-        api.ListProtectionGroupsResponse,
-        "protection_groups",
-        render.groups_table,
-    )
-
-
-@group.command(
-    "show", epilog=examples("backupctl group show lab", "backupctl group show lab -o json")
-)
-@GROUP_ID
-@connection_options(default=False)
-def group_show(group_id: str) -> None:
-    """Show a protection group and its computers."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        found = stub.GetProtectionGroup(
-            api.GetProtectionGroupRequest(protection_group_id=group_id), timeout=options.timeout
-        )
-    _show(found, lambda: render.show_group(found))
-
-
-@group.command("delete", epilog=examples("backupctl group delete lab"))
-@GROUP_ID
-@connection_options(default=False)
-def group_delete(group_id: str) -> None:
-    """Delete a protection group (refused while a policy uses it)."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        reply = stub.DeleteProtectionGroup(
-            api.DeleteProtectionGroupRequest(protection_group_id=group_id), timeout=options.timeout
-        )
-    _show(reply, lambda: None, f"deleted protection group {group_id}")
 
 
 @cli.group(cls=Backupctl)
@@ -205,7 +90,7 @@ def _policy_options(command: F) -> F:
         (
             click.option("--name", help="Display name."),
             click.option("--description", help="Free text."),
-            _computer_option,
+            computer_option,
             click.option(
                 "--group",
                 "protection_group_ids",
@@ -247,7 +132,7 @@ def _policy_options(command: F) -> F:
                 metavar="BYTES",
                 help="Read limit per second, e.g. 10MiB (0: none).",
             ),
-            _file_option,
+            file_option,
         )
     ):
         command = option(command)
@@ -269,23 +154,20 @@ def _policy_options(command: F) -> F:
 def policy_create(policy_id: str, file: Path | None, **fields: Any) -> None:
     """Create a policy (ID: 1-63 of a-z, 0-9, '-'; generated when omitted)."""
     new = pb.BackupPolicy()
-    _from_input(new, file, fields)
-    options = settings()
-    with client.backup_server(options) as stub:
-        created = stub.CreatePolicy(
-            api.CreatePolicyRequest(policy_id=policy_id or new.id, policy=new),
-            timeout=options.timeout,
-        )
-    _show(created, lambda: render.show_policy(created), f"created policy {created.id}")
+    from_input(new, file, fields)
+    created = calls.ask(
+        "CreatePolicy", api.CreatePolicyRequest(policy_id=policy_id or new.id, policy=new)
+    )
+    calls.show(created, lambda: render.show_policy(created), f"created policy {created.id}")
 
 
 @policy.command("list", epilog=examples("backupctl policy list", "backupctl policy list -o json"))
 @connection_options(default=False)
 def policy_list() -> None:
     """List every policy."""
-    _list_every(
+    list_every(
         "ListPolicies",
-        api.ListPoliciesRequest,
+        api.ListPoliciesRequest(),
         api.ListPoliciesResponse,
         "policies",
         render.policies_table,
@@ -297,10 +179,8 @@ def policy_list() -> None:
 @connection_options(default=False)
 def policy_show(policy_id: str) -> None:
     """Show a policy."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        found = stub.GetPolicy(api.GetPolicyRequest(policy_id=policy_id), timeout=options.timeout)
-    _show(found, lambda: render.show_policy(found))
+    found = calls.ask("GetPolicy", api.GetPolicyRequest(policy_id=policy_id))
+    calls.show(found, lambda: render.show_policy(found))
 
 
 @policy.command(
@@ -320,19 +200,15 @@ def policy_update(policy_id: str, file: Path | None, **fields: Any) -> None:
     A repeated flag (--computer, --group, --source) replaces the whole list.
     """
     change = pb.BackupPolicy()
-    paths = [path for path in _from_input(change, file, fields) if path != "id"]
+    paths = [path for path in from_input(change, file, fields) if path != "id"]
     if not paths:
         raise click.UsageError("nothing to change: give a flag such as --description, or -f FILE")
     change.id = policy_id
-    options = settings()
-    with client.backup_server(options) as stub:
-        updated = stub.UpdatePolicy(
-            api.UpdatePolicyRequest(
-                policy=change, update_mask=field_mask_pb2.FieldMask(paths=paths)
-            ),
-            timeout=options.timeout,
-        )
-    _show(updated, lambda: render.show_policy(updated), f"updated policy {updated.id}")
+    updated = calls.ask(
+        "UpdatePolicy",
+        api.UpdatePolicyRequest(policy=change, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+    )
+    calls.show(updated, lambda: render.show_policy(updated), f"updated policy {updated.id}")
 
 
 @policy.command("delete", epilog=examples("backupctl policy delete nightly"))
@@ -340,9 +216,5 @@ def policy_update(policy_id: str, file: Path | None, **fields: Any) -> None:
 @connection_options(default=False)
 def policy_delete(policy_id: str) -> None:
     """Delete a policy (its sessions stay listed)."""
-    options = settings()
-    with client.backup_server(options) as stub:
-        reply = stub.DeletePolicy(
-            api.DeletePolicyRequest(policy_id=policy_id), timeout=options.timeout
-        )
-    _show(reply, lambda: None, f"deleted policy {policy_id}")
+    reply = calls.ask("DeletePolicy", api.DeletePolicyRequest(policy_id=policy_id))
+    calls.show(reply, lambda: None, f"deleted policy {policy_id}")

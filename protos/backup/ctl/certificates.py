@@ -1,4 +1,5 @@
-"""`backupctl certs init` and `backupctl certs issue-agent`: the private CA and its certificates.
+"""`backupctl certs init`, `issue-agent`, `issue-operator`, `renew`: the private CA and its
+certificates.
 
 Nothing here talks to a server: the files are made on the machine that runs the command,
 by backup.ctl.pki.
@@ -48,13 +49,16 @@ def _show(issued: Issued, what: str) -> None:
     epilog=examples(
         "backupctl certs init --dir pki --server-address backup.example.net:50051",
         "backupctl certs issue-agent web-1 --address web-1.example.net:50061 --dir pki",
+        "backupctl certs issue-operator ann --dir pki",
+        "backupctl certs renew pki/server.pem --dir pki",
     ),
 )
 def certs() -> None:
     """Certificates for mutual TLS: a private CA, and the server's, operators' and agents'.
 
     Run these on a trusted machine, which keeps ca.key (offline if you can). Keys are
-    written 0600, the directory 0700, and nothing is ever overwritten. Each certificate
+    written 0600, the directory 0700, and never overwritten; only `renew` replaces a
+    certificate (keeping the previous one). Each certificate
     carries its role (backup-server, backup-agent, backup-operator), so that one role
     cannot act as another.
     """
@@ -112,3 +116,49 @@ def certs_issue_agent(name: str, address: str, directory: Path) -> None:
     """
     issued = _made(lambda: pki.issue_agent(directory, name, address))
     _show(issued, f"the agent {name}, for the host {pki.host_of(address)}; copy both to it only")
+
+
+@certs.command(
+    "issue-operator",
+    epilog=examples(
+        "backupctl certs issue-operator ann --dir pki",
+        "backupctl --tls-ca pki/ca.pem --tls-cert pki/operators/ann.pem \\",
+        "    --tls-key pki/operators/ann.key policy list",
+    ),
+)
+@click.argument("name", metavar="NAME")
+@DIRECTORY
+def certs_issue_operator(name: str, directory: Path) -> None:
+    """Issue the operator NAME a certificate of their own, with DIR's CA.
+
+    Writes DIR/operators/NAME.pem and NAME.key. The server logs each call with the
+    caller's name (the certificate's CN), so access can be told apart; give each person
+    their own, rather than sharing operator.pem.
+    """
+    issued = _made(lambda: pki.issue_operator(directory, name))
+    _show(issued, f"the operator {name}; give both to {name} alone (--tls-cert, --tls-key)")
+
+
+@certs.command(
+    "renew",
+    epilog=examples(
+        "backupctl certs renew pki/server.pem --dir pki",
+        "backupctl certs renew pki/agents/web-1.pem --dir pki",
+        "backupctl certs renew pki/ca.pem --dir pki",
+    ),
+)
+@click.argument("cert", metavar="CERT", type=click.Path(dir_okay=False, path_type=Path))
+@DIRECTORY
+def certs_renew(cert: Path, directory: Path) -> None:
+    """Issue CERT again before it expires: same names, role and key, valid from now.
+
+    CERT is any certificate DIR's CA issued (the CA's own too). Its key file is not
+    touched, so only CERT has to be copied again to where it is used (then restart or
+    reload that process); the old certificate is kept as CERT.previous.
+    """
+    renewed = _made(lambda: pki.renew(directory, cert))
+    click.echo(
+        f"renewed {renewed.cert}: valid until {renewed.valid_until:%Y-%m-%d %H:%M %Z} "
+        f"(was {renewed.was_valid_until:%Y-%m-%d %H:%M %Z}); the previous one is "
+        f"{renewed.previous}, the key is unchanged"
+    )

@@ -3,23 +3,29 @@
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 import grpc
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from backup.v1 import agent_control_pb2_grpc as agent_grpc
-from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup.security.roles import Role, role_of
+from backup import defaults, validation
+from backup.ctl.contexts import Config, ConfigError
 from backup.ctl.credentials import OperatorCredentials
+from backup.errors import InvalidArgument
+from backup.security.roles import Role, role_of
 from backup.security.tls import handshake_failure
 from backup.serving import CLIENT_OPTIONS
+from backup.v1 import agent_control_pb2_grpc as agent_grpc
+from backup.v1 import policy_service_pb2_grpc as api_grpc
 
-DEFAULT_SERVER = "127.0.0.1:50051"
-OUTPUTS = ("text", "json")
+DEFAULT_SERVER = defaults.SERVER_ADDRESS
+AGENT_SERVICE = "backup.v1.AgentControl"
+PROBE_SECONDS = 2.0
+OUTPUTS = ("text", "wide", "json", "yaml")
 LOCAL_SOCKET = "unix:"
 
 
@@ -41,10 +47,44 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     token_file: Path | None = None
+    context: str | None = None
+    # The settings given by a flag or a BACKUP_* variable: a context does not override them.
+    given: set[str] = field(default_factory=set)
+    resolved: bool = False
+
+    def resolve(self) -> "Settings":
+        """Fills what was not given from the context (--context, else the current one)."""
+        if self.resolved:
+            return self
+        self.resolved = True
+        try:
+            config = Config.load()
+            name = self.context or config.current
+            values = config.context(name) if name else {}
+        except ConfigError as error:
+            raise Failure(str(error)) from None
+        for key, value in values.items():
+            attribute = key.replace("-", "_")
+            if attribute in self.given:
+                continue
+            if attribute == "server":
+                try:
+                    validation.check_address(f"context {name} server", value)
+                except InvalidArgument as error:
+                    raise Failure(f"{config.path}: {error.problem}") from None
+                self.server = value
+            else:
+                setattr(self, attribute, Path(value))
+        return self
 
     @property
     def json(self) -> bool:
         return self.output == "json"
+
+    @property
+    def wide(self) -> bool:
+        """-o wide: tables show every column in full."""
+        return self.output == "wide"
 
     def credentials(self) -> OperatorCredentials:
         """What every call to the server presents; a half pair or a bad token file fails."""
@@ -173,7 +213,25 @@ def backup_server(settings: Settings) -> Iterator[api_grpc.PolicyServiceStub]:
     """A PolicyService stub for the call(s) of one command; errors become one line."""
     peer = Peer(f"the backup server at {settings.server}", "server", settings.credentials())
     with peer.credentials.blocking_channel(settings.server) as channel, _one_line(peer):
-        yield api_grpc.PolicyServiceStub(channel)
+        try:
+            yield api_grpc.PolicyServiceStub(channel)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED and _is_agent(channel):
+                raise Failure(
+                    f"{settings.server} is a backup agent (it serves AgentControl), not the "
+                    f"backup server: give --server the server's address (default {DEFAULT_SERVER})"
+                ) from None
+            raise
+
+
+def _is_agent(channel: grpc.Channel) -> bool:
+    """Whether the peer's health service knows the agent's service: a wrong --server."""
+    request = health_pb2.HealthCheckRequest(service=AGENT_SERVICE)
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(request, timeout=PROBE_SECONDS)
+    except grpc.RpcError:
+        return False
+    return True
 
 
 @contextmanager

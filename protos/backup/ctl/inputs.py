@@ -20,6 +20,9 @@ SIZE = re.compile(r"([0-9]+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 INT64_MAX = 2**63 - 1
 SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
+# Fields in bytes, which a file may give as on the flags (10MiB).
+SIZE_FIELDS = frozenset({"throttle_bytes_per_second"})
+
 Resource = TypeVar("Resource", pb.BackupPolicy, pb.ProtectionGroup)
 
 
@@ -38,10 +41,8 @@ def computers(
     return [computer(value) for value in values]
 
 
-def size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """Click callback: bytes, with an optional binary unit (512K, 10MiB, 1G)."""
-    if value is None:
-        return None
+def bytes_of(value: str) -> int:
+    """A number of bytes, with an optional binary unit (512K, 10MiB, 1G); BadParameter if not."""
     match = SIZE.fullmatch(value.strip())
     if match is None:
         raise click.BadParameter(f"expected a number of bytes such as 1048576 or 10MiB: {value!r}")
@@ -49,6 +50,11 @@ def size(ctx: click.Context, param: click.Parameter, value: str | None) -> int |
     if count > INT64_MAX:
         raise click.BadParameter(f"{value!r} is more bytes than the field holds (at most 2^63 - 1)")
     return count
+
+
+def size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """Click callback: bytes, with an optional binary unit (512K, 10MiB, 1G)."""
+    return None if value is None else bytes_of(value)
 
 
 def read_document(path: Path) -> dict[str, object]:
@@ -67,10 +73,29 @@ def read_document(path: Path) -> dict[str, object]:
     return data
 
 
+def _sizes_in_bytes(data: dict[str, object], message: Message, source: str) -> dict[str, object]:
+    """`throttleBytesPerSecond: 5MiB` as the flag takes it: the units' number of bytes."""
+    converted = dict(data)
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in SIZE_FIELDS:
+            continue
+        for key in (field.name, field.json_name):
+            value = converted.get(key)
+            if isinstance(value, str) and not value.strip().isdigit():
+                try:
+                    converted[key] = bytes_of(value)
+                except click.BadParameter as error:
+                    raise click.BadParameter(
+                        f"{source}: {key}: {error.message}", param_hint="-f"
+                    ) from None
+    return converted
+
+
 def parse(data: dict[str, object], message: Resource, source: str) -> Resource:
-    """The proto JSON form (lowerCamelCase or proto names) into `message`."""
+    """The proto JSON form (lowerCamelCase or proto names) into `message`; sizes may carry
+    a unit, as on the flags."""
     try:
-        json_format.ParseDict(data, message)
+        json_format.ParseDict(_sizes_in_bytes(data, message, source), message)
     except json_format.ParseError as error:
         raise click.BadParameter(f"{source}: {error}", param_hint="-f") from None
     return message

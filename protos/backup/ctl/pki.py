@@ -6,6 +6,7 @@ Layout of a certificate directory (what `backupctl certs init` and `issue-agent`
     DIR/server.pem, DIR/server.key        the backup server: SAN = its --server-address host
     DIR/operator.pem, DIR/operator.key    an operator's client certificate
     DIR/agents/NAME.pem, NAME.key         an agent: SAN = its address's host
+    DIR/operators/NAME.pem, NAME.key      an operator of their own (`issue-operator NAME`)
 
 The role travels in the certificate twice, so that one role cannot act as another:
 - the subject's organizational unit (OU) names it: `backup-server`, `backup-agent` or
@@ -15,7 +16,9 @@ The role travels in the certificate twice, so that one role cannot act as anothe
   agent's is serverAuth only (it can never be a client of anything), an operator's is
   clientAuth only (it can never pose as a server or an agent).
 
-Keys are EC P-256, written 0600 and never overwritten; certificates are 0644.
+Keys are EC P-256, written 0600 and never overwritten; certificates are 0644. `renew`
+issues a certificate again for the same key (the previous one kept as NAME.pem.previous),
+so only the certificate file has to be copied again.
 """
 
 import datetime
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -269,3 +273,67 @@ def issue_agent(directory: Path, name: str, address: str) -> Issued:
     _refuse_existing(cert_path, key_path)
     _private_dir(agents)
     return write_pair(cert_path, key_path, *sign(authority, Role.AGENT, name, [host]))
+
+
+def issue_operator(directory: Path, name: str) -> Issued:
+    """Issues DIR/operators/NAME.pem and .key: an operator's own certificate (CN=NAME), so
+    that the server's logs tell one operator from another."""
+    if not AGENT_NAME.fullmatch(name):
+        raise CertificateError(
+            f"{name[:80]!r} is not a usable operator name (letters, digits, '.', '_', '-')"
+        )
+    authority = load_authority(directory)
+    operators = directory / "operators"
+    cert_path, key_path = operators / f"{name}.pem", operators / f"{name}.key"
+    _refuse_existing(cert_path, key_path)
+    _private_dir(operators)
+    return write_pair(cert_path, key_path, *sign(authority, Role.OPERATOR, name, []))
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """A certificate issued again for the same key, names and role, with a new validity."""
+
+    cert: Path
+    previous: Path
+    was_valid_until: datetime.datetime
+    valid_until: datetime.datetime
+
+
+def renew(directory: Path, cert_path: Path) -> Renewed:
+    """Issues `cert_path` again with DIR's CA: the same subject, names, role and public key
+    (so its key file stays as it is), valid from now; the old one is kept as .previous."""
+    authority = load_authority(directory)
+    try:
+        old = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    except FileNotFoundError:
+        raise CertificateError(f"{cert_path} not found") from None
+    except ValueError:
+        raise CertificateError(f"{cert_path} is not a PEM certificate") from None
+    try:
+        # Every CA this tool makes has the same name: only the signature tells them apart.
+        old.verify_directly_issued_by(authority.certificate)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateError(f"{cert_path} was not issued by the CA in {directory}") from None
+    is_ca = old.public_key() == authority.key.public_key()
+    signing_key = authority.key
+    now = datetime.datetime.now(datetime.UTC)
+    days = CA_VALID_DAYS if is_ca else LEAF_VALID_DAYS
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(authority.certificate.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+    for extension in old.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    renewed = builder.sign(signing_key, hashes.SHA256())
+    previous = cert_path.with_name(cert_path.name + ".previous")
+    previous.write_bytes(cert_path.read_bytes())
+    staging = cert_path.with_name(f".{cert_path.name}.renewing")
+    _write_cert(staging, renewed)
+    os.replace(staging, cert_path)
+    return Renewed(cert_path, previous, old.not_valid_after_utc, renewed.not_valid_after_utc)

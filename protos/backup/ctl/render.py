@@ -1,15 +1,27 @@
-"""How backupctl shows things: rich tables for people, the proto's JSON form for scripts."""
+"""How backupctl shows things: rich tables for people, the proto's JSON form for scripts.
 
+Tables fit a 100-column terminal: ids, addresses and other names never wrap or get cut
+(`column(..., "id")`); only free text wraps, folding a word too long for its column
+rather than cutting it. `-o wide` adds the columns a glance does not need (latencies,
+job and session ids, every count). Sizes, durations and moments read as `backup.formats`
+writes them, the same in the agent's command line.
+"""
+
+import json
 import os
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import click
+import yaml
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from backup import formats
 from backup.v1 import resources_pb2 as pb
 
 DELIVERY_STYLE = {
@@ -28,6 +40,8 @@ STATE_STYLE = {
 }
 # Wide enough that a piped table keeps a detail on one line.
 PIPE_WIDTH = 200
+# -o json and -o yaml print the answer as one document; text and wide print tables.
+STRUCTURED = ("json", "yaml")
 
 
 def console(stderr: bool = False) -> Console:
@@ -39,13 +53,63 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=int(os.environ.get("COLUMNS", PIPE_WIDTH)))
 
 
+def table(*columns: tuple[str, str]) -> Table:
+    """A table of (header, kind) columns: kind "id" never wraps nor is cut, "number" is
+    right-aligned and never wraps, "text" wraps (folding, never cutting, a long word)."""
+    made = Table()
+    for header, kind in columns:
+        if kind == "text":
+            made.add_column(header, overflow="fold")
+        else:
+            made.add_column(header, no_wrap=True, justify="right" if kind == "number" else "left")
+    return made
+
+
+def document(message: Message) -> dict[str, Any]:
+    """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks,
+    keys in the order the proto declares its fields (protobuf puts set fields first, so
+    its order would change with the values)."""
+    found = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return _in_field_order(message.DESCRIPTOR, found)
+
+
+def _in_field_order(descriptor: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """`found`'s keys in `descriptor`'s field order, nested messages too."""
+    ordered: dict[str, Any] = {}
+    for field in descriptor.fields:
+        if field.json_name not in found:
+            continue
+        value = found[field.json_name]
+        nested = field.message_type
+        if nested is not None and not nested.GetOptions().map_entry:
+            if isinstance(value, dict):
+                value = _in_field_order(nested, value)
+            elif isinstance(value, list):
+                value = [_in_field_order(nested, v) if isinstance(v, dict) else v for v in value]
+        ordered[field.json_name] = value
+    return ordered
+
+
 def json_text(message: Message) -> str:
-    """The proto JSON form, lowerCamelCase, defaults included so scripts need no fallbacks."""
-    return json_format.MessageToJson(message, indent=2, always_print_fields_with_no_presence=True)
+    """`document(message)` as indented JSON."""
+    return json.dumps(document(message), indent=2, ensure_ascii=False)
+
+
+def yaml_text(message: Message) -> str:
+    """The same document as `json_text` (keys, order, defaults), written as YAML."""
+    return yaml.safe_dump(document(message), sort_keys=False, allow_unicode=True)
 
 
 def emit_json(message: Message) -> None:
     click.echo(json_text(message))
+
+
+def emit(message: Message, output: str) -> None:
+    """`message` as one JSON or YAML document (-o json, -o yaml)."""
+    if output == "yaml":
+        click.echo(yaml_text(message), nl=False)
+    else:
+        emit_json(message)
 
 
 def word(enum_name: str, prefix: str) -> str:
@@ -67,14 +131,12 @@ def state_text(state: pb.SessionState) -> Text:
 def when(stamp: timestamp_pb2.Timestamp) -> str:
     if not stamp.seconds and not stamp.nanos:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp.seconds))
+    return formats.moment(stamp.ToNanoseconds() / 1e9)
 
 
 def latency(duration: duration_pb2.Duration) -> str:
     seconds = duration.ToNanoseconds() / 1e9
-    if not seconds:
-        return ""
-    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    return formats.duration(seconds) if seconds else ""
 
 
 def session_seconds(session: pb.PolicySession) -> float:
@@ -83,21 +145,25 @@ def session_seconds(session: pb.PolicySession) -> float:
     return (session.end_time.ToNanoseconds() - session.start_time.ToNanoseconds()) / 1e9
 
 
-def results_table(session: pb.PolicySession) -> Table:
-    table = Table()
-    for column in ("computer", "address", "group", "delivery", "detail", "latency", "job id"):
-        table.add_column(column, justify="right" if column == "latency" else "left")
+def results_table(session: pb.PolicySession, wide: bool = False) -> Table:
+    """Each computer's delivery; the detail names the job (-o wide: latency, job id too)."""
+    columns = [("computer", "id"), ("address", "id"), ("group", "id"), ("delivery", "id")]
+    columns.append(("detail", "text"))
+    if wide:
+        columns += [("latency", "number"), ("job id", "id")]
+    shown = table(*columns)
     for result in session.computer_results:
-        table.add_row(
+        cells: list[str | Text] = [
             result.computer.name,
             result.computer.address,
             result.protection_group_id,
             delivery_text(result.delivery),
             result.detail,
-            latency(result.latency),
-            result.job_id,
-        )
-    return table
+        ]
+        if wide:
+            cells += [latency(result.latency), result.job_id]
+        shown.add_row(*cells)
+    return shown
 
 
 def counts(stats: pb.SessionStatistics, *, zeros: bool = True) -> str:
@@ -121,37 +187,47 @@ def statistics_line(session: pb.PolicySession) -> Text:
     line = Text(f"{action} {session.policy_id}: ")
     line.append_text(state_text(session.state))
     line.append(
-        f" - {session.statistics.total} computers: {counts(session.statistics)}"
-        f" ({session_seconds(session):.2f} s)"
+        f" - {formats.plural(session.statistics.total, 'computer')}: "
+        f"{counts(session.statistics)} ({formats.duration(session_seconds(session))})"
     )
     return line
 
 
-def show_session(session: pb.PolicySession) -> None:
+def show_session(session: pb.PolicySession, wide: bool = False) -> None:
     out = console()
     out.print(f"session {session.id}")
-    out.print(results_table(session))
+    out.print(results_table(session, wide))
     out.print(statistics_line(session))
     for warning in session.warnings:
         out.print(Text(f"warning: {warning}", style="yellow"))
 
 
-def sessions_table(sessions: list[pb.PolicySession]) -> Table:
-    table = Table()
-    for column in ("session", "policy", "action", "state", "started", "seconds"):
-        table.add_column(column)
-    for column in ("total", "received", "not received", "skipped", "rejected", "cancelled"):
-        table.add_column(column, justify="right")
+SESSION_COUNTS = ("total", "received", "not received", "skipped", "rejected", "cancelled")
+
+
+def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Table:
+    """One session a row; the deliveries as one phrase (-o wide: how long it took, and a
+    column per count)."""
+    columns = [("session", "id"), ("policy", "id"), ("action", "id"), ("state", "id")]
+    columns.append(("started", "text"))
+    if wide:
+        columns.append(("took", "number"))
+        columns += [(name, "number") for name in SESSION_COUNTS]
+    else:
+        columns.append(("deliveries", "text"))
+    shown = table(*columns)
     for session in sessions:
         stats = session.statistics
-        table.add_row(
+        cells: list[str | Text] = [
             session.id,
             session.policy_id,
             word(pb.SessionAction.Name(session.action), "SESSION_ACTION_"),
             state_text(session.state),
             when(session.start_time),
-            f"{session_seconds(session):.2f}",
-            *(
+        ]
+        if wide:
+            cells.append(formats.duration(session_seconds(session)))
+            cells += [
                 str(value)
                 for value in (
                     stats.total,
@@ -161,18 +237,18 @@ def sessions_table(sessions: list[pb.PolicySession]) -> Table:
                     stats.rejected,
                     stats.cancelled,
                 )
-            ),
-        )
-    return table
+            ]
+        else:
+            cells.append(counts(stats, zeros=False))
+        shown.add_row(*cells)
+    return shown
 
 
-def computers_table(computers: list[pb.Computer]) -> Table:
-    table = Table()
-    table.add_column("name")
-    table.add_column("address")
+def computers_table(computers: Iterable[pb.Computer]) -> Table:
+    shown = table(("name", "id"), ("address", "id"))
     for computer in computers:
-        table.add_row(computer.name, computer.address)
-    return table
+        shown.add_row(computer.name, computer.address)
+    return shown
 
 
 def group_kind(kind: pb.ProtectionGroupKind) -> str:
@@ -180,33 +256,39 @@ def group_kind(kind: pb.ProtectionGroupKind) -> str:
 
 
 def groups_table(groups: list[pb.ProtectionGroup]) -> Table:
-    table = Table()
-    for column in ("id", "name", "kind", "computers", "created"):
-        table.add_column(column, justify="right" if column == "computers" else "left")
+    shown = table(
+        ("id", "id"), ("name", "text"), ("kind", "id"), ("computers", "number"), ("created", "text")
+    )
     for group in groups:
-        table.add_row(
+        shown.add_row(
             group.id,
             group.name,
             group_kind(group.kind),
             str(len(group.computers)),
             when(group.create_time),
         )
-    return table
+    return shown
 
 
 def show_group(group: pb.ProtectionGroup) -> None:
     out = console()
     out.print(f"protection group {group.id}: {group.name} ({group_kind(group.kind)})")
-    out.print("computers:")
-    out.print(computers_table(list(group.computers)))
+    out.print(f"{formats.plural(len(group.computers), 'computer')}:")
+    out.print(computers_table(group.computers))
 
 
 def policies_table(policies: list[pb.BackupPolicy]) -> Table:
-    table = Table()
-    for column in ("id", "name", "computers", "groups", "sources", "repository", "updated"):
-        table.add_column(column, justify="right" if column == "computers" else "left")
+    shown = table(
+        ("id", "id"),
+        ("name", "text"),
+        ("computers", "number"),
+        ("groups", "text"),
+        ("sources", "text"),
+        ("repository", "text"),
+        ("updated", "text"),
+    )
     for policy in policies:
-        table.add_row(
+        shown.add_row(
             policy.id,
             policy.name,
             str(len(policy.computers)),
@@ -215,24 +297,34 @@ def policies_table(policies: list[pb.BackupPolicy]) -> Table:
             policy.repository,
             when(policy.update_time),
         )
-    return table
+    return shown
+
+
+def throttle(bytes_per_second: int) -> str:
+    """'20.0 MiB/s (20971520 bytes/s)': readable, and exactly what the policy holds."""
+    if not bytes_per_second:
+        return "unlimited"
+    return f"{formats.size(bytes_per_second)}/s ({bytes_per_second} bytes/s)"
 
 
 def show_policy(policy: pb.BackupPolicy) -> None:
     out = console()
     details = Table.grid(padding=(0, 2))
-    details.add_column(style="bold")
-    details.add_column()
-    retention = policy.retention_points or "default"
-    throttle = policy.throttle_bytes_per_second
+    details.add_column(style="bold", no_wrap=True)
+    details.add_column(overflow="fold")
+    retention = (
+        formats.plural(policy.retention_points, "restore point")
+        if policy.retention_points
+        else "default (7 restore points)"
+    )
     for label, value in (
         ("policy", f"{policy.id}: {policy.name}"),
         ("description", policy.description),
         ("sources", ", ".join(policy.source_paths)),
         ("excludes", ", ".join(policy.exclude_patterns)),
         ("repository", policy.repository),
-        ("retention", f"{retention} restore points"),
-        ("throttle", f"{throttle} bytes/s" if throttle else "unlimited"),
+        ("retention", retention),
+        ("throttle", throttle(policy.throttle_bytes_per_second)),
         ("groups", ", ".join(policy.protection_group_ids)),
         ("created", when(policy.create_time)),
         ("updated", when(policy.update_time)),
@@ -242,28 +334,36 @@ def show_policy(policy: pb.BackupPolicy) -> None:
     out.print(details)
     if policy.computers:
         out.print("computers listed directly:")
-        out.print(computers_table(list(policy.computers)))
+        out.print(computers_table(policy.computers))
 
 
-def jobs_table(jobs: list[pb.Job]) -> Table:
-    table = Table()
-    for column in ("job", "policy", "session", "state", "started", "ended"):
-        table.add_column(column)
-    table.add_column("bytes", justify="right")
-    table.add_column("files", justify="right")
-    table.add_column("restore point")
-    table.add_column("error")
+def job_state(job: pb.Job) -> str:
+    """'succeeded', or 'running 42%' while the job runs and its total is known."""
+    state = word(pb.JobState.Name(job.state), "JOB_STATE_")
+    if job.state == pb.JOB_STATE_RUNNING and job.bytes_total:
+        state += f" {100 * job.bytes_done // job.bytes_total}%"
+    return state
+
+
+def jobs_table(jobs: list[pb.Job], wide: bool = False) -> Table:
+    """An agent's jobs and the restore point each made, or its error (-o wide adds the
+    session, the times, the bytes and files done)."""
+    columns = [("job", "id"), ("policy", "id")]
+    if wide:
+        columns += [("session", "id"), ("started", "text"), ("ended", "text")]
+        columns += [("bytes", "number"), ("files", "number")]
+    columns += [("state", "id"), ("restore point", "id"), ("error", "text")]
+    shown = table(*columns)
     for job in jobs:
-        table.add_row(
-            job.id,
-            job.policy_id,
-            job.session_id or "(on the agent)",
-            word(pb.JobState.Name(job.state), "JOB_STATE_"),
-            when(job.start_time),
-            when(job.end_time),
-            f"{job.bytes_done}/{job.bytes_total}",
-            str(job.files_done),
-            job.restore_point_id,
-            job.error,
-        )
-    return table
+        cells = [job.id, job.policy_id]
+        if wide:
+            cells += [
+                job.session_id or "(on the agent)",
+                when(job.start_time),
+                when(job.end_time),
+                f"{job.bytes_done}/{job.bytes_total}",
+                str(job.files_done),
+            ]
+        cells += [job_state(job), job.restore_point_id, job.error]
+        shown.add_row(*cells)
+    return shown

@@ -1,7 +1,7 @@
 """The `backupctl` command group, its shared options, exit codes and shell completion.
 
-Exit codes (API.md): 0 success; 3 when a start or stop did not reach every targeted
-computer; 1 on any error, usage errors included, so a script needs no other case.
+Exit codes, which scripts rely on: 0 success; 3 when a start or stop did not reach every
+targeted computer; 1 on any error, usage errors included, so a script needs no other case.
 """
 
 from collections.abc import Callable, Iterator, Sequence
@@ -11,12 +11,13 @@ from typing import Any, TypeVar
 
 import click
 import grpc
+from click.core import ParameterSource
 from click.shell_completion import CompletionItem, get_completion_class
 
+from backup import about, validation
+from backup.errors import InvalidArgument
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup import validation
-from backup.errors import InvalidArgument
 
 from . import client
 from .client import DEFAULT_SERVER, LOCAL_SOCKET, OUTPUTS, Settings
@@ -65,8 +66,8 @@ def _usage_errors_exit_1() -> Iterator[None]:
 
 
 def settings() -> Settings:
-    """The settings of the command being run."""
-    return click.get_current_context().ensure_object(Settings)
+    """The settings of the command being run: flags, BACKUP_* variables, then the context."""
+    return click.get_current_context().ensure_object(Settings).resolve()
 
 
 def address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -92,7 +93,13 @@ def _remember(ctx: click.Context, param: click.Parameter, value: object) -> None
     if value is not None and param.name is not None:
         if param.name == "server":
             address(ctx, param, str(value))
-        setattr(ctx.ensure_object(Settings), param.name, value)
+        found = ctx.ensure_object(Settings)
+        setattr(found, param.name, value)
+        if ctx.get_parameter_source(param.name) not in (
+            ParameterSource.DEFAULT,
+            ParameterSource.DEFAULT_MAP,
+        ):
+            found.given.add(param.name)
 
 
 def _security_options(default: bool) -> list[Callable[[F], F]]:
@@ -150,7 +157,17 @@ def connection_options(default: bool) -> Callable[[F], F]:
                 default="text" if default else None,
                 expose_value=False,
                 callback=_remember,
-                help="text (tables) or json (the proto's JSON form, one document).",
+                help="text (tables), wide (tables, every column in full), json or yaml (the "
+                "proto's JSON form, one document, defaults included).",
+            ),
+            click.option(
+                "--context",
+                envvar="BACKUPCTL_CONTEXT" if default else None,
+                expose_value=False,
+                callback=_remember,
+                metavar="NAME",
+                help="Use this context of the config file, not its current one "
+                "(see `config --help`).",
             ),
             click.option(
                 "--server",
@@ -159,7 +176,8 @@ def connection_options(default: bool) -> Callable[[F], F]:
                 expose_value=False,
                 callback=_remember,
                 metavar="HOST:PORT",
-                help=f"The backup server (default $BACKUP_SERVER or {DEFAULT_SERVER}).",
+                help="The backup server (default $BACKUP_SERVER, the context's, or "
+                f"{DEFAULT_SERVER}).",
             ),
         ):
             command = option(command)
@@ -175,7 +193,7 @@ def examples(*lines: str) -> str:
 
 def _listed_ids(ctx: click.Context, kind: str) -> Sequence[tuple[str, str]]:
     # While completing there is no current context: the one being completed is passed in.
-    with client.server_channel(ctx.ensure_object(Settings)) as channel:
+    with client.server_channel(ctx.ensure_object(Settings).resolve()) as channel:
         stub = api_grpc.PolicyServiceStub(channel)
         if kind == "policy":
             policies = stub.ListPolicies(
@@ -227,6 +245,7 @@ def complete_ids(
     ),
 )
 @connection_options(default=True)
+@click.version_option(about.version(), "--version", message="%(prog)s %(version)s")
 def cli() -> None:
     """Operate the backup server: protection groups, policies, and starting or stopping
     policies across their computers.
@@ -235,7 +254,8 @@ def cli() -> None:
     (not received, rejected or cancelled; skipped ones do not count); 1 on any error.
 
     A server with TLS needs --tls-ca and an operator's certificate (--tls-cert,
-    --tls-key) or the API token (--token-file). An agent with TLS takes only the
+    --tls-key) or the API token (--token-file). Each setting comes from its flag, else
+    its BACKUP_* variable, else the config file's context (see `config --help`). An agent with TLS takes only the
     server's certificate (see `jobs --help`).
     """
 

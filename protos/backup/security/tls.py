@@ -73,12 +73,14 @@ class TlsMaterial:
         )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The TLS flags both processes share."""
+def add_arguments(parser: argparse.ArgumentParser, insecure_option: bool = True) -> None:
+    """The TLS flags both processes (and the fleet simulator) share."""
     group = parser.add_argument_group("security")
     group.add_argument("--tls-cert", type=Path, metavar="FILE", help="this process's certificate")
     group.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (0600)")
     group.add_argument("--tls-ca", type=Path, metavar="FILE", help="the CA certificate to trust")
+    if not insecure_option:
+        return
     group.add_argument(
         "--insecure",
         action="store_true",

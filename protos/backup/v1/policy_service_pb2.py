@@ -27,7 +27,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x61\x63kup/v1/policy_service.proto\x12\tbackup.v1\x1a\x19\x62\x61\x63kup/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"q\n\x1c\x43reateProtectionGroupRequest\x12\x1b\n\x13protection_group_id\x18\x01 \x01(\t\x12\x34\n\x10protection_group\x18\x02 \x01(\x0b\x32\x1a.backup.v1.ProtectionGroup\"8\n\x19GetProtectionGroupRequest\x12\x1b\n\x13protection_group_id\x18\x01 \x01(\t\"D\n\x1bListProtectionGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"n\n\x1cListProtectionGroupsResponse\x12\x35\n\x11protection_groups\x18\x01 \x03(\x0b\x32\x1a.backup.v1.ProtectionGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x1c\x44\x65leteProtectionGroupRequest\x12\x1b\n\x13protection_group_id\x18\x01 \x01(\t\"Q\n\x13\x43reatePolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\'\n\x06policy\x18\x02 \x01(\x0b\x32\x17.backup.v1.BackupPolicy\"%\n\x10GetPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"<\n\x13ListPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x14ListPoliciesResponse\x12)\n\x08policies\x18\x01 \x03(\x0b\x32\x17.backup.v1.BackupPolicy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x13UpdatePolicyRequest\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.backup.v1.BackupPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x13\x44\x65letePolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\";\n\x12StartPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\":\n\x11StopPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"u\n\x13ListSessionsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.backup.v1.SessionView\"[\n\x14ListSessionsResponse\x12*\n\x08sessions\x18\x01 \x03(\x0b\x32\x18.backup.v1.PolicySession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t*Z\n\x0bSessionView\x12\x1c\n\x18SESSION_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12SESSION_VIEW_BASIC\x10\x01\x12\x15\n\x11SESSION_VIEW_FULL\x10\x02\x32\xe7\x08\n\rPolicyService\x12\\\n\x15\x43reateProtectionGroup\x12\'.backup.v1.CreateProtectionGroupRequest\x1a\x1a.backup.v1.ProtectionGroup\x12V\n\x12GetProtectionGroup\x12$.backup.v1.GetProtectionGroupRequest\x1a\x1a.backup.v1.ProtectionGroup\x12g\n\x14ListProtectionGroups\x12&.backup.v1.ListProtectionGroupsRequest\x1a\'.backup.v1.ListProtectionGroupsResponse\x12X\n\x15\x44\x65leteProtectionGroup\x12\'.backup.v1.DeleteProtectionGroupRequest\x1a\x16.google.protobuf.Empty\x12G\n\x0c\x43reatePolicy\x12\x1e.backup.v1.CreatePolicyRequest\x1a\x17.backup.v1.BackupPolicy\x12\x41\n\tGetPolicy\x12\x1b.backup.v1.GetPolicyRequest\x1a\x17.backup.v1.BackupPolicy\x12O\n\x0cListPolicies\x12\x1e.backup.v1.ListPoliciesRequest\x1a\x1f.backup.v1.ListPoliciesResponse\x12G\n\x0cUpdatePolicy\x12\x1e.backup.v1.UpdatePolicyRequest\x1a\x17.backup.v1.BackupPolicy\x12\x46\n\x0c\x44\x65letePolicy\x12\x1e.backup.v1.DeletePolicyRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\x0bStartPolicy\x12\x1d.backup.v1.StartPolicyRequest\x1a\x18.backup.v1.PolicySession\x12\x44\n\nStopPolicy\x12\x1c.backup.v1.StopPolicyRequest\x1a\x18.backup.v1.PolicySession\x12\x44\n\nGetSession\x12\x1c.backup.v1.GetSessionRequest\x1a\x18.backup.v1.PolicySession\x12O\n\x0cListSessions\x12\x1e.backup.v1.ListSessionsRequest\x1a\x1f.backup.v1.ListSessionsResponse\x12J\n\x0cWatchSession\x12\x1e.backup.v1.WatchSessionRequest\x1a\x18.backup.v1.PolicySession0\x01\x42\x30Z.backup-control-plane/gen/go/backup/v1;backupv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x61\x63kup/v1/policy_service.proto\x12\tbackup.v1\x1a\x19\x62\x61\x63kup/v1/resources.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\"q\n\x1c\x43reateProtectionGroupRequest\x12\x1b\n\x13protection_group_id\x18\x01 \x01(\t\x12\x34\n\x10protection_group\x18\x02 \x01(\x0b\x32\x1a.backup.v1.ProtectionGroup\"8\n\x19GetProtectionGroupRequest\x12\x1b\n\x13protection_group_id\x18\x01 \x01(\t\"D\n\x1bListProtectionGroupsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"n\n\x1cListProtectionGroupsResponse\x12\x35\n\x11protection_groups\x18\x01 \x03(\x0b\x32\x1a.backup.v1.ProtectionGroup\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x1c\x44\x65leteProtectionGroupRequest\x12\x1b\n\x13protection_group_id\x18\x01 \x01(\t\"Q\n\x13\x43reatePolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\'\n\x06policy\x18\x02 \x01(\x0b\x32\x17.backup.v1.BackupPolicy\"%\n\x10GetPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"<\n\x13ListPoliciesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x14ListPoliciesResponse\x12)\n\x08policies\x18\x01 \x03(\x0b\x32\x17.backup.v1.BackupPolicy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x13UpdatePolicyRequest\x12\'\n\x06policy\x18\x01 \x01(\x0b\x32\x17.backup.v1.BackupPolicy\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x85\x01\n\x1cUpdateProtectionGroupRequest\x12\x34\n\x10protection_group\x18\x01 \x01(\x0b\x32\x1a.backup.v1.ProtectionGroup\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"7\n\x13\x44\x65letePolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\";\n\x12StartPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\":\n\x11StopPolicyRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"u\n\x13ListSessionsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12$\n\x04view\x18\x04 \x01(\x0e\x32\x16.backup.v1.SessionView\"[\n\x14ListSessionsResponse\x12*\n\x08sessions\x18\x01 \x03(\x0b\x32\x18.backup.v1.PolicySession\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t*Z\n\x0bSessionView\x12\x1c\n\x18SESSION_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12SESSION_VIEW_BASIC\x10\x01\x12\x15\n\x11SESSION_VIEW_FULL\x10\x02\x32\xc5\t\n\rPolicyService\x12\\\n\x15\x43reateProtectionGroup\x12\'.backup.v1.CreateProtectionGroupRequest\x1a\x1a.backup.v1.ProtectionGroup\x12V\n\x12GetProtectionGroup\x12$.backup.v1.GetProtectionGroupRequest\x1a\x1a.backup.v1.ProtectionGroup\x12g\n\x14ListProtectionGroups\x12&.backup.v1.ListProtectionGroupsRequest\x1a\'.backup.v1.ListProtectionGroupsResponse\x12\\\n\x15UpdateProtectionGroup\x12\'.backup.v1.UpdateProtectionGroupRequest\x1a\x1a.backup.v1.ProtectionGroup\x12X\n\x15\x44\x65leteProtectionGroup\x12\'.backup.v1.DeleteProtectionGroupRequest\x1a\x16.google.protobuf.Empty\x12G\n\x0c\x43reatePolicy\x12\x1e.backup.v1.CreatePolicyRequest\x1a\x17.backup.v1.BackupPolicy\x12\x41\n\tGetPolicy\x12\x1b.backup.v1.GetPolicyRequest\x1a\x17.backup.v1.BackupPolicy\x12O\n\x0cListPolicies\x12\x1e.backup.v1.ListPoliciesRequest\x1a\x1f.backup.v1.ListPoliciesResponse\x12G\n\x0cUpdatePolicy\x12\x1e.backup.v1.UpdatePolicyRequest\x1a\x17.backup.v1.BackupPolicy\x12\x46\n\x0c\x44\x65letePolicy\x12\x1e.backup.v1.DeletePolicyRequest\x1a\x16.google.protobuf.Empty\x12\x46\n\x0bStartPolicy\x12\x1d.backup.v1.StartPolicyRequest\x1a\x18.backup.v1.PolicySession\x12\x44\n\nStopPolicy\x12\x1c.backup.v1.StopPolicyRequest\x1a\x18.backup.v1.PolicySession\x12\x44\n\nGetSession\x12\x1c.backup.v1.GetSessionRequest\x1a\x18.backup.v1.PolicySession\x12O\n\x0cListSessions\x12\x1e.backup.v1.ListSessionsRequest\x1a\x1f.backup.v1.ListSessionsResponse\x12J\n\x0cWatchSession\x12\x1e.backup.v1.WatchSessionRequest\x1a\x18.backup.v1.PolicySession0\x01\x42\x30Z.backup-control-plane/gen/go/backup/v1;backupv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'backup.v1.policy_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z.backup-control-plane/gen/go/backup/v1;backupv1'
-  _globals['_SESSIONVIEW']._serialized_start=1414
-  _globals['_SESSIONVIEW']._serialized_end=1504
+  _globals['_SESSIONVIEW']._serialized_start=1550
+  _globals['_SESSIONVIEW']._serialized_end=1640
   _globals['_CREATEPROTECTIONGROUPREQUEST']._serialized_start=135
   _globals['_CREATEPROTECTIONGROUPREQUEST']._serialized_end=248
   _globals['_GETPROTECTIONGROUPREQUEST']._serialized_start=250
@@ -57,20 +57,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPOLICIESRESPONSE']._serialized_end=825
   _globals['_UPDATEPOLICYREQUEST']._serialized_start=827
   _globals['_UPDATEPOLICYREQUEST']._serialized_end=938
-  _globals['_DELETEPOLICYREQUEST']._serialized_start=940
-  _globals['_DELETEPOLICYREQUEST']._serialized_end=995
-  _globals['_STARTPOLICYREQUEST']._serialized_start=997
-  _globals['_STARTPOLICYREQUEST']._serialized_end=1056
-  _globals['_STOPPOLICYREQUEST']._serialized_start=1058
-  _globals['_STOPPOLICYREQUEST']._serialized_end=1116
-  _globals['_GETSESSIONREQUEST']._serialized_start=1118
-  _globals['_GETSESSIONREQUEST']._serialized_end=1157
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1159
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1276
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1278
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1369
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=1371
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=1412
-  _globals['_POLICYSERVICE']._serialized_start=1507
-  _globals['_POLICYSERVICE']._serialized_end=2634
+  _globals['_UPDATEPROTECTIONGROUPREQUEST']._serialized_start=941
+  _globals['_UPDATEPROTECTIONGROUPREQUEST']._serialized_end=1074
+  _globals['_DELETEPOLICYREQUEST']._serialized_start=1076
+  _globals['_DELETEPOLICYREQUEST']._serialized_end=1131
+  _globals['_STARTPOLICYREQUEST']._serialized_start=1133
+  _globals['_STARTPOLICYREQUEST']._serialized_end=1192
+  _globals['_STOPPOLICYREQUEST']._serialized_start=1194
+  _globals['_STOPPOLICYREQUEST']._serialized_end=1252
+  _globals['_GETSESSIONREQUEST']._serialized_start=1254
+  _globals['_GETSESSIONREQUEST']._serialized_end=1293
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1295
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1412
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1414
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1505
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=1507
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=1548
+  _globals['_POLICYSERVICE']._serialized_start=1643
+  _globals['_POLICYSERVICE']._serialized_end=2864
 # @@protoc_insertion_point(module_scope)

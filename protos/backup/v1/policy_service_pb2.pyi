@@ -93,6 +93,14 @@ class UpdatePolicyRequest(_message.Message):
     update_mask: _field_mask_pb2.FieldMask
     def __init__(self, policy: _Optional[_Union[_resources_pb2.BackupPolicy, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
 
+class UpdateProtectionGroupRequest(_message.Message):
+    __slots__ = ("protection_group", "update_mask")
+    PROTECTION_GROUP_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    protection_group: _resources_pb2.ProtectionGroup
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, protection_group: _Optional[_Union[_resources_pb2.ProtectionGroup, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
 class DeletePolicyRequest(_message.Message):
     __slots__ = ("policy_id", "force")
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -53,6 +53,11 @@ class PolicyServiceStub:
                 request_serializer=backup_dot_v1_dot_policy__service__pb2.ListProtectionGroupsRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_policy__service__pb2.ListProtectionGroupsResponse.FromString,
                 _registered_method=True)
+        self.UpdateProtectionGroup = channel.unary_unary(
+                '/backup.v1.PolicyService/UpdateProtectionGroup',
+                request_serializer=backup_dot_v1_dot_policy__service__pb2.UpdateProtectionGroupRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_resources__pb2.ProtectionGroup.FromString,
+                _registered_method=True)
         self.DeleteProtectionGroup = channel.unary_unary(
                 '/backup.v1.PolicyService/DeleteProtectionGroup',
                 request_serializer=backup_dot_v1_dot_policy__service__pb2.DeleteProtectionGroupRequest.SerializeToString,
@@ -129,6 +134,15 @@ class PolicyServiceServicer:
 
     def ListProtectionGroups(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProtectionGroup(self, request, context):
+        """Changes a group's name, kind or computers; an empty update_mask, or "*", replaces every
+        mutable field. Every policy using the group is checked again (unique computer names,
+        the computer limit): FAILED_PRECONDITION naming the policy if one would break.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -223,6 +237,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.ListProtectionGroups,
                     request_deserializer=backup_dot_v1_dot_policy__service__pb2.ListProtectionGroupsRequest.FromString,
                     response_serializer=backup_dot_v1_dot_policy__service__pb2.ListProtectionGroupsResponse.SerializeToString,
+            ),
+            'UpdateProtectionGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProtectionGroup,
+                    request_deserializer=backup_dot_v1_dot_policy__service__pb2.UpdateProtectionGroupRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_resources__pb2.ProtectionGroup.SerializeToString,
             ),
             'DeleteProtectionGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteProtectionGroup,
@@ -363,6 +382,33 @@ class PolicyService:
             '/backup.v1.PolicyService/ListProtectionGroups',
             backup_dot_v1_dot_policy__service__pb2.ListProtectionGroupsRequest.SerializeToString,
             backup_dot_v1_dot_policy__service__pb2.ListProtectionGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProtectionGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.PolicyService/UpdateProtectionGroup',
+            backup_dot_v1_dot_policy__service__pb2.UpdateProtectionGroupRequest.SerializeToString,
+            backup_dot_v1_dot_resources__pb2.ProtectionGroup.FromString,
             options,
             channel_credentials,
             insecure,
