@@ -5,31 +5,15 @@ killed agent leaves either the old record or the new one, never half of one.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from google.protobuf import json_format
 
 from backup.v1 import resources_pb2 as pb
 
+from .engine.files import write_atomically
 
-def write_atomically(path: Path, content: str | bytes, staging: Path | None = None) -> None:
-    """The whole file or nothing: written aside (in `staging`, else beside it), fsynced,
-    then renamed over `path`."""
-    folder = staging or path.parent
-    if staging is None:
-        folder.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content.encode() if isinstance(content, str) else content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+__all__ = ["AgentStore", "read_json", "read_policies", "read_policy", "write_atomically"]
 
 
 class AgentStore:

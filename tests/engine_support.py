@@ -12,6 +12,7 @@ from agent_stub import engine
 from agent_stub.engine.manifest import DIGEST
 from agent_stub.engine.retention import referenced_chunks
 from agent_stub.jobs import RunningJob
+from agent_stub.specs import backup_job
 from backup.v1 import resources_pb2 as pb
 
 from conftest import Process
@@ -103,7 +104,7 @@ def policy(
 def back_up(backup_policy: pb.BackupPolicy) -> tuple[str, pb.Job]:
     """Runs one job in this process, the way the agent's job runner does."""
     job = RunningJob(pb.Job(id=f"j-{os.urandom(4).hex()}", policy_id=backup_policy.id))
-    point_id = engine.run_backup(backup_policy, job.id, job)
+    point_id = engine.run_backup(backup_job(backup_policy), job.id, job)
     return point_id, job.snapshot()
 
 

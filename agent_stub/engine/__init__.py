@@ -9,8 +9,11 @@
     retention.py   expiring old points and collecting unreferenced chunks
     restore.py     writing a point back to disk, never outside the target
     verify.py      re-reading every chunk a point needs
+    job.py         a job's plain input (`BackupJob`) and its counters (`Progress`)
+    files.py       atomic writes and durable directories
 
-The job runner reaches it only through `run_backup`, `remove_stale_staging` and
+It imports nothing of the agent around it. The job runner reaches it only through
+`run_backup` (given a `BackupJob`), `remove_stale_staging` and
 `JobControl`; the command line and ListRestorePoints through `Repository`, `restore`
 and `verify`. Errors are in errors.py.
 """
@@ -26,6 +29,7 @@ from .errors import (
     RepositoryError,
     RestoreRefused,
 )
+from .job import BackupJob, Progress
 from .manifest import PointSummary
 from .repository import Repository
 from .restore import Restored, restore
@@ -33,12 +37,14 @@ from .verify import Verified, verify
 
 __all__ = [
     "BackupFailed",
+    "BackupJob",
     "DamagedData",
     "EngineError",
     "JobCancelled",
     "JobControl",
     "PointNotFound",
     "PointSummary",
+    "Progress",
     "Repository",
     "RepositoryError",
     "RestoreRefused",

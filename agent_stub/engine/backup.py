@@ -22,11 +22,11 @@ from pathlib import Path
 from pyfastcdc import Chunk, FastCDC
 
 from backup.ids import new_point_id
-from backup.v1 import resources_pb2 as pb
 
 from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
 from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
+from .job import BackupJob, Progress
 from .manifest import FILE, Entry, Manifest, summarize
 from .repository import Repository
 from .scan import Found, entry_from, scan
@@ -50,28 +50,10 @@ class _Unreadable(Exception):
         self.error = error
 
 
-@dataclasses.dataclass
-class _Progress:
-    bytes_total: int = 0
-    bytes_done: int = 0
-    files_done: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-
-    def report(self, job: JobControl) -> None:
-        job.progress(
-            max(self.bytes_total, self.bytes_done),
-            self.bytes_done,
-            self.files_done,
-            self.bytes_read,
-            self.bytes_written,
-        )
-
-
 class _ChunkWriter:
     """Writes the chunks the repository lacks, in order, with a bounded queue."""
 
-    def __init__(self, repository: Repository, progress: _Progress) -> None:
+    def __init__(self, repository: Repository, progress: Progress) -> None:
         self._repository = repository
         self._progress = progress
         self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chunk-writer")
@@ -111,7 +93,7 @@ class _ChunkWriter:
 class _SourceReader:
     """A source file as the chunker reads it: checks for a stop and keeps the read limit."""
 
-    def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: _Progress) -> None:
+    def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: Progress) -> None:
         self._file = os.fdopen(fd, "rb", buffering=0)
         self._job = job
         self._throttle = throttle
@@ -125,8 +107,7 @@ class _SourceReader:
         except OSError as error:
             raise _Unreadable(error) from None
         self.bytes_read += count
-        self._progress.bytes_read += count
-        self._progress.bytes_done += count
+        self._progress.read(count)
         self._progress.report(self._job)
         self._throttle.account(count)
         return count
@@ -164,19 +145,19 @@ def _open_source(path: str) -> int:
 
 
 class _Backup:
-    def __init__(self, policy: pb.BackupPolicy, job_id: str, job: JobControl) -> None:
-        self.policy = policy
+    def __init__(self, spec: BackupJob, job_id: str, job: JobControl) -> None:
+        self.spec = spec
         self.job_id = job_id
         self.job = job
-        self.repository = Repository.create(Path(policy.repository))
+        self.repository = Repository.create(spec.repository)
         self.chunker: FastCDC = chunks.chunker(self.repository.chunker_settings)
-        self.progress = _Progress()
+        self.progress = Progress()
         self.writer = _ChunkWriter(self.repository, self.progress)
-        self.throttle = Throttle(policy.throttle_bytes_per_second, job)
+        self.throttle = Throttle(spec.throttle_bytes_per_second, job)
 
     def run(self) -> Manifest:
         previous = self._previous_files()
-        found = scan(list(self.policy.source_paths), self.job)
+        found = scan(list(self.spec.sources), self.job)
         self.progress.bytes_total = sum(item.entry.size for item in found)
         self.progress.report(self.job)
         entries: list[Entry] = []
@@ -188,17 +169,16 @@ class _Backup:
             entry = self._file(item, previous.get(item.entry.path))
             if entry is not None:
                 entries.append(entry)
-                self.progress.files_done += 1
             self.progress.report(self.job)
         self.writer.finish()
         self.progress.report(self.job)
         self.repository.sync_chunk_directories(self.writer.written)
         manifest = summarize(
             new_point_id(),
-            self.policy.id,
+            self.spec.policy_id,
             self.job_id,
             time.time_ns(),
-            self.policy.source_paths,
+            self.spec.sources,
             entries,
             self.progress.bytes_written,
         )
@@ -209,7 +189,7 @@ class _Backup:
     def _previous_files(self) -> dict[str, Entry]:
         """The files of the policy's newest restore point, by path, to skip unchanged ones."""
         summaries, _ = self.repository.summaries()
-        mine = [point for point in summaries if point.policy_id == self.policy.id]
+        mine = [point for point in summaries if point.policy_id == self.spec.policy_id]
         if not mine:
             return {}
         try:
@@ -227,16 +207,15 @@ class _Backup:
             and previous.mtime_ns == entry.mtime_ns
             and previous.inode == entry.inode
         ):
-            self.progress.bytes_done += entry.size
+            self.progress.file_finished(entry.size)
             return dataclasses.replace(entry, chunks=previous.chunks)
-        done_before = self.progress.bytes_done
         try:
             read = self._read(item)
         except _Unreadable as unreadable:
             self.job.warn(f"skipped {item.source}: {unreadable.error.strerror}")
-            self.progress.bytes_done = done_before + entry.size
+            self.progress.file_finished(entry.size, stored=False)
             return None
-        self.progress.bytes_done = done_before + max(entry.size, read.size)
+        self.progress.file_finished(entry.size)
         return read
 
     def _read(self, item: Found) -> Entry:
@@ -297,13 +276,13 @@ def _describe(error: OSError) -> str:
     return f"{error.strerror or error}{where}"
 
 
-def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
+def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
     """Backs the policy's sources up into a new restore point; returns its id."""
-    for source in policy.source_paths:
+    for source in spec.sources:
         if not os.path.exists(source):
             raise BackupFailed(f"source path {source} does not exist")
     try:
-        backup = _Backup(policy, job_id, job)
+        backup = _Backup(spec, job_id, job)
     except RepositoryError as error:
         raise BackupFailed(str(error)) from None
     except OSError as error:
@@ -311,13 +290,13 @@ def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
     try:
         with lock.shared(backup.repository.root, pause=lambda: wait_a_little(job)):
             manifest = backup.run()
-            _expire(backup.repository, policy, job)
+            _expire(backup.repository, spec, job)
     except BaseException as error:
         backup.clean_up(stopped=isinstance(error, JobCancelled))
         if isinstance(error, OSError):
             # Source files that cannot be read are skipped, so this is the repository's.
             raise BackupFailed(
-                f"cannot write to the repository {policy.repository}: {_describe(error)}"
+                f"cannot write to the repository {spec.repository}: {_describe(error)}"
             ) from error
         if isinstance(error, RepositoryError):
             raise BackupFailed(str(error)) from error
@@ -326,16 +305,16 @@ def run_backup(policy: pb.BackupPolicy, job_id: str, job: JobControl) -> str:
     return manifest.summary.id
 
 
-def _expire(repository: Repository, policy: pb.BackupPolicy, job: JobControl) -> None:
+def _expire(repository: Repository, spec: BackupJob, job: JobControl) -> None:
     """Retention after a committed point: a failure here is a warning, not a lost point."""
-    keep = retention.points_to_keep(policy.retention_points)
+    keep = retention.points_to_keep(spec.retention_points)
     try:
-        expired = retention.expire(repository, policy.id, keep)
+        expired = retention.expire(repository, spec.policy_id, keep)
     except OSError as error:
         job.warn(f"old restore points not expired: {_describe(error)}")
         return
     if expired:
-        log.info("policy %s: restore points %s expired", policy.id, ", ".join(expired))
+        log.info("policy %s: restore points %s expired", spec.policy_id, ", ".join(expired))
 
 
 def _collect(repository: Repository, job: JobControl) -> None:

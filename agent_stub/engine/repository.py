@@ -20,9 +20,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..store import write_atomically
 from . import chunks, lock
 from .errors import DamagedData, PointNotFound, RepositoryError
+from .files import sync_directory, write_atomically
 from .manifest import DIGEST, POINT_ID, Manifest, PointSummary, encode, read_manifest, read_summary
 
 FORMAT_NAME = "backup-agent repository"
@@ -30,14 +30,6 @@ VERSION = 1
 CONFIG_NAME = "config.json"
 MANIFEST_SUFFIX = ".jsonl.zst"
 PREFIXES = [f"{byte:02x}" for byte in range(256)]
-
-
-def sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Repository:

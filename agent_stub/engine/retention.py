@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from . import lock
 from .errors import PointNotFound
-from .repository import Repository, sync_directory
+from .files import sync_directory
+from .repository import Repository
 
 log = logging.getLogger("agent_stub.engine")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from agent_stub import engine
 from agent_stub.jobs import RunningJob
+from agent_stub.specs import backup_job
 from backup.v1 import resources_pb2 as pb
 
 MIB = 1024 * 1024
@@ -85,7 +86,7 @@ def _tar_to_file_seconds(tree: Path, archive: Path) -> float:
 def _backup(policy: pb.BackupPolicy) -> tuple[float, pb.Job]:
     job = RunningJob(pb.Job(id=f"bench-{time.monotonic_ns()}", policy_id=policy.id))
     started = time.perf_counter()
-    engine.run_backup(policy, job.id, job)
+    engine.run_backup(backup_job(policy), job.id, job)
     return time.perf_counter() - started, job.snapshot()
 
 

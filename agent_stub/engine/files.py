@@ -1,0 +1,55 @@
+"""Durable file writes: the whole file or nothing, and directories whose renames survive.
+
+The engine's commit rule (data first, then the manifest by one rename) rests on these two;
+the agent's own state under its data dir uses the same helper.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomically(path: Path, content: str | bytes, staging: Path | None = None) -> None:
+    """The whole file or nothing: written aside (in `staging`, else beside it), fsynced,
+    then renamed over `path`."""
+    folder = staging or path.parent
+    if staging is None:
+        folder.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content.encode() if isinstance(content, str) else content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def create_once(path: Path, content: bytes, staging: Path) -> bool:
+    """Writes `path` only if it does not exist yet, atomically; returns whether this call
+    created it. A hard link fails if the name exists, so two creators never both win."""
+    fd, temporary = tempfile.mkstemp(dir=staging, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        sync_directory(path.parent)
+        return True
+    finally:
+        os.unlink(temporary)
+
+
+def sync_directory(path: Path) -> None:
+    """Makes the renames and creations in a directory durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
