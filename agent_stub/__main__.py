@@ -6,9 +6,11 @@ backup-agent run POLICY_ID --data-dir DIR
 backup-agent points --data-dir DIR [--policy ID]
 backup-agent restore POINT_ID --to TARGET --data-dir DIR [--path SUBPATH]
 backup-agent verify --data-dir DIR [POINT_ID]
+backup-agent repair --data-dir DIR [--policy ID]
 
 Commands exit 0 when done, 1 with one line on stderr when they cannot be done, and
-verify exits 3 when it finds damage (each damaged thing on its own line).
+verify exits 3 when it finds damage (each damaged thing on its own line) and 2 when there
+is nothing to verify or a repository is missing; repair exits 0 when healthy afterwards.
 """
 
 import argparse
@@ -25,7 +27,7 @@ from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer
 from .engine import EngineError
 from .local import LocalCommandError, run_job
 
-COMMANDS = ("run", "points", "restore", "verify")
+COMMANDS = ("run", "points", "restore", "verify", "repair")
 
 
 def serve(argv: list[str]) -> None:
@@ -94,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("point_id", nargs="?", default="")
     verify.add_argument("--data-dir", type=Path, required=True)
+    repair = commands.add_parser(
+        "repair", help="rebuild each repository's index from its packs, then verify"
+    )
+    repair.add_argument("--data-dir", type=Path, required=True)
+    repair.add_argument("--policy", default="", help="only this policy's repositories")
     return parser
 
 
@@ -115,6 +122,8 @@ def command(argv: list[str]) -> int:
             return offline.points(args.data_dir, args.policy)
         if args.command == "restore":
             return offline.restore_point(args.data_dir, args.point_id, args.to, args.path)
+        if args.command == "repair":
+            return offline.repair_repositories(args.data_dir, args.policy)
         return offline.verify_points(args.data_dir, args.point_id)
     except (LocalCommandError, EngineError) as error:
         print(f"backup-agent: {error}", file=sys.stderr)

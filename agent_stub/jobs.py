@@ -12,7 +12,7 @@ from backup.ids import new_job_id
 from backup.v1 import resources_pb2 as pb
 
 from . import engine
-from .specs import backup_job
+from .specs import run_job
 from .store import AgentStore
 
 log = logging.getLogger("agent_stub.jobs")
@@ -132,7 +132,13 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         try:
             point_id = await loop.run_in_executor(
-                self._threads, engine.run_backup, backup_job(policy), running.id, running
+                self._threads,
+                run_job,
+                self._store.data_dir,
+                self._name,
+                policy,
+                running.id,
+                running,
             )
         except engine.JobCancelled:
             job = running.end(pb.JOB_STATE_STOPPED, error="stopped on request")

@@ -1,10 +1,12 @@
-"""The agent's edge to its engine: a received policy turned into the engine's plain input."""
+"""The agent's edge to its engine: a received policy turned into the engine's plain input,
+and what the agent remembers of the job afterwards."""
 
 from pathlib import Path
 
 from backup.v1 import resources_pb2 as pb
 
-from .engine import BackupJob
+from . import identity
+from .engine import BackupJob, JobControl, Repository, RepositoryError, run_backup
 
 
 def backup_job(
@@ -24,3 +26,23 @@ def backup_job(
         agent_id=agent_id,
         repository_ids=repository_ids,
     )
+
+
+def run_job(
+    data_dir: Path, computer: str, policy: pb.BackupPolicy, job_id: str, job: JobControl
+) -> str:
+    """Runs the policy's backup as this agent; remembers the repository it wrote to."""
+    spec = backup_job(
+        policy,
+        computer=computer,
+        agent_id=identity.agent_id(data_dir, create=True),
+        repository_ids=identity.expected_ids(data_dir, policy.id, policy.repository),
+    )
+    point_id = run_backup(spec, job_id, job)
+    try:
+        repository_id = Repository.open(spec.repository).id
+    except RepositoryError:
+        return point_id
+    if repository_id:
+        identity.remember(data_dir, policy.id, policy.repository, repository_id)
+    return point_id

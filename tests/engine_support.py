@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from agent_stub import engine
-from agent_stub.engine.manifest import DIGEST
 from agent_stub.engine.retention import referenced_chunks
 from agent_stub.jobs import RunningJob
 from agent_stub.specs import backup_job
@@ -114,9 +113,8 @@ def restored_source(target: Path, source: Path) -> Path:
 
 
 def chunk_files(repository: Path) -> set[str]:
-    return {
-        path.name for path in (repository / "chunks").glob("*/*") if DIGEST.fullmatch(path.name)
-    }
+    """Every chunk stored, as a file of its own or in a pack."""
+    return set(engine.Repository.open(repository).chunk_names())
 
 
 def unreferenced_chunks(repository: Path) -> set[str]:

@@ -1,14 +1,17 @@
 """The agent's backup engine: deduplicated, incremental restore points in a repository.
 
-    repository.py  the on-disk format: chunks by SHA-256, one manifest per point, tmp/
+    repository.py  the on-disk format: identity, chunks and packs, manifests, tmp/
     manifest.py    what a restore point lists: files, directories, symlinks, chunks
     chunks.py      content-defined chunking (FastCDC) and zstd where it pays
-    lock.py        the repository lock: backups share it, collection takes it alone
+    lock.py        lock files in the repository: backups share, collection goes alone
     scan.py        walking a policy's source paths
     backup.py      a backup job: `run_backup`, incremental forever
-    retention.py   expiring old points and collecting unreferenced chunks
+    retention.py   expiring a computer's old points, collecting unreferenced data
     restore.py     writing a point back to disk, never outside the target
-    verify.py      re-reading every chunk a point needs
+    verify.py      re-reading every chunk a point needs, recording what is damaged
+    repair.py      rebuilding the index from the packs
+    packs.py       pack files of small chunks, and their index
+    writer.py      storing a backup's new chunks on a thread pool
     job.py         a job's plain input (`BackupJob`) and its counters (`Progress`)
     files.py       atomic writes and durable directories
 
@@ -31,6 +34,7 @@ from .errors import (
 )
 from .job import BackupJob, Progress
 from .manifest import PointSummary
+from .repair import Repaired, repair
 from .repository import Repository
 from .restore import Restored, restore
 from .verify import Verified, verify
@@ -48,9 +52,11 @@ __all__ = [
     "Repository",
     "RepositoryError",
     "RestoreRefused",
+    "Repaired",
     "Restored",
     "Verified",
     "remove_stale_staging",
+    "repair",
     "restore",
     "run_backup",
     "verify",

@@ -14,10 +14,9 @@ import logging
 import os
 import stat
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from pyfastcdc import Chunk, FastCDC
 
@@ -27,18 +26,15 @@ from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
 from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
 from .job import BackupJob, Progress
-from .manifest import FILE, Entry, Manifest, summarize
+from .manifest import FILE, Entry, Manifest, PointSummary, summarize
 from .repository import Repository
 from .scan import Found, entry_from, scan
+from .writer import ChunkWriter
 
 log = logging.getLogger("agent_stub.engine")
 
-# Writing a chunk is mostly kernel work (create, copy, fsync) that runs outside the GIL.
-WRITER_THREADS = 4
 # Files up to the largest chunk size are read whole and cut in memory.
 SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
-# Chunks handed to the writers and not yet written: bounds memory to this many chunks.
-WRITES_IN_FLIGHT = 12
 NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -48,46 +44,6 @@ class _Unreadable(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(error.strerror)
         self.error = error
-
-
-class _ChunkWriter:
-    """Writes the chunks the repository lacks, in order, with a bounded queue."""
-
-    def __init__(self, repository: Repository, progress: Progress) -> None:
-        self._repository = repository
-        self._progress = progress
-        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chunk-writer")
-        self._queued: deque[tuple[str, Future[int]]] = deque()
-        self._seen: set[str] = set()
-        self.written: list[str] = []
-
-    def store(self, name: str, data: memoryview) -> None:
-        if name in self._seen or self._repository.has_chunk(name):
-            return
-        self._seen.add(name)
-        future = self._pool.submit(self._repository.put_chunk, name, bytes(data))
-        self._queued.append((name, future))
-        self._harvest(wait=len(self._queued) >= WRITES_IN_FLIGHT)
-
-    def _harvest(self, wait: bool) -> None:
-        while self._queued and (wait or self._queued[0][1].done()):
-            name, future = self._queued.popleft()
-            self._progress.bytes_written += future.result()  # a failed write raises here
-            self.written.append(name)
-            wait = False
-
-    def finish(self) -> None:
-        while self._queued:
-            self._harvest(wait=True)
-        self._pool.shutdown()
-
-    def abort(self) -> None:
-        """Drops what is queued and waits for writes under way; keeps count of them."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        for name, future in self._queued:
-            if not future.cancelled() and future.exception() is None:
-                self.written.append(name)
-        self._queued.clear()
 
 
 class _SourceReader:
@@ -149,10 +105,11 @@ class _Backup:
         self.spec = spec
         self.job_id = job_id
         self.job = job
-        self.repository = Repository.create(spec.repository)
+        self.repository = Repository.create(spec.repository, spec.repository_ids, spec.agent_id)
         self.chunker: FastCDC = chunks.chunker(self.repository.chunker_settings)
         self.progress = Progress()
-        self.writer = _ChunkWriter(self.repository, self.progress)
+        self.writer = ChunkWriter(self.repository, self.progress)
+        self.lock: Any = None
         self.throttle = Throttle(spec.throttle_bytes_per_second, job)
 
     def run(self) -> Manifest:
@@ -172,7 +129,6 @@ class _Backup:
             self.progress.report(self.job)
         self.writer.finish()
         self.progress.report(self.job)
-        self.repository.sync_chunk_directories(self.writer.written)
         manifest = summarize(
             new_point_id(),
             self.spec.policy_id,
@@ -181,15 +137,30 @@ class _Backup:
             self.spec.sources,
             entries,
             self.progress.bytes_written,
+            computer=self.spec.computer,
+            agent_id=self.spec.agent_id,
         )
         check(self.job)
+        if self.lock is not None:
+            self.lock.still_held()
         self.repository.commit_point(manifest)
+        self._healed()
         return manifest
+
+    def _healed(self) -> None:
+        """Clears the damage records of chunks this job wrote again, and says so."""
+        for name in self.writer.healed:
+            self.repository.mark_healed(name)
+        if self.writer.healed:
+            self.job.warn(
+                f"healed {len(self.writer.healed)} damaged or missing chunks by writing them "
+                f"again from the source, such as {self.writer.healed[0]}"
+            )
 
     def _previous_files(self) -> dict[str, Entry]:
         """The files of the policy's newest restore point, by path, to skip unchanged ones."""
         summaries, _ = self.repository.summaries()
-        mine = [point for point in summaries if point.policy_id == self.spec.policy_id]
+        mine = [point for point in summaries if self.owns(point)]
         if not mine:
             return {}
         try:
@@ -199,6 +170,10 @@ class _Backup:
             return {}
         return {entry.path: entry for entry in manifest.entries if entry.kind == FILE}
 
+    def owns(self, point: PointSummary) -> bool:
+        """A point of this policy written by this computer: the base of the next one."""
+        return point.policy_id == self.spec.policy_id and point.agent_id == self.spec.agent_id
+
     def _file(self, item: Found, previous: Entry | None) -> Entry | None:
         entry = item.entry
         if (
@@ -206,6 +181,8 @@ class _Backup:
             and previous.size == entry.size
             and previous.mtime_ns == entry.mtime_ns
             and previous.inode == entry.inode
+            # A chunk found damaged or missing is read again, to heal it from the source.
+            and all(self.repository.has_chunk(name) for name in previous.chunks)
         ):
             self.progress.file_finished(entry.size)
             return dataclasses.replace(entry, chunks=previous.chunks)
@@ -266,7 +243,7 @@ class _Backup:
         if stopped:
             return
         try:
-            retention.collect(self.repository, self.writer.written)
+            retention.collect(self.repository, self.writer.written, self.spec.agent_id)
         except (OSError, RepositoryError) as error:
             log.warning("could not remove the chunks of an unfinished job: %s", error)
 
@@ -287,8 +264,13 @@ def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
         raise BackupFailed(str(error)) from None
     except OSError as error:
         raise BackupFailed(f"cannot open the repository: {_describe(error)}") from None
+    except ValueError as error:  # chunker settings in the config that this agent cannot use
+        raise BackupFailed(f"repository {spec.repository}: {error}") from None
     try:
-        with lock.shared(backup.repository.root, pause=lambda: wait_a_little(job)):
+        with lock.shared(
+            backup.repository.root, pause=lambda: wait_a_little(job), agent_id=spec.agent_id
+        ) as held:
+            backup.lock = held
             manifest = backup.run()
             _expire(backup.repository, spec, job)
     except BaseException as error:
@@ -301,7 +283,7 @@ def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
         if isinstance(error, RepositoryError):
             raise BackupFailed(str(error)) from error
         raise
-    _collect(backup.repository, job)
+    _collect(backup.repository, job, spec.agent_id)
     return manifest.summary.id
 
 
@@ -309,7 +291,7 @@ def _expire(repository: Repository, spec: BackupJob, job: JobControl) -> None:
     """Retention after a committed point: a failure here is a warning, not a lost point."""
     keep = retention.points_to_keep(spec.retention_points)
     try:
-        expired = retention.expire(repository, spec.policy_id, keep)
+        expired = retention.expire(repository, spec.policy_id, keep, spec.agent_id)
     except OSError as error:
         job.warn(f"old restore points not expired: {_describe(error)}")
         return
@@ -317,10 +299,10 @@ def _expire(repository: Repository, spec: BackupJob, job: JobControl) -> None:
         log.info("policy %s: restore points %s expired", spec.policy_id, ", ".join(expired))
 
 
-def _collect(repository: Repository, job: JobControl) -> None:
+def _collect(repository: Repository, job: JobControl, agent_id: str) -> None:
     """Collection after a committed point; like retention, a failure here is a warning."""
     try:
-        collection = retention.collect(repository)
+        collection = retention.collect(repository, agent_id=agent_id)
     except DamagedData as error:
         job.warn(f"unreferenced chunks not collected: {error}; run verify")
     except OSError as error:

@@ -4,7 +4,8 @@ Stored as zstd-compressed JSON lines with a content checksum: first a header lin
 point's summary, so listing points decompresses only that line), then one line per entry
 in path order. Paths are relative, '/'-separated, and keep names that are not UTF-8
 (JSON escapes them as surrogates, which `os.fsencode` turns back into the same bytes).
-Decoding checks every field's type, since a manifest is data read from disk, not trusted.
+Decoding checks every field's type and range, since a manifest is data read from disk,
+not trusted: a crafted or damaged one is refused as damaged, never a traceback later.
 """
 
 import dataclasses
@@ -23,6 +24,12 @@ FILE, DIRECTORY, SYMLINK = "file", "dir", "symlink"
 KINDS = (FILE, DIRECTORY, SYMLINK)
 DIGEST = re.compile(r"[0-9a-f]{64}")
 POINT_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
+# Ranges a value read from a manifest must lie in: what the protos, the kernel's
+# uid_t/gid_t and a Timestamp (years 1 to 9999) can hold.
+COUNT_MAX = 2**63 - 1
+ID_MAX = 2**32 - 1
+TIME_MIN_NS = -62_135_596_800 * 10**9
+TIME_MAX_NS = 253_402_300_799 * 10**9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,8 @@ class PointSummary:
     added_bytes: int
     sources: tuple[str, ...] = ()
     entry_count: int = 0
+    computer: str = ""
+    agent_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +79,8 @@ def summarize(
     sources: Iterable[str],
     entries: list[Entry],
     added_bytes: int,
+    computer: str = "",
+    agent_id: str = "",
 ) -> Manifest:
     files = [entry for entry in entries if entry.kind == FILE]
     summary = PointSummary(
@@ -82,6 +93,8 @@ def summarize(
         added_bytes=added_bytes,
         sources=tuple(sources),
         entry_count=len(entries),
+        computer=computer,
+        agent_id=agent_id,
     )
     return Manifest(summary, entries)
 
@@ -146,6 +159,13 @@ def _typed(record: dict[str, Any], key: str, kind: type, default: Any = None) ->
     return value
 
 
+def _ranged(record: dict[str, Any], key: str, low: int, high: int, default: Any = None) -> int:
+    value: int = _typed(record, key, int, default)
+    if not low <= value <= high:
+        raise ValueError(f"{key} {value} is out of range")
+    return value
+
+
 def _summary(header: Any) -> PointSummary:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"not a format {FORMAT} manifest header")
@@ -157,12 +177,14 @@ def _summary(header: Any) -> PointSummary:
         id=point_id,
         policy_id=_typed(header, "policy_id", str),
         job_id=_typed(header, "job_id", str),
-        create_ns=_typed(header, "create_ns", int),
-        file_count=_typed(header, "file_count", int),
-        total_bytes=_typed(header, "total_bytes", int),
-        added_bytes=_typed(header, "added_bytes", int),
+        create_ns=_ranged(header, "create_ns", 0, TIME_MAX_NS),
+        file_count=_ranged(header, "file_count", 0, COUNT_MAX),
+        total_bytes=_ranged(header, "total_bytes", 0, COUNT_MAX),
+        added_bytes=_ranged(header, "added_bytes", 0, COUNT_MAX),
         sources=tuple(str(source) for source in sources),
-        entry_count=_typed(header, "entry_count", int),
+        entry_count=_ranged(header, "entry_count", 0, COUNT_MAX),
+        computer=_typed(header, "computer", str, ""),
+        agent_id=_typed(header, "agent_id", str, ""),
     )
 
 
@@ -179,18 +201,15 @@ def _entry(record: Any, number: int) -> Entry:
         mode = _typed(record, "mode", int)
         if not 0 <= mode <= 0o7777:
             raise ValueError(f"mode {mode} is out of range")
-        size = _typed(record, "size", int, 0)
-        if size < 0:
-            raise ValueError("size is negative")
         return Entry(
             path=_typed(record, "path", str),
             kind=kind,
             mode=mode,
-            mtime_ns=_typed(record, "mtime_ns", int),
-            uid=_typed(record, "uid", int, 0),
-            gid=_typed(record, "gid", int, 0),
-            size=size,
-            inode=_typed(record, "inode", int, 0),
+            mtime_ns=_ranged(record, "mtime_ns", TIME_MIN_NS, TIME_MAX_NS),
+            uid=_ranged(record, "uid", 0, ID_MAX, 0),
+            gid=_ranged(record, "gid", 0, ID_MAX, 0),
+            size=_ranged(record, "size", 0, COUNT_MAX, 0),
+            inode=_ranged(record, "inode", 0, 2**64 - 1, 0),
             chunks=chunks,
             target=_typed(record, "target", str, ""),
         )
