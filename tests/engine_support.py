@@ -138,10 +138,12 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_agent_process(data_dir: Path, prefix: list[str] | None = None) -> Process:
+def start_agent_process(
+    data_dir: Path, prefix: list[str] | None = None, name: str = "agent"
+) -> Process:
     """A real agent in its own process on port 0, once it listens; `stop()` is kill -9."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = ["agent_stub", "--listen", "127.0.0.1:0", "--name", "agent", "--data-dir", str(data_dir)]
-    agent = Process(args, data_dir.parent / "agent.log", prefix)
+    args = ["agent_stub", "--listen", "127.0.0.1:0", "--name", name, "--data-dir", str(data_dir)]
+    agent = Process(args, data_dir.parent / f"{name}.log", prefix)
     agent.wait_listening()
     return agent

@@ -9,7 +9,6 @@ repository.py), then the policy's old points expire and unreferenced chunks are 
 repository lock alone; otherwise, and after a stop, the next collection removes them.
 """
 
-import dataclasses
 import logging
 import os
 import stat
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pyfastcdc import Chunk, FastCDC
+from pyfastcdc import FastCDC
 
 from backup.ids import new_point_id
 
@@ -28,7 +27,7 @@ from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
 from .job import BackupJob, Progress
 from .manifest import FILE, Entry, Manifest, PointSummary, summarize
 from .repository import Repository
-from .scan import Found, entry_from, scan
+from .scan import Found, scan
 from .writer import ChunkWriter
 
 log = logging.getLogger("agent_stub.engine")
@@ -116,7 +115,7 @@ class _Backup:
         previous = self._previous_files()
         found = scan(list(self.spec.sources), self.job)
         self.progress.bytes_total = sum(item.entry.size for item in found)
-        self.progress.report(self.job)
+        self.progress.report(self.job, now=True)
         entries: list[Entry] = []
         for item in found:
             check(self.job)
@@ -128,7 +127,7 @@ class _Backup:
                 entries.append(entry)
             self.progress.report(self.job)
         self.writer.finish()
-        self.progress.report(self.job)
+        self.progress.report(self.job, now=True)
         manifest = summarize(
             new_point_id(),
             self.spec.policy_id,
@@ -185,7 +184,17 @@ class _Backup:
             and all(self.repository.has_chunk(name) for name in previous.chunks)
         ):
             self.progress.file_finished(entry.size)
-            return dataclasses.replace(entry, chunks=previous.chunks)
+            return Entry(
+                entry.path,
+                FILE,
+                entry.mode,
+                entry.mtime_ns,
+                entry.uid,
+                entry.gid,
+                entry.size,
+                entry.inode,
+                previous.chunks,
+            )
         try:
             read = self._read(item)
         except _Unreadable as unreadable:
@@ -206,32 +215,44 @@ class _Backup:
             if not stat.S_ISREG(info.st_mode):
                 raise _Unreadable(OSError(0, "no longer a regular file"))
             names = []
-            for chunk in self._cut(reader, info.st_size):
-                name = chunks.digest(chunk.data)
-                self.writer.store(name, chunk.data)
+            for data in self._cut(reader, info.st_size):
+                name = chunks.digest(data)
+                self.writer.store(name, data)
                 names.append(name)
         finally:
             reader.close()
         # Metadata from before the read: a file changed while read is read again next time.
-        entry = entry_from(item.source, info, FILE)
-        return dataclasses.replace(
-            entry, path=item.entry.path, size=reader.bytes_read, chunks=tuple(names)
+        return Entry(
+            item.entry.path,
+            FILE,
+            stat.S_IMODE(info.st_mode),
+            info.st_mtime_ns,
+            info.st_uid,
+            info.st_gid,
+            reader.bytes_read,
+            info.st_ino,
+            tuple(names),
         )
 
-    def _cut(self, reader: _SourceReader, size: int) -> Iterator[Chunk]:
+    def _cut(self, reader: _SourceReader, size: int) -> Iterator[memoryview]:
         """The file's chunks. A small file is read whole and cut in memory: the streaming
-        chunker's buffer of twice the largest chunk costs more than such a file."""
+        chunker's buffer of twice the largest chunk costs more than such a file. One no
+        larger than the smallest chunk is one chunk: the chunker need not see it."""
         if size > SMALL_FILE_BYTES:
-            yield from self.chunker.cut_stream(reader)
+            yield from (chunk.data for chunk in self.chunker.cut_stream(reader))
             return
         buffer = memoryview(bytearray(size + 1))
         filled = 0
         while filled < len(buffer) and (count := reader.readinto(buffer[filled:])):
             filled += count
         if filled <= size:
-            yield from self.chunker.cut_buf(buffer[:filled])
+            if 0 < filled <= self.chunker.min_size:
+                yield buffer[:filled]
+            else:
+                yield from (chunk.data for chunk in self.chunker.cut_buf(buffer[:filled]))
         else:  # it grew while being read: go on streaming after what was read
-            yield from self.chunker.cut_stream(_Prefixed(buffer[:filled], reader))
+            stream = self.chunker.cut_stream(_Prefixed(buffer[:filled], reader))
+            yield from (chunk.data for chunk in stream)
 
     def clean_up(self, stopped: bool) -> None:
         """After a stop or failure: removes the chunks this job wrote, if it can do so now.
@@ -271,6 +292,7 @@ def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
             backup.repository.root, pause=lambda: wait_a_little(job), agent_id=spec.agent_id
         ) as held:
             backup.lock = held
+            backup.repository.reload_index()
             manifest = backup.run()
             _expire(backup.repository, spec, job)
     except BaseException as error:

@@ -5,6 +5,7 @@ knows nothing of the wire types; `Progress` is the one place a job's counters li
 """
 
 import dataclasses
+import time
 from pathlib import Path
 
 from .control import JobControl
@@ -29,6 +30,9 @@ class BackupJob:
     repository_ids: tuple[str, ...] = ()
 
 
+REPORT_SECONDS = 0.05
+
+
 @dataclasses.dataclass
 class Progress:
     """A job's counters. `bytes_done` counts finished files by their size (or what was read
@@ -40,6 +44,7 @@ class Progress:
     bytes_written: int = 0
     _finished: int = 0
     _current: int = 0
+    _reported: float = 0.0
 
     @property
     def bytes_done(self) -> int:
@@ -56,7 +61,13 @@ class Progress:
         if stored:
             self.files_done += 1
 
-    def report(self, job: JobControl) -> None:
+    def report(self, job: JobControl, now: bool = False) -> None:
+        """Tells the job, at most every REPORT_SECONDS unless `now`: many small files
+        must not cost a report each."""
+        clock = time.monotonic()
+        if not now and clock - self._reported < REPORT_SECONDS:
+            return
+        self._reported = clock
         job.progress(
             max(self.bytes_total, self.bytes_done),
             self.bytes_done,

@@ -31,6 +31,7 @@ def repair(repository: Repository, agent_id: str = "") -> Repaired:
 
 
 def _rebuild(repository: Repository, done: Repaired) -> None:
+    repository.reload_index()
     before = dict(repository.locations)
     rebuilt: dict[str, list[tuple[str, int, int]]] = {}
     for pack_id in repository.pack_ids():

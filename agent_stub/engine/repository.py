@@ -7,6 +7,7 @@ computer in it.
     <repository>/packs/<xy>/<pack id>    small chunks, many to a pack (see packs.py)
     <repository>/index/<id>.json         which pack holds which chunk
     <repository>/points/<id>.jsonl.zst   one manifest per committed restore point
+    <repository>/points/<id>.chunks      the chunks it names, for collection (checksummed)
     <repository>/damaged/<sha256>        chunks verify found damaged; a backup heals them
     <repository>/tmp/                    files being written, never read as data
 
@@ -22,6 +23,7 @@ share, and fails the job instead of silently starting anew. Version 1 repositori
 chunk a file, no id) are read as they are and given an id on their first backup.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -33,8 +35,17 @@ from typing import Any
 
 from . import chunks, lock, packs
 from .errors import DamagedData, PointNotFound, RepositoryError
-from .files import create_once, sync_directory, write_atomically
-from .manifest import DIGEST, POINT_ID, Manifest, PointSummary, encode, read_manifest, read_summary
+from .files import create_once, make_durable, sync_directory, write_atomically, write_unsynced
+from .manifest import (
+    DIGEST,
+    POINT_ID,
+    Manifest,
+    PointSummary,
+    check_frame,
+    encode,
+    read_manifest,
+    read_summary,
+)
 
 log = logging.getLogger("agent_stub.engine")
 
@@ -43,6 +54,8 @@ VERSION = 2
 READS = (1, 2)
 CONFIG_NAME = "config.json"
 MANIFEST_SUFFIX = ".jsonl.zst"
+CHUNK_LIST_SUFFIX = ".chunks"
+CHUNK_LIST_MAGIC = b"backup-agent chunk list 1\n"
 PREFIXES = [f"{byte:02x}" for byte in range(256)]
 # Chunks smaller than this go into packs; larger ones stay files of their own, where a
 # create and an fsync are small next to the data (and a damaged one is easy to find).
@@ -191,7 +204,10 @@ class Repository:
         return list(self.index_problems)
 
     def reload_index(self) -> None:
+        """Forgets what was read of the index and the damage records: to be called once a
+        lock is held, since another computer may have changed both before."""
         self._locations = None
+        self._damaged = None
 
     def add_locations(self, found: dict[str, list[tuple[str, int, int]]]) -> None:
         locations = self.locations if self._locations is not None else {}
@@ -301,6 +317,27 @@ class Repository:
         except FileNotFoundError:
             return []
 
+    def stage_chunk(self, name: str, data: bytes) -> tuple[str, Path, int]:
+        """Writes a chunk under tmp/ without waiting for the disk; `place_chunks` makes
+        a backup's staged chunks durable and moves them into place, all at once."""
+        stored = chunks.pack(data)
+        staged = self.tmp / f"chunk-{name}-{secrets.token_hex(4)}"
+        write_unsynced(staged, stored)
+        return name, staged, len(stored)
+
+    def place_chunks(self, staged: list[tuple[str, Path, int]]) -> int:
+        """Durable data first, then the renames, then durable renames (so a chunk's name
+        never holds data the disk does not have); returns the flush calls made."""
+        if not staged:
+            return 0
+        flushes = make_durable(self.tmp, [path for _, path, _ in staged])
+        for name, path, _ in staged:
+            os.replace(path, self.chunk_path(name))
+        if flushes == 1:
+            return 1 + make_durable(self.tmp, [])
+        self.sync_chunk_directories(name for name, _, _ in staged)
+        return flushes + len({name[:2] for name, _, _ in staged})
+
     def remove_chunk(self, name: str) -> int:
         """Deletes a chunk's own file; returns the bytes freed (0 if it was already gone)."""
         path = self.chunk_path(name)
@@ -364,12 +401,57 @@ class Repository:
         return manifest
 
     def commit_point(self, manifest: Manifest) -> None:
-        """Makes the restore point exist: one atomic rename, then a durable directory."""
+        """Makes the restore point exist: one atomic rename, then a durable directory.
+
+        Its chunk list goes first, beside it: collection reads that instead of the whole
+        manifest (a manifest of 100,000 files takes seconds to parse, the list a moment).
+        """
+        names = {name for entry in manifest.entries for name in entry.chunks}
+        body = b"".join(bytes.fromhex(name) for name in sorted(names))
+        sidecar = CHUNK_LIST_MAGIC + hashlib.sha256(body).digest() + body
+        write_atomically(self.chunk_list_path(manifest.summary.id), sidecar, self.tmp)
         write_atomically(self.manifest_path(manifest.summary.id), encode(manifest), self.tmp)
         sync_directory(self.points)
 
+    def chunk_list_path(self, point_id: str) -> Path:
+        return self.points / f"{point_id}{CHUNK_LIST_SUFFIX}"
+
+    def point_chunks(self, point_id: str) -> set[str]:
+        """Every chunk the point names: from its chunk list when that is intact, else
+        from its manifest (PointNotFound or DamagedData as `read_point`)."""
+        try:
+            sidecar = self.chunk_list_path(point_id).read_bytes()
+        except OSError:
+            sidecar = b""
+        head, digest = len(CHUNK_LIST_MAGIC), len(CHUNK_LIST_MAGIC) + 32
+        body = sidecar[digest:]
+        if (
+            sidecar[:head] == CHUNK_LIST_MAGIC
+            and len(body) % 32 == 0
+            and hashlib.sha256(body).digest() == sidecar[head:digest]
+        ):
+            subject = f"restore point {point_id}"
+            try:
+                with open(self.manifest_path(point_id), "rb") as stream:
+                    check_frame(stream, subject)
+            except FileNotFoundError:
+                raise PointNotFound(f"restore point {point_id} not found in {self.root}") from None
+            except OSError as error:
+                raise DamagedData(subject, f"unreadable manifest ({error.strerror})") from None
+            return {body[at : at + 32].hex() for at in range(0, len(body), 32)}
+        manifest = self.read_point(point_id)
+        return {name for entry in manifest.entries for name in entry.chunks}
+
     def remove_point(self, point_id: str) -> None:
         self.manifest_path(point_id).unlink(missing_ok=True)
+        self.chunk_list_path(point_id).unlink(missing_ok=True)
+
+    def remove_orphan_chunk_lists(self) -> None:
+        """Chunk lists whose manifest is gone (a retention killed between the two)."""
+        for path in self.points.glob(f"*{CHUNK_LIST_SUFFIX}"):
+            point_id = path.name.removesuffix(CHUNK_LIST_SUFFIX)
+            if not (self.points / f"{point_id}{MANIFEST_SUFFIX}").exists():
+                path.unlink(missing_ok=True)
 
     # temporary files
 

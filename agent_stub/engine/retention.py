@@ -67,11 +67,9 @@ def referenced_chunks(repository: Repository) -> set[str]:
         raise damaged[0]
     for summary in summaries:
         try:
-            manifest = repository.read_point(summary.id)
+            referenced.update(repository.point_chunks(summary.id))
         except PointNotFound:
             continue
-        for entry in manifest.entries:
-            referenced.update(entry.chunks)
     return referenced
 
 
@@ -84,6 +82,7 @@ def collect(
         if not alone:
             log.info("chunk collection in %s deferred: the repository is in use", repository.root)
             return None
+        repository.reload_index()
         if repository.index_problems:
             raise DamagedData("the repository's index", "; ".join(repository.index_problems))
         referenced = referenced_chunks(repository)
@@ -97,12 +96,14 @@ def collect(
             packed_removed, packed_freed = _collect_packs(repository, referenced)
             removed += packed_removed
             freed += packed_freed
+        repository.remove_orphan_chunk_lists()
         repository.clear_tmp()
         return Collection(removed, freed)
 
 
 def _collect_packs(repository: Repository, referenced: set[str]) -> tuple[int, int]:
-    """Deletes packs nothing uses, rewrites those mostly unused; returns (chunks, bytes)."""
+    """Drops unreferenced chunks from the index, deletes packs nothing uses and rewrites
+    those mostly unused; returns (chunks dropped, bytes freed)."""
     by_pack: dict[str, list[tuple[str, int, int]]] = {}
     for name, (pack_id, offset, length) in repository.locations.items():
         by_pack.setdefault(pack_id, []).append((name, offset, length))
@@ -110,36 +111,36 @@ def _collect_packs(repository: Repository, referenced: set[str]) -> tuple[int, i
     keep: dict[str, list[tuple[str, int, int]]] = {}
     doomed: list[str] = [pack_id for pack_id in on_disk if pack_id not in by_pack]
     rewrite: list[tuple[str, bytes]] = []
-    removed = freed = 0
+    dropped = freed = 0
     for pack_id, rows in by_pack.items():
         if pack_id not in on_disk:
             continue  # its chunks are missing: verify reports them, repair drops them
         live = [row for row in rows if row[0] in referenced]
-        live_bytes = sum(length for _, _, length in live)
-        total = sum(length for _, _, length in rows)
-        if live and live_bytes >= total * REPACK_BELOW:
+        dropped += len(rows) - len(live)
+        size = packs.pack_path(repository.packs, pack_id).stat().st_size
+        live_bytes = sum(packs.RECORD_HEADER + length for _, _, length in live)
+        if live and live_bytes >= size * REPACK_BELOW:
             keep[pack_id] = live
             continue
-        for name, _, _ in live:
-            rewrite.append((name, repository.read_chunk(name)))
-        removed += len(rows) - len(live)
-        freed += total - live_bytes
+        rewrite.extend((name, repository.read_chunk(name)) for name, _, _ in live)
+        freed += size - live_bytes
         doomed.append(pack_id)
     index_files = sorted(repository.index.glob("*.json"))
-    if not doomed and len(index_files) <= INDEX_FILES_KEPT:
+    if not doomed and not dropped and len(index_files) <= INDEX_FILES_KEPT:
         return 0, 0
     writer = packs.PackWriter(repository.packs, repository.tmp)
     for name, data in rewrite:
         writer.add(name, chunks.pack(data))
     writer.finish()
     keep.update(writer.written)
+    # The new index and packs are durable before anything they replace is deleted.
     packs.write_index(repository.index, repository.tmp, keep)
     for path in index_files:
         path.unlink(missing_ok=True)
     for pack_id in doomed:
         packs.pack_path(repository.packs, pack_id).unlink(missing_ok=True)
     repository.reload_index()
-    return removed, freed
+    return dropped, freed
 
 
 def clear_stale_staging(repository: Repository) -> bool:

@@ -1,6 +1,7 @@
 """Writing a backup's new chunks: compressed and stored on a thread pool, beside reading.
 
-Large chunks become files of their own; small ones are handed over in batches and
+Large chunks become files of their own, written under tmp/ and made durable together by
+one syncfs before they are moved into place; small ones are handed over in batches and
 appended to pack files, so a tree of many small files costs a few creates and fsyncs per
 pack instead of one per chunk, and little Python work per chunk. zstd and the writes run
 outside the GIL, so the pool uses the cores the reading thread leaves free.
@@ -8,6 +9,7 @@ outside the GIL, so the pool uses the cores the reading thread leaves free.
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 from . import chunks
 from .job import Progress
@@ -35,6 +37,8 @@ class ChunkWriter:
         self._batch: list[tuple[str, bytes]] = []
         self._batch_bytes = 0
         self._seen: set[str] = set()
+        self._staged: list[tuple[str, Path, int]] = []
+        self.flushes = 0
         # Chunks known damaged or missing that this backup wrote again from the source.
         self.healed: list[str] = []
         self.written: list[str] = []
@@ -64,7 +68,9 @@ class ChunkWriter:
             self._submit(names, size, self._pool.submit(self._put_packed, batch))
 
     def _put_loose(self, name: str, data: bytes) -> int:
-        return self._repository.put_chunk(name, data)
+        staged = self._repository.stage_chunk(name, data)
+        self._staged.append(staged)  # list.append is atomic: no lock for the pool
+        return staged[2]
 
     def _put_packed(self, batch: list[tuple[str, bytes]]) -> int:
         written = 0
@@ -97,13 +103,8 @@ class ChunkWriter:
         if self._packs.written:
             write_index(self._repository.index, self._repository.tmp, self._packs.written)
             self._repository.add_locations(self._packs.written)
-        self._repository.sync_chunk_directories(
-            name for name in self.written if name not in self._repository.locations
-        )
-
-    @property
-    def fsyncs(self) -> int:
-        return self._packs.fsyncs
+        self.flushes = self._packs.fsyncs + self._repository.place_chunks(self._staged)
+        self._staged = []
 
     def abort(self) -> None:
         """Drops what is queued and waits for writes under way; keeps count of them."""
@@ -113,3 +114,6 @@ class ChunkWriter:
                 self.written.extend(names)
         self._queued.clear()
         self._packs.abort()
+        for _, path, _ in self._staged:
+            path.unlink(missing_ok=True)
+        self._staged = []
