@@ -18,7 +18,8 @@ from backup.v1.agent_control_pb2_grpc import AgentControlStub
 def rewrite(repository: Path, point_id: str, header: dict[str, Any], entry: dict[str, Any]) -> None:
     """Changes fields of the point's header and of its entries, as a crafted file could."""
     path = repository / "points" / f"{point_id}.jsonl.zst"
-    lines = zstandard.ZstdDecompressor().decompress(path.read_bytes()).decode().splitlines()
+    stored = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    lines = stored.decode().splitlines()
     records = [json.loads(line) for line in lines]
     records[0].update(header)
     for record in records[1:]:

@@ -116,11 +116,22 @@ def _entry_record(entry: Entry) -> dict[str, Any]:
 
 
 def encode(manifest: Manifest) -> bytes:
-    lines = [json.dumps({"format": FORMAT, **dataclasses.asdict(manifest.summary)})]
-    lines.extend(json.dumps(_entry_record(entry)) for entry in manifest.entries)
-    text = "\n".join(lines) + "\n"
+    """The stored manifest, compressed line by line (a tree's lines never sit in memory
+    all at once as text)."""
+    compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+    header = json.dumps({"format": FORMAT, **dataclasses.asdict(manifest.summary)})
     # ASCII by construction: json.dumps escapes every non-ASCII character and surrogate.
-    return zstandard.ZstdCompressor(write_checksum=True).compress(text.encode("ascii"))
+    parts = [compressor.compress(header.encode("ascii") + b"\n")]
+    batch: list[str] = []
+    for entry in manifest.entries:
+        batch.append(json.dumps(_entry_record(entry)))
+        if len(batch) == 1024:
+            parts.append(compressor.compress(("\n".join(batch) + "\n").encode("ascii")))
+            batch = []
+    if batch:
+        parts.append(compressor.compress(("\n".join(batch) + "\n").encode("ascii")))
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def _lines(stream: IO[bytes]) -> io.TextIOWrapper:
