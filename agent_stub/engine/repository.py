@@ -59,7 +59,7 @@ CHUNK_LIST_MAGIC = b"backup-agent chunk list 1\n"
 PREFIXES = [f"{byte:02x}" for byte in range(256)]
 # Chunks smaller than this go into packs; larger ones stay files of their own, where a
 # create and an fsync are small next to the data (and a damaged one is easy to find).
-PACK_BELOW = 64 * 1024
+PACK_BELOW = 96 * 1024
 
 
 class RepositoryMissing(RepositoryError):
