@@ -1,6 +1,7 @@
 """The agent's backup engine: deduplicated, incremental restore points in a repository.
 
-    repository.py  the on-disk format: identity, chunks and packs, manifests, tmp/
+    repository.py  the on-disk format: identity, restore points, tmp/
+    chunkstore.py  chunks as files and in packs, the index, damage records
     manifest.py    what a restore point lists: files, directories, symlinks, chunks
     chunks.py      content-defined chunking (FastCDC) and zstd where it pays
     lock.py        lock files in the repository: backups share, collection goes alone

@@ -173,6 +173,14 @@ class _Backup:
         """A point of this policy written by this computer: the base of the next one."""
         return point.policy_id == self.spec.policy_id and point.agent_id == self.spec.agent_id
 
+    def _intact(self, previous: Entry) -> bool:
+        """Whether every chunk of the unchanged file is stored and not known damaged. If
+        not, the file is read again, which heals the chunk from the source (and a chunk
+        gone without verify having seen it counts as healed, too)."""
+        missing = [name for name in previous.chunks if not self.repository.has_chunk(name)]
+        self.repository.damaged_chunks.update(missing)
+        return not missing
+
     def _file(self, item: Found, previous: Entry | None) -> Entry | None:
         entry = item.entry
         if (
@@ -180,8 +188,7 @@ class _Backup:
             and previous.size == entry.size
             and previous.mtime_ns == entry.mtime_ns
             and previous.inode == entry.inode
-            # A chunk found damaged or missing is read again, to heal it from the source.
-            and all(self.repository.has_chunk(name) for name in previous.chunks)
+            and self._intact(previous)
         ):
             self.progress.file_finished(entry.size)
             return Entry(

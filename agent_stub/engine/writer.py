@@ -12,9 +12,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from . import chunks
+from .chunkstore import PACK_BELOW
 from .job import Progress
 from .packs import PackWriter, write_index
-from .repository import PACK_BELOW, Repository
+from .repository import Repository
 
 WRITER_THREADS = 3
 # Small chunks go to the pool this many bytes (or chunks) at a time.
