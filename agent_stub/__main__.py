@@ -7,10 +7,12 @@ backup-agent points --data-dir DIR [--policy ID]
 backup-agent ls POINT_ID [PATH] --data-dir DIR
 backup-agent restore POINT_ID --to TARGET --data-dir DIR [--path SUBPATH] [--dry-run] [--overwrite]
 backup-agent verify --data-dir DIR [POINT_ID]
+backup-agent repair --data-dir DIR [--policy ID]
 backup-agent --version
 
 Commands exit 0 when done, 1 with one line on stderr when they cannot be done, and
-verify exits 3 when it finds damage (each damaged thing on its own line).
+verify exits 3 when it finds damage (each damaged thing on its own line) and 2 when there
+is nothing to verify or a repository is missing; repair exits 0 when healthy afterwards.
 """
 
 import argparse
@@ -27,7 +29,7 @@ from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer
 from .engine import EngineError
 from .local import LocalCommandError, run_job
 
-COMMANDS = ("run", "points", "ls", "restore", "verify")
+COMMANDS = ("run", "points", "ls", "restore", "verify", "repair")
 COMMANDS_HELP = """commands (each takes --data-dir DIR; run asks the running agent on its local
 socket, the others read the repositories directly, agent running or not):
   run POLICY_ID            start a policy's job now, from the policy last received
@@ -35,9 +37,11 @@ socket, the others read the repositories directly, agent running or not):
   ls POINT_ID [PATH]       list the files of a restore point (at or below PATH)
   restore POINT_ID --to D  restore a point into D (--path, --dry-run, --overwrite)
   verify [POINT_ID]        re-read every chunk restore points need and check it
+  repair [--policy ID]     rebuild the index from the packs, report what cannot be rebuilt
 
 Commands exit 0 when done, 1 with one line on stderr when they cannot be done; verify
-exits 3 when it finds damage."""
+exits 3 when it finds damage and 2 when there is nothing to verify or a repository is
+missing; repair exits 0 when the repository is healthy afterwards."""
 
 
 def _version(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("point_id", nargs="?", default="")
     verify.add_argument("--data-dir", type=Path, required=True)
+    repair = commands.add_parser(
+        "repair", help="rebuild each repository's index from its packs, then verify"
+    )
+    repair.add_argument("--data-dir", type=Path, required=True)
+    repair.add_argument("--policy", default="", help="only this policy's repositories")
     return parser
 
 
@@ -155,6 +164,8 @@ def command(argv: list[str]) -> int:
             return offline.restore_point(
                 args.data_dir, args.point_id, args.to, args.path, args.dry_run, args.overwrite
             )
+        if args.command == "repair":
+            return offline.repair_repositories(args.data_dir, args.policy)
         return offline.verify_points(args.data_dir, args.point_id)
     except (LocalCommandError, EngineError) as error:
         print(f"backup-agent: {error}", file=sys.stderr)

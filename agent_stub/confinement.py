@@ -12,7 +12,8 @@ from pathlib import Path
 
 from backup.errors import FailedPrecondition
 from backup.v1 import resources_pb2 as pb
-from backup.validation import is_within, shown
+from backup.paths import is_within
+from backup.validation import shown
 
 
 class AllowedPaths:

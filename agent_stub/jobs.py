@@ -12,6 +12,7 @@ from backup.ids import new_job_id, newest_first
 from backup.v1 import resources_pb2 as pb
 
 from . import engine
+from .specs import run_job
 from .store import AgentStore
 
 log = logging.getLogger("agent_stub.jobs")
@@ -138,7 +139,14 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         try:
             point_id = await loop.run_in_executor(
-                self._threads, engine.run_backup, policy, running.id, running, self._allowed_roots
+                self._threads,
+                run_job,
+                self._store.data_dir,
+                self._name,
+                policy,
+                running.id,
+                running,
+                self._allowed_roots,
             )
         except engine.JobCancelled:
             job = running.end(pb.JOB_STATE_STOPPED, error=running.stop_reason)

@@ -1,4 +1,4 @@
-"""The backup chain from the command line: points, ls, restore, verify.
+"""The backup chain from the command line: points, ls, restore, verify, repair.
 
 They read the repositories of the policies the agent of a data dir has applied, directly:
 no running agent is needed, and the repository lock keeps them safe beside one. Sizes
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from backup import formats
 
-from .engine import Repository, RestoreRefused, restore, verify
+from .engine import Repository, RestoreRefused, repair, restore, verify
 from .engine.manifest import DIRECTORY, FILE, SYMLINK, Entry
 from .engine.restore import select
 from .local import LocalCommandError
@@ -20,6 +20,7 @@ from .points import BackupChain
 DAMAGED_EXIT = 3
 # An existing file a restore would replace: how many of them the refusal names.
 NAMED_CONFLICTS = 5
+NOTHING_EXIT = 2
 human = formats.size
 
 
@@ -39,20 +40,26 @@ def _print_rows(rows: list[tuple[str, ...]]) -> None:
 
 
 def points(data_dir: Path, policy_id: str) -> int:
-    found = chain(data_dir).summaries(policy_id)
+    backups = chain(data_dir)
+    found = backups.summaries(policy_id)
     if not found:
         print("no restore points")
         return 0
-    rows: list[tuple[str, ...]] = [("ID", "POLICY", "CREATED", "FILES", "SIZE", "ADDED")]
-    for _, point in found:
+    rows: list[tuple[str, ...]] = [
+        ("ID", "POLICY", "COMPUTER", "CREATED", "FILES", "SIZE", "ADDED", "STATE")
+    ]
+    for repository, point in found:
+        damaged = backups.damaged_files(repository, point.id)
         rows.append(
             (
                 point.id,
                 point.policy_id,
+                point.computer or "-",
                 formats.moment(point.create_ns / 1e9),
                 str(point.file_count),
                 human(point.total_bytes),
                 human(point.added_bytes),
+                f"damaged ({formats.plural(len(damaged), 'file')})" if damaged else "ok",
             )
         )
     _print_rows(rows)
@@ -128,16 +135,18 @@ def restore_point(
 
 
 def verify_points(data_dir: Path, point_id: str) -> int:
+    """Exit 0 healthy, 3 with damage, 2 with nothing to verify or a repository missing."""
     backups = chain(data_dir)
     checks: list[tuple[Repository, list[str] | None]]
+    found = backups.find_repositories()
     if point_id:
         checks = [(backups.find(point_id), [point_id])]
     else:
-        checks = [(repository, None) for repository, _ in backups.repositories()]
+        checks = [(repository, None) for repository, _ in found.repositories]
     problems: list[str] = []
     totals = [0, 0, 0, 0]
     for repository, point_ids in checks:
-        result = verify(repository, point_ids)
+        result = verify(repository, point_ids, keep=backups.mine)
         problems.extend(result.problems)
         for index, count in enumerate(
             (len(result.points), result.files, result.chunks, result.bytes)
@@ -145,10 +154,41 @@ def verify_points(data_dir: Path, point_id: str) -> int:
             totals[index] += count
     for problem in problems:
         print(f"damaged: {problem}")
+    for missing in found.missing:
+        print(f"missing: {missing}")
     verdict = formats.plural(len(problems), "problem") if problems else "OK"
+    if not problems and (found.missing or not totals[0]):
+        verdict = "nothing to verify" if not totals[0] else "a repository is missing"
     print(
         f"verified {formats.plural(totals[0], 'restore point')}, "
         f"{formats.plural(totals[1], 'file')}, {formats.plural(totals[2], 'chunk')} "
         f"({human(totals[3])}) read back: {verdict}"
     )
-    return DAMAGED_EXIT if problems else 0
+    if problems:
+        return DAMAGED_EXIT
+    return NOTHING_EXIT if found.missing or not totals[0] else 0
+
+
+def repair_repositories(data_dir: Path, policy_id: str) -> int:
+    """Rebuilds each repository's index from its packs, then verifies: exit 0 if healthy."""
+    found = chain(data_dir).find_repositories(policy_id)
+    for missing in found.missing:
+        print(f"missing: {missing}")
+    if not found.repositories:
+        print("nothing to repair")
+        return NOTHING_EXIT
+    healthy = not found.missing
+    for repository, _ in found.repositories:
+        rebuilt = repair(repository)
+        for problem in rebuilt.problems:
+            print(f"cannot rebuild: {problem}")
+        after = verify(repository)
+        for problem in after.problems:
+            print(f"damaged: {problem}")
+        healthy = healthy and not after.problems
+        print(
+            f"{repository.root}: index rebuilt from {rebuilt.packs} packs "
+            f"({rebuilt.chunks} chunks); {len(after.points)} restore points "
+            + ("verify OK" if not after.problems else f"{len(after.problems)} problems remain")
+        )
+    return 0 if healthy else DAMAGED_EXIT

@@ -7,32 +7,25 @@ files) whatever the umask: the command line trusts the policies it finds there.
 """
 
 import json
-import os
 import stat
-import tempfile
 from pathlib import Path
 
 from google.protobuf import json_format
 
 from backup.v1 import resources_pb2 as pb
 
-PRIVATE_DIRECTORY = 0o700
+from .engine.files import PRIVATE_DIRECTORY, private_directory, write_atomically
 
-
-def private_directory(path: Path) -> None:
-    """Creates `path` and its missing parents 0700 (chmod: the umask may take bits or add
-    none); a directory that exists is left as it is, for `check_private` to judge."""
-    missing = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for directory in reversed(missing):
-        try:
-            directory.mkdir(mode=PRIVATE_DIRECTORY)
-        except FileExistsError:
-            continue  # made meanwhile by someone else: not ours to chmod
-        os.chmod(directory, PRIVATE_DIRECTORY)
+__all__ = [
+    "PRIVATE_DIRECTORY",
+    "AgentStore",
+    "check_private",
+    "private_directory",
+    "read_json",
+    "read_policies",
+    "read_policy",
+    "write_atomically",
+]
 
 
 def check_private(directory: Path) -> None:
@@ -43,24 +36,6 @@ def check_private(directory: Path) -> None:
             f"{directory} is writable by other users (mode {mode:04o}): the agent trusts what "
             f"it finds there, so it will not start; chmod 700 {directory}"
         )
-
-
-def write_atomically(path: Path, content: str | bytes, staging: Path | None = None) -> None:
-    """The whole file or nothing: written aside (in `staging`, else beside it), fsynced,
-    then renamed over `path`."""
-    folder = staging or path.parent
-    if staging is None:
-        private_directory(folder)
-    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(content.encode() if isinstance(content, str) else content)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 class AgentStore:

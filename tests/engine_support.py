@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from agent_stub import engine
-from agent_stub.engine.manifest import DIGEST
 from agent_stub.engine.retention import referenced_chunks
 from agent_stub.jobs import RunningJob
+from agent_stub.specs import backup_job
 from backup.v1 import resources_pb2 as pb
 
 from conftest import Process
@@ -103,7 +103,7 @@ def policy(
 def back_up(backup_policy: pb.BackupPolicy) -> tuple[str, pb.Job]:
     """Runs one job in this process, the way the agent's job runner does."""
     job = RunningJob(pb.Job(id=f"j-{os.urandom(4).hex()}", policy_id=backup_policy.id))
-    point_id = engine.run_backup(backup_policy, job.id, job)
+    point_id = engine.run_backup(backup_job(backup_policy), job.id, job)
     return point_id, job.snapshot()
 
 
@@ -113,9 +113,8 @@ def restored_source(target: Path, source: Path) -> Path:
 
 
 def chunk_files(repository: Path) -> set[str]:
-    return {
-        path.name for path in (repository / "chunks").glob("*/*") if DIGEST.fullmatch(path.name)
-    }
+    """Every chunk stored, as a file of its own or in a pack."""
+    return set(engine.Repository.open(repository).chunk_names())
 
 
 def unreferenced_chunks(repository: Path) -> set[str]:
@@ -139,10 +138,12 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     )
 
 
-def start_agent_process(data_dir: Path, prefix: list[str] | None = None) -> Process:
+def start_agent_process(
+    data_dir: Path, prefix: list[str] | None = None, name: str = "agent"
+) -> Process:
     """A real agent in its own process on port 0, once it listens; `stop()` is kill -9."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = ["agent_stub", "--listen", "127.0.0.1:0", "--name", "agent", "--data-dir", str(data_dir)]
-    agent = Process(args, data_dir.parent / "agent.log", prefix)
+    args = ["agent_stub", "--listen", "127.0.0.1:0", "--name", name, "--data-dir", str(data_dir)]
+    agent = Process(args, data_dir.parent / f"{name}.log", prefix)
     agent.wait_listening()
     return agent

@@ -19,6 +19,7 @@ from engine_support import (
 
 from agent_stub import engine
 from agent_stub.jobs import RunningJob
+from agent_stub.specs import backup_job
 from backup.v1 import resources_pb2 as pb
 
 
@@ -184,7 +185,7 @@ def test_file_growing_while_read_is_stored_as_read_and_read_again(tmp_path: Path
     grows = write(source / "log", original)
     backup_policy = policy(source, tmp_path / "repository", throttle_bytes_per_second=4 * MIB)
     job = GrowsFileOnFirstRead(grows, appended)
-    point_id = engine.run_backup(backup_policy, job.id, job)
+    point_id = engine.run_backup(backup_job(backup_policy), job.id, job)
     assert job.appended and job.snapshot().bytes_read == 2 * MIB
     engine.restore(engine.Repository.open(tmp_path / "repository"), point_id, tmp_path / "t")
     assert (restored_source(tmp_path / "t", source) / "log").read_bytes() == original + appended

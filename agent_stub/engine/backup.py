@@ -9,37 +9,32 @@ repository.py), then the policy's old points expire and unreferenced chunks are 
 repository lock alone; otherwise, and after a stop, the next collection removes them.
 """
 
-import dataclasses
 import logging
 import os
 import stat
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from pyfastcdc import Chunk, FastCDC
+from pyfastcdc import FastCDC
 
 from backup.ids import new_point_id
-from backup.v1 import resources_pb2 as pb
-from backup.validation import is_within
+from backup.paths import is_within
 
 from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
 from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
-from .manifest import FILE, Entry, Manifest, summarize
+from .job import BackupJob, Progress
+from .manifest import FILE, Entry, Manifest, PointSummary, summarize
 from .repository import Repository
-from .scan import Found, Sources, entry_from, scan
+from .scan import Found, Sources, scan
+from .writer import ChunkWriter
 
 log = logging.getLogger("agent_stub.engine")
 
-# Writing a chunk is mostly kernel work (create, copy, fsync) that runs outside the GIL.
-WRITER_THREADS = 4
 # Files up to the largest chunk size are read whole and cut in memory.
 SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
-# Chunks handed to the writers and not yet written: bounds memory to this many chunks.
-WRITES_IN_FLIGHT = 12
 
 
 class _Unreadable(Exception):
@@ -50,68 +45,10 @@ class _Unreadable(Exception):
         self.error = error
 
 
-@dataclasses.dataclass
-class _Progress:
-    bytes_total: int = 0
-    bytes_done: int = 0
-    files_done: int = 0
-    bytes_read: int = 0
-    bytes_written: int = 0
-
-    def report(self, job: JobControl) -> None:
-        job.progress(
-            max(self.bytes_total, self.bytes_done),
-            self.bytes_done,
-            self.files_done,
-            self.bytes_read,
-            self.bytes_written,
-        )
-
-
-class _ChunkWriter:
-    """Writes the chunks the repository lacks, in order, with a bounded queue."""
-
-    def __init__(self, repository: Repository, progress: _Progress) -> None:
-        self._repository = repository
-        self._progress = progress
-        self._pool = ThreadPoolExecutor(WRITER_THREADS, thread_name_prefix="chunk-writer")
-        self._queued: deque[tuple[str, Future[int]]] = deque()
-        self._seen: set[str] = set()
-        self.written: list[str] = []
-
-    def store(self, name: str, data: memoryview) -> None:
-        if name in self._seen or self._repository.has_chunk(name):
-            return
-        self._seen.add(name)
-        future = self._pool.submit(self._repository.put_chunk, name, bytes(data))
-        self._queued.append((name, future))
-        self._harvest(wait=len(self._queued) >= WRITES_IN_FLIGHT)
-
-    def _harvest(self, wait: bool) -> None:
-        while self._queued and (wait or self._queued[0][1].done()):
-            name, future = self._queued.popleft()
-            self._progress.bytes_written += future.result()  # a failed write raises here
-            self.written.append(name)
-            wait = False
-
-    def finish(self) -> None:
-        while self._queued:
-            self._harvest(wait=True)
-        self._pool.shutdown()
-
-    def abort(self) -> None:
-        """Drops what is queued and waits for writes under way; keeps count of them."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        for name, future in self._queued:
-            if not future.cancelled() and future.exception() is None:
-                self.written.append(name)
-        self._queued.clear()
-
-
 class _SourceReader:
     """A source file as the chunker reads it: checks for a stop and keeps the read limit."""
 
-    def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: _Progress) -> None:
+    def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: Progress) -> None:
         self._file = os.fdopen(fd, "rb", buffering=0)
         self._job = job
         self._throttle = throttle
@@ -125,8 +62,7 @@ class _SourceReader:
         except OSError as error:
             raise _Unreadable(error) from None
         self.bytes_read += count
-        self._progress.bytes_read += count
-        self._progress.bytes_done += count
+        self._progress.read(count)
         self._progress.report(self._job)
         self._throttle.account(count)
         return count
@@ -152,35 +88,26 @@ class _Prefixed:
 
 
 class _Backup:
-    def __init__(
-        self,
-        policy: pb.BackupPolicy,
-        job_id: str,
-        job: JobControl,
-        allowed_roots: Sequence[str] = (),
-    ) -> None:
-        self.policy = policy
+    def __init__(self, spec: BackupJob, job_id: str, job: JobControl) -> None:
+        self.spec = spec
         self.job_id = job_id
         self.job = job
-        self.allowed_roots = allowed_roots
         self.sources = Sources()
-        self.repository = Repository.create(Path(policy.repository))
+        self.repository = Repository.create(spec.repository, spec.repository_ids, spec.agent_id)
         self.chunker: FastCDC = chunks.chunker(self.repository.chunker_settings)
-        self.progress = _Progress()
-        self.writer = _ChunkWriter(self.repository, self.progress)
-        self.throttle = Throttle(policy.throttle_bytes_per_second, job)
+        self.progress = Progress()
+        self.writer = ChunkWriter(self.repository, self.progress)
+        self.lock: Any = None
+        self.throttle = Throttle(spec.throttle_bytes_per_second, job)
 
     def run(self) -> Manifest:
         previous = self._previous_files()
         self.sources = scan(
-            list(self.policy.source_paths),
-            self.job,
-            self.allowed_roots,
-            list(self.policy.exclude_patterns),
+            list(self.spec.sources), self.job, self.spec.allowed_roots, self.spec.exclude_patterns
         )
         found = self.sources.found
         self.progress.bytes_total = sum(item.entry.size for item in found)
-        self.progress.report(self.job)
+        self.progress.report(self.job, now=True)
         entries: list[Entry] = []
         try:
             for item in found:
@@ -191,30 +118,43 @@ class _Backup:
                 entry = self._file(item, previous.get(item.entry.path))
                 if entry is not None:
                     entries.append(entry)
-                    self.progress.files_done += 1
                 self.progress.report(self.job)
         finally:
             self.sources.close()
         self.writer.finish()
-        self.progress.report(self.job)
-        self.repository.sync_chunk_directories(self.writer.written)
+        self.progress.report(self.job, now=True)
         manifest = summarize(
             new_point_id(),
-            self.policy.id,
+            self.spec.policy_id,
             self.job_id,
             time.time_ns(),
-            self.policy.source_paths,
+            self.spec.sources,
             entries,
             self.progress.bytes_written,
+            computer=self.spec.computer,
+            agent_id=self.spec.agent_id,
         )
         check(self.job)
+        if self.lock is not None:
+            self.lock.still_held()
         self.repository.commit_point(manifest)
+        self._healed()
         return manifest
+
+    def _healed(self) -> None:
+        """Clears the damage records of chunks this job wrote again, and says so."""
+        for name in self.writer.healed:
+            self.repository.mark_healed(name)
+        if self.writer.healed:
+            self.job.warn(
+                f"healed {len(self.writer.healed)} damaged or missing chunks by writing them "
+                f"again from the source, such as {self.writer.healed[0]}"
+            )
 
     def _previous_files(self) -> dict[str, Entry]:
         """The files of the policy's newest restore point, by path, to skip unchanged ones."""
         summaries, _ = self.repository.summaries()
-        mine = [point for point in summaries if point.policy_id == self.policy.id]
+        mine = [point for point in summaries if self.owns(point)]
         if not mine:
             return {}
         try:
@@ -224,6 +164,18 @@ class _Backup:
             return {}
         return {entry.path: entry for entry in manifest.entries if entry.kind == FILE}
 
+    def owns(self, point: PointSummary) -> bool:
+        """A point of this policy written by this computer: the base of the next one."""
+        return point.policy_id == self.spec.policy_id and point.agent_id == self.spec.agent_id
+
+    def _intact(self, previous: Entry) -> bool:
+        """Whether every chunk of the unchanged file is stored and not known damaged. If
+        not, the file is read again, which heals the chunk from the source (and a chunk
+        gone without verify having seen it counts as healed, too)."""
+        missing = [name for name in previous.chunks if not self.repository.has_chunk(name)]
+        self.repository.damaged_chunks.update(missing)
+        return not missing
+
     def _file(self, item: Found, previous: Entry | None) -> Entry | None:
         entry = item.entry
         if (
@@ -231,17 +183,27 @@ class _Backup:
             and previous.size == entry.size
             and previous.mtime_ns == entry.mtime_ns
             and previous.inode == entry.inode
+            and self._intact(previous)
         ):
-            self.progress.bytes_done += entry.size
-            return dataclasses.replace(entry, chunks=previous.chunks)
-        done_before = self.progress.bytes_done
+            self.progress.file_finished(entry.size)
+            return Entry(
+                entry.path,
+                FILE,
+                entry.mode,
+                entry.mtime_ns,
+                entry.uid,
+                entry.gid,
+                entry.size,
+                entry.inode,
+                previous.chunks,
+            )
         try:
             read = self._read(item)
         except _Unreadable as unreadable:
             self.job.warn(f"skipped {item.source}: {unreadable.error.strerror}")
-            self.progress.bytes_done = done_before + entry.size
+            self.progress.file_finished(entry.size, stored=False)
             return None
-        self.progress.bytes_done = done_before + max(entry.size, read.size)
+        self.progress.file_finished(entry.size)
         return read
 
     def _read(self, item: Found) -> Entry:
@@ -258,32 +220,44 @@ class _Backup:
             if not stat.S_ISREG(info.st_mode):
                 raise _Unreadable(OSError(0, "no longer a regular file"))
             names = []
-            for chunk in self._cut(reader, info.st_size):
-                name = chunks.digest(chunk.data)
-                self.writer.store(name, chunk.data)
+            for data in self._cut(reader, info.st_size):
+                name = chunks.digest(data)
+                self.writer.store(name, data)
                 names.append(name)
         finally:
             reader.close()
         # Metadata from before the read: a file changed while read is read again next time.
-        entry = entry_from(item.source, info, FILE)
-        return dataclasses.replace(
-            entry, path=item.entry.path, size=reader.bytes_read, chunks=tuple(names)
+        return Entry(
+            item.entry.path,
+            FILE,
+            stat.S_IMODE(info.st_mode),
+            info.st_mtime_ns,
+            info.st_uid,
+            info.st_gid,
+            reader.bytes_read,
+            info.st_ino,
+            tuple(names),
         )
 
-    def _cut(self, reader: _SourceReader, size: int) -> Iterator[Chunk]:
+    def _cut(self, reader: _SourceReader, size: int) -> Iterator[memoryview]:
         """The file's chunks. A small file is read whole and cut in memory: the streaming
-        chunker's buffer of twice the largest chunk costs more than such a file."""
+        chunker's buffer of twice the largest chunk costs more than such a file. One no
+        larger than the smallest chunk is one chunk: the chunker need not see it."""
         if size > SMALL_FILE_BYTES:
-            yield from self.chunker.cut_stream(reader)
+            yield from (chunk.data for chunk in self.chunker.cut_stream(reader))
             return
         buffer = memoryview(bytearray(size + 1))
         filled = 0
         while filled < len(buffer) and (count := reader.readinto(buffer[filled:])):
             filled += count
         if filled <= size:
-            yield from self.chunker.cut_buf(buffer[:filled])
+            if 0 < filled <= self.chunker.min_size:
+                yield buffer[:filled]
+            else:
+                yield from (chunk.data for chunk in self.chunker.cut_buf(buffer[:filled]))
         else:  # it grew while being read: go on streaming after what was read
-            yield from self.chunker.cut_stream(_Prefixed(buffer[:filled], reader))
+            stream = self.chunker.cut_stream(_Prefixed(buffer[:filled], reader))
+            yield from (chunk.data for chunk in stream)
 
     def clean_up(self, stopped: bool) -> None:
         """After a stop or failure: removes the chunks this job wrote, if it can do so now.
@@ -295,7 +269,7 @@ class _Backup:
         if stopped:
             return
         try:
-            retention.collect(self.repository, self.writer.written)
+            retention.collect(self.repository, self.writer.written, self.spec.agent_id)
         except (OSError, RepositoryError) as error:
             log.warning("could not remove the chunks of an unfinished job: %s", error)
 
@@ -305,64 +279,68 @@ def _describe(error: OSError) -> str:
     return f"{error.strerror or error}{where}"
 
 
-def run_backup(
-    policy: pb.BackupPolicy, job_id: str, job: JobControl, allowed_roots: Sequence[str] = ()
-) -> str:
+def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
     """Backs the policy's sources up into a new restore point; returns its id.
 
-    With `allowed_roots` (the agent's --allow-path, resolved), what is opened must lie
+    With `spec.allowed_roots` (the agent's --allow-path, resolved), what is opened must lie
     inside them now, not only when the policy was received: sources are checked as the
     scan opens them, the repository here, as the job starts.
     """
-    for source in policy.source_paths:
+    for source in spec.sources:
         if not os.path.exists(source):
             raise BackupFailed(f"source path {source} does not exist")
-    repository = os.path.realpath(policy.repository)
-    if allowed_roots and not any(is_within(repository, root) for root in allowed_roots):
+    repository = os.path.realpath(spec.repository)
+    if spec.allowed_roots and not any(is_within(repository, root) for root in spec.allowed_roots):
         raise BackupFailed(
-            f"the repository {policy.repository} resolves to {repository}, outside the paths "
+            f"the repository {spec.repository} resolves to {repository}, outside the paths "
             "this agent allows"
         )
     try:
-        backup = _Backup(policy, job_id, job, allowed_roots)
+        backup = _Backup(spec, job_id, job)
     except RepositoryError as error:
         raise BackupFailed(str(error)) from None
     except OSError as error:
         raise BackupFailed(f"cannot open the repository: {_describe(error)}") from None
+    except ValueError as error:  # chunker settings in the config that this agent cannot use
+        raise BackupFailed(f"repository {spec.repository}: {error}") from None
     try:
-        with lock.shared(backup.repository.root, pause=lambda: wait_a_little(job)):
+        with lock.shared(
+            backup.repository.root, pause=lambda: wait_a_little(job), agent_id=spec.agent_id
+        ) as held:
+            backup.lock = held
+            backup.repository.reload_index()
             manifest = backup.run()
-            _expire(backup.repository, policy, job)
+            _expire(backup.repository, spec, job)
     except BaseException as error:
         backup.clean_up(stopped=isinstance(error, JobCancelled))
         if isinstance(error, OSError):
             # Source files that cannot be read are skipped, so this is the repository's.
             raise BackupFailed(
-                f"cannot write to the repository {policy.repository}: {_describe(error)}"
+                f"cannot write to the repository {spec.repository}: {_describe(error)}"
             ) from error
         if isinstance(error, RepositoryError):
             raise BackupFailed(str(error)) from error
         raise
-    _collect(backup.repository, job)
+    _collect(backup.repository, job, spec.agent_id)
     return manifest.summary.id
 
 
-def _expire(repository: Repository, policy: pb.BackupPolicy, job: JobControl) -> None:
+def _expire(repository: Repository, spec: BackupJob, job: JobControl) -> None:
     """Retention after a committed point: a failure here is a warning, not a lost point."""
-    keep = retention.points_to_keep(policy.retention_points)
+    keep = retention.points_to_keep(spec.retention_points)
     try:
-        expired = retention.expire(repository, policy.id, keep)
+        expired = retention.expire(repository, spec.policy_id, keep, spec.agent_id)
     except OSError as error:
         job.warn(f"old restore points not expired: {_describe(error)}")
         return
     if expired:
-        log.info("policy %s: restore points %s expired", policy.id, ", ".join(expired))
+        log.info("policy %s: restore points %s expired", spec.policy_id, ", ".join(expired))
 
 
-def _collect(repository: Repository, job: JobControl) -> None:
+def _collect(repository: Repository, job: JobControl, agent_id: str) -> None:
     """Collection after a committed point; like retention, a failure here is a warning."""
     try:
-        collection = retention.collect(repository)
+        collection = retention.collect(repository, agent_id=agent_id)
     except DamagedData as error:
         job.warn(f"unreferenced chunks not collected: {error}; run verify")
     except OSError as error:

@@ -4,7 +4,8 @@ Stored as zstd-compressed JSON lines with a content checksum: first a header lin
 point's summary, so listing points decompresses only that line), then one line per entry
 in path order. Paths are relative, '/'-separated, and keep names that are not UTF-8
 (JSON escapes them as surrogates, which `os.fsencode` turns back into the same bytes).
-Decoding checks every field's type, since a manifest is data read from disk, not trusted.
+Decoding checks every field's type and range, since a manifest is data read from disk,
+not trusted: a crafted or damaged one is refused as damaged, never a traceback later.
 """
 
 import dataclasses
@@ -23,6 +24,12 @@ FILE, DIRECTORY, SYMLINK = "file", "dir", "symlink"
 KINDS = (FILE, DIRECTORY, SYMLINK)
 DIGEST = re.compile(r"[0-9a-f]{64}")
 POINT_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
+# Ranges a value read from a manifest must lie in: what the protos, the kernel's
+# uid_t/gid_t and a Timestamp (years 1 to 9999) can hold.
+COUNT_MAX = 2**63 - 1
+ID_MAX = 2**32 - 1
+TIME_MIN_NS = -62_135_596_800 * 10**9
+TIME_MAX_NS = 253_402_300_799 * 10**9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,8 @@ class PointSummary:
     added_bytes: int
     sources: tuple[str, ...] = ()
     entry_count: int = 0
+    computer: str = ""
+    agent_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +79,8 @@ def summarize(
     sources: Iterable[str],
     entries: list[Entry],
     added_bytes: int,
+    computer: str = "",
+    agent_id: str = "",
 ) -> Manifest:
     files = [entry for entry in entries if entry.kind == FILE]
     summary = PointSummary(
@@ -82,6 +93,8 @@ def summarize(
         added_bytes=added_bytes,
         sources=tuple(sources),
         entry_count=len(entries),
+        computer=computer,
+        agent_id=agent_id,
     )
     return Manifest(summary, entries)
 
@@ -103,11 +116,22 @@ def _entry_record(entry: Entry) -> dict[str, Any]:
 
 
 def encode(manifest: Manifest) -> bytes:
-    lines = [json.dumps({"format": FORMAT, **dataclasses.asdict(manifest.summary)})]
-    lines.extend(json.dumps(_entry_record(entry)) for entry in manifest.entries)
-    text = "\n".join(lines) + "\n"
+    """The stored manifest, compressed line by line (a tree's lines never sit in memory
+    all at once as text)."""
+    compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
+    header = json.dumps({"format": FORMAT, **dataclasses.asdict(manifest.summary)})
     # ASCII by construction: json.dumps escapes every non-ASCII character and surrogate.
-    return zstandard.ZstdCompressor(write_checksum=True).compress(text.encode("ascii"))
+    parts = [compressor.compress(header.encode("ascii") + b"\n")]
+    batch: list[str] = []
+    for entry in manifest.entries:
+        batch.append(json.dumps(_entry_record(entry)))
+        if len(batch) == 1024:
+            parts.append(compressor.compress(("\n".join(batch) + "\n").encode("ascii")))
+            batch = []
+    if batch:
+        parts.append(compressor.compress(("\n".join(batch) + "\n").encode("ascii")))
+    parts.append(compressor.flush())
+    return b"".join(parts)
 
 
 def _lines(stream: IO[bytes]) -> io.TextIOWrapper:
@@ -122,6 +146,16 @@ def read_summary(stream: IO[bytes], subject: str) -> PointSummary:
         return _summary(json.loads(_lines(stream).readline()))
     except (ValueError, KeyError, TypeError, zstandard.ZstdError) as error:
         raise DamagedData(subject, f"unreadable manifest header ({error})") from None
+
+
+def check_frame(stream: IO[bytes], subject: str) -> None:
+    """Decompresses the whole manifest against its checksum, parsing nothing (fast)."""
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(stream) as reader:
+            while reader.read(1024 * 1024):
+                pass
+    except zstandard.ZstdError as error:
+        raise DamagedData(subject, f"unreadable manifest ({error})") from None
 
 
 def read_manifest(stream: IO[bytes], subject: str) -> Manifest:
@@ -146,6 +180,13 @@ def _typed(record: dict[str, Any], key: str, kind: type, default: Any = None) ->
     return value
 
 
+def _ranged(record: dict[str, Any], key: str, low: int, high: int, default: Any = None) -> int:
+    value: int = _typed(record, key, int, default)
+    if not low <= value <= high:
+        raise ValueError(f"{key} {value} is out of range")
+    return value
+
+
 def _summary(header: Any) -> PointSummary:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"not a format {FORMAT} manifest header")
@@ -157,16 +198,49 @@ def _summary(header: Any) -> PointSummary:
         id=point_id,
         policy_id=_typed(header, "policy_id", str),
         job_id=_typed(header, "job_id", str),
-        create_ns=_typed(header, "create_ns", int),
-        file_count=_typed(header, "file_count", int),
-        total_bytes=_typed(header, "total_bytes", int),
-        added_bytes=_typed(header, "added_bytes", int),
+        create_ns=_ranged(header, "create_ns", 0, TIME_MAX_NS),
+        file_count=_ranged(header, "file_count", 0, COUNT_MAX),
+        total_bytes=_ranged(header, "total_bytes", 0, COUNT_MAX),
+        added_bytes=_ranged(header, "added_bytes", 0, COUNT_MAX),
         sources=tuple(str(source) for source in sources),
-        entry_count=_typed(header, "entry_count", int),
+        entry_count=_ranged(header, "entry_count", 0, COUNT_MAX),
+        computer=_typed(header, "computer", str, ""),
+        agent_id=_typed(header, "agent_id", str, ""),
     )
 
 
 def _entry(record: Any, number: int) -> Entry:
+    """One entry, checked; the common, valid case in one pass without per-field calls."""
+    if type(record) is dict:
+        get = record.get
+        path, kind, mode, mtime_ns = get("path"), get("kind"), get("mode"), get("mtime_ns")
+        uid, gid, size, inode = get("uid", 0), get("gid", 0), get("size", 0), get("inode", 0)
+        names, target = get("chunks", []), get("target", "")
+        if (
+            type(path) is str
+            and kind in KINDS
+            and type(mode) is int
+            and 0 <= mode <= 0o7777
+            and type(mtime_ns) is int
+            and TIME_MIN_NS <= mtime_ns <= TIME_MAX_NS
+            and type(uid) is int
+            and 0 <= uid <= ID_MAX
+            and type(gid) is int
+            and 0 <= gid <= ID_MAX
+            and type(size) is int
+            and 0 <= size <= COUNT_MAX
+            and type(inode) is int
+            and 0 <= inode < 2**64
+            and type(target) is str
+            and type(names) is list
+            and all(type(name) is str and DIGEST.fullmatch(name) for name in names)
+        ):
+            return Entry(path, kind, mode, mtime_ns, uid, gid, size, inode, tuple(names), target)
+    return _checked_entry(record, number)
+
+
+def _checked_entry(record: Any, number: int) -> Entry:
+    """One entry, field by field, raising ValueError that names what is wrong."""
     if not isinstance(record, dict):
         raise ValueError(f"entry {number} is not an object")
     try:
@@ -179,18 +253,15 @@ def _entry(record: Any, number: int) -> Entry:
         mode = _typed(record, "mode", int)
         if not 0 <= mode <= 0o7777:
             raise ValueError(f"mode {mode} is out of range")
-        size = _typed(record, "size", int, 0)
-        if size < 0:
-            raise ValueError("size is negative")
         return Entry(
             path=_typed(record, "path", str),
             kind=kind,
             mode=mode,
-            mtime_ns=_typed(record, "mtime_ns", int),
-            uid=_typed(record, "uid", int, 0),
-            gid=_typed(record, "gid", int, 0),
-            size=size,
-            inode=_typed(record, "inode", int, 0),
+            mtime_ns=_ranged(record, "mtime_ns", TIME_MIN_NS, TIME_MAX_NS),
+            uid=_ranged(record, "uid", 0, ID_MAX, 0),
+            gid=_ranged(record, "gid", 0, ID_MAX, 0),
+            size=_ranged(record, "size", 0, COUNT_MAX, 0),
+            inode=_ranged(record, "inode", 0, 2**64 - 1, 0),
             chunks=chunks,
             target=_typed(record, "target", str, ""),
         )

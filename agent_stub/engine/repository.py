@@ -1,78 +1,145 @@
-"""One repository on disk: chunks shared by every restore point of every policy in it.
+"""One repository on disk: chunks shared by every restore point of every policy and
+computer in it.
 
-    <repository>/config.json             format version and chunker settings, written once
-    <repository>/lock                    see lock.py
-    <repository>/chunks/<ab>/<sha256>    one file per chunk, named by the SHA-256 of its bytes
+    <repository>/config.json             format version, id and chunker settings, written once
+    <repository>/locks/                  see lock.py
+    <repository>/chunks/<ab>/<sha256>    large chunks, one file each, named by their SHA-256
+    <repository>/packs/<xy>/<pack id>    small chunks, many to a pack (see packs.py)
+    <repository>/index/<id>.json         which pack holds which chunk
     <repository>/points/<id>.jsonl.zst   one manifest per committed restore point
+    <repository>/points/<id>.chunks      the chunks it names, for collection (checksummed)
+    <repository>/damaged/<sha256>        chunks verify found damaged; a backup heals them
     <repository>/tmp/                    files being written, never read as data
 
-Write ordering is restic's: a chunk is written under tmp/, fsynced and renamed into
-chunks/; a manifest is written only once every chunk it names and their directories are
-fsynced, and appears under points/ by one atomic rename. So a restore point exists only
-when all of its data does, and a killed writer leaves at most unreferenced chunks (the
-next collection removes them) and files under tmp/ (removed by a collection or at start).
+Write ordering is restic's: chunks and packs are written under tmp/, fsynced and renamed
+into place; an index is written after the packs it names; a manifest is written only
+once every chunk it names is durable, and appears under points/ by one atomic rename. So
+a restore point exists only when all of its data does, and a killed writer leaves at most
+unreferenced data (the next collection removes it) and files under tmp/.
+
+A repository has an id, in its config. It is created only where nothing was before and no
+job of the policy ever wrote: a missing repository where one existed is an unmounted
+share, and fails the job instead of silently starting anew. Version 1 repositories (every
+chunk a file, no id) are read as they are and given an id on their first backup.
 """
 
+import hashlib
 import json
-import os
+import logging
+import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..store import write_atomically
 from . import chunks, lock
+from .chunkstore import ChunkStore
 from .errors import DamagedData, PointNotFound, RepositoryError
-from .manifest import DIGEST, POINT_ID, Manifest, PointSummary, encode, read_manifest, read_summary
+from .files import create_once, sync_directory, write_atomically
+from .manifest import (
+    POINT_ID,
+    Manifest,
+    PointSummary,
+    check_frame,
+    encode,
+    read_manifest,
+    read_summary,
+)
+
+log = logging.getLogger("agent_stub.engine")
 
 FORMAT_NAME = "backup-agent repository"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 CONFIG_NAME = "config.json"
 MANIFEST_SUFFIX = ".jsonl.zst"
+CHUNK_LIST_SUFFIX = ".chunks"
+CHUNK_LIST_MAGIC = b"backup-agent chunk list 1\n"
 PREFIXES = [f"{byte:02x}" for byte in range(256)]
 
 
-def sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class RepositoryMissing(RepositoryError):
+    """The repository a policy wrote to is not where it was (an unmounted share?)."""
 
 
-class Repository:
-    """Chunks and manifests under `root`; open one with `create` or `open`."""
+class Repository(ChunkStore):
+    """Chunks, packs and manifests under `root`; open one with `create` or `open`."""
 
     def __init__(self, root: Path, config: dict[str, Any]) -> None:
-        self.root = root
+        # Version 1 stored every chunk as a file: a small one may be there too.
+        super().__init__(root, small_files=config.get("version") == 1)
         self.config = config
+        self.id: str = str(config.get("id", ""))
         self.chunker_settings: dict[str, Any] = config["chunker"]
-        self.chunks = root / "chunks"
         self.points = root / "points"
-        self.tmp = root / "tmp"
 
     @classmethod
-    def create(cls, root: Path) -> "Repository":
-        """Opens the repository for writing, making it first if `root` is empty or missing."""
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        config_path = root / CONFIG_NAME
-        if not config_path.exists():
-            strangers = [p.name for p in root.iterdir() if CONFIG_NAME not in p.name]
-            if strangers:
-                raise RepositoryError(
-                    f"{root} is not empty and holds no {CONFIG_NAME}: not a backup repository"
-                )
-            config = {"format": FORMAT_NAME, "version": VERSION, "chunker": chunks.CHUNKER_SETTINGS}
-            # Two jobs making the repository at once write the same config: either may win.
-            write_atomically(config_path, json.dumps(config, indent=2) + "\n")
-            sync_directory(root)
+    def create(
+        cls, root: Path, expected_ids: Iterable[str] = (), agent_id: str = ""
+    ) -> "Repository":
+        """Opens the repository for writing. Makes it first if `root` is empty or missing
+        and no id is expected; RepositoryMissing if one was expected and is not there."""
+        expected = list(expected_ids)
+        if expected and not (root / CONFIG_NAME).exists():
+            raise RepositoryMissing(
+                f"repository {root} is missing: expected id {expected[-1]}; is the share mounted?"
+            )
+        if not expected:
+            cls._make(root)
         repository = cls.open(root)
-        for directory in (repository.points, repository.tmp, repository.chunks):
+        if expected and repository.id not in expected:
+            raise RepositoryMissing(
+                f"repository {root} has id {repository.id or '(none)'}, expected id "
+                f"{expected[-1]}: another repository is there; is the right share mounted?"
+            )
+        for directory in (
+            repository.points,
+            repository.tmp,
+            repository.chunks,
+            repository.packs,
+            repository.index,
+            repository.damaged,
+        ):
             directory.mkdir(mode=0o700, exist_ok=True)
         for prefix in PREFIXES:
             (repository.chunks / prefix).mkdir(mode=0o700, exist_ok=True)
         lock.create(root)
+        if not repository.id:
+            repository._adopt(agent_id)
         return repository
+
+    @classmethod
+    def _make(cls, root: Path) -> None:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if (root / CONFIG_NAME).exists():
+            return
+        strangers = [p.name for p in root.iterdir() if CONFIG_NAME not in p.name]
+        if strangers:
+            raise RepositoryError(
+                f"{root} is not empty and holds no {CONFIG_NAME}: not a backup repository"
+            )
+        config = {
+            "format": FORMAT_NAME,
+            "version": VERSION,
+            "id": secrets.token_hex(16),
+            "chunker": chunks.CHUNKER_SETTINGS,
+        }
+        # Two jobs making the repository at once: the first link wins, the other reads it.
+        create_once(root / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode(), root)
+
+    def _adopt(self, agent_id: str) -> None:
+        """Gives a version 1 repository its id, once, while nobody else uses it."""
+        with lock.exclusive_if_free(self.root, agent_id) as alone:
+            if not alone:
+                return
+            current = type(self).open(self.root)
+            if current.id:
+                self.id = current.id
+                return
+            config = {**current.config, "id": secrets.token_hex(16)}
+            write_atomically(self.root / CONFIG_NAME, json.dumps(config, indent=2) + "\n", self.tmp)
+            sync_directory(self.root)
+            self.config, self.id = config, config["id"]
 
     @classmethod
     def open(cls, root: Path) -> "Repository":
@@ -85,65 +152,14 @@ class Repository:
             raise RepositoryError(f"{root / CONFIG_NAME} is unreadable: {error}") from None
         if not isinstance(config, dict) or config.get("format") != FORMAT_NAME:
             raise RepositoryError(f"{root} is not a backup repository")
-        if config.get("version") != VERSION:
+        if config.get("version") not in READS:
             raise RepositoryError(
                 f"{root} has repository version {config.get('version')!r}; "
-                f"this agent reads version {VERSION}"
+                f"this agent reads versions {', '.join(map(str, READS))}"
             )
+        if not isinstance(config.get("id", ""), str) or not isinstance(config.get("chunker"), dict):
+            raise RepositoryError(f"{root / CONFIG_NAME} is malformed")
         return cls(root, config)
-
-    # chunks
-
-    def chunk_path(self, name: str) -> Path:
-        return self.chunks / name[:2] / name
-
-    def has_chunk(self, name: str) -> bool:
-        return self.chunk_path(name).exists()
-
-    def put_chunk(self, name: str, data: bytes) -> int:
-        """Stores a chunk durably under its name; returns the bytes it takes on disk."""
-        stored = chunks.pack(data)
-        write_atomically(self.chunk_path(name), stored, self.tmp)
-        return len(stored)
-
-    def read_chunk(self, name: str) -> bytes:
-        """The chunk's bytes, checked against its name; DamagedData if they do not match."""
-        subject = f"chunk {name}"
-        try:
-            stored = self.chunk_path(name).read_bytes()
-        except FileNotFoundError:
-            raise DamagedData(subject, "missing") from None
-        except OSError as error:
-            raise DamagedData(subject, f"unreadable ({error.strerror})") from None
-        try:
-            data = chunks.unpack(stored)
-        except ValueError as error:
-            raise DamagedData(subject, str(error)) from None
-        if chunks.digest(data) != name:
-            raise DamagedData(subject, "content does not match its SHA-256 name")
-        return data
-
-    def chunk_names(self) -> Iterator[str]:
-        for prefix in PREFIXES:
-            with os.scandir(self.chunks / prefix) as found:
-                for entry in found:
-                    if DIGEST.fullmatch(entry.name):
-                        yield entry.name
-
-    def remove_chunk(self, name: str) -> int:
-        """Deletes a chunk; returns the bytes freed (0 if it was already gone)."""
-        path = self.chunk_path(name)
-        try:
-            size = path.stat().st_size
-            path.unlink()
-        except FileNotFoundError:
-            return 0
-        return size
-
-    def sync_chunk_directories(self, names: Iterable[str]) -> None:
-        """Makes the renames of these chunks durable before a manifest may name them."""
-        for prefix in sorted({name[:2] for name in names}):
-            sync_directory(self.chunks / prefix)
 
     # restore points
 
@@ -193,12 +209,57 @@ class Repository:
         return manifest
 
     def commit_point(self, manifest: Manifest) -> None:
-        """Makes the restore point exist: one atomic rename, then a durable directory."""
+        """Makes the restore point exist: one atomic rename, then a durable directory.
+
+        Its chunk list goes first, beside it: collection reads that instead of the whole
+        manifest (a manifest of 100,000 files takes seconds to parse, the list a moment).
+        """
+        names = {name for entry in manifest.entries for name in entry.chunks}
+        body = b"".join(bytes.fromhex(name) for name in sorted(names))
+        sidecar = CHUNK_LIST_MAGIC + hashlib.sha256(body).digest() + body
+        write_atomically(self.chunk_list_path(manifest.summary.id), sidecar, self.tmp)
         write_atomically(self.manifest_path(manifest.summary.id), encode(manifest), self.tmp)
         sync_directory(self.points)
 
+    def chunk_list_path(self, point_id: str) -> Path:
+        return self.points / f"{point_id}{CHUNK_LIST_SUFFIX}"
+
+    def point_chunks(self, point_id: str) -> set[str]:
+        """Every chunk the point names: from its chunk list when that is intact, else
+        from its manifest (PointNotFound or DamagedData as `read_point`)."""
+        try:
+            sidecar = self.chunk_list_path(point_id).read_bytes()
+        except OSError:
+            sidecar = b""
+        head, digest = len(CHUNK_LIST_MAGIC), len(CHUNK_LIST_MAGIC) + 32
+        body = sidecar[digest:]
+        if (
+            sidecar[:head] == CHUNK_LIST_MAGIC
+            and len(body) % 32 == 0
+            and hashlib.sha256(body).digest() == sidecar[head:digest]
+        ):
+            subject = f"restore point {point_id}"
+            try:
+                with open(self.manifest_path(point_id), "rb") as stream:
+                    check_frame(stream, subject)
+            except FileNotFoundError:
+                raise PointNotFound(f"restore point {point_id} not found in {self.root}") from None
+            except OSError as error:
+                raise DamagedData(subject, f"unreadable manifest ({error.strerror})") from None
+            return {body[at : at + 32].hex() for at in range(0, len(body), 32)}
+        manifest = self.read_point(point_id)
+        return {name for entry in manifest.entries for name in entry.chunks}
+
     def remove_point(self, point_id: str) -> None:
         self.manifest_path(point_id).unlink(missing_ok=True)
+        self.chunk_list_path(point_id).unlink(missing_ok=True)
+
+    def remove_orphan_chunk_lists(self) -> None:
+        """Chunk lists whose manifest is gone (a retention killed between the two)."""
+        for path in self.points.glob(f"*{CHUNK_LIST_SUFFIX}"):
+            point_id = path.name.removesuffix(CHUNK_LIST_SUFFIX)
+            if not (self.points / f"{point_id}{MANIFEST_SUFFIX}").exists():
+                path.unlink(missing_ok=True)
 
     # temporary files
 

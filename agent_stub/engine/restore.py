@@ -140,8 +140,34 @@ class _Target:
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
+FILES_SHOWN = 5
+
+
+def damaged_files(repository: Repository, entries: list[Entry]) -> list[str]:
+    """The files that need data verify found damaged and no backup has healed yet."""
+    bad = repository.damaged_chunks
+    if not bad:
+        return []
+    return [entry.path for entry in entries if any(name in bad for name in entry.chunks)]
+
+
+def refuse_damaged(repository: Repository, point_id: str, entries: list[Entry]) -> None:
+    """DamagedData naming the files, when some need data known to be damaged."""
+    unrestorable = damaged_files(repository, entries)
+    if unrestorable:
+        shown = ", ".join(unrestorable[:FILES_SHOWN])
+        more = len(unrestorable) - FILES_SHOWN
+        raise DamagedData(
+            f"restore point {point_id}",
+            f"{len(unrestorable)} files need damaged data that no backup has healed: {shown}"
+            + (f" and {more} more" if more > 0 else ""),
+        )
+
+
 def restore(repository: Repository, point_id: str, target: Path, subpath: str = "") -> Restored:
-    """Restores the point (or `subpath` in it) under `target`, recreating stored paths."""
+    """Restores the point (or `subpath` in it) under `target`, recreating stored paths.
+
+    Refused before writing anything when files of it need data known to be damaged."""
     manifest = repository.read_point(point_id)
     entries = select(manifest.entries, subpath, point_id)
     done = Restored()
@@ -149,6 +175,8 @@ def restore(repository: Repository, point_id: str, target: Path, subpath: str = 
         target.mkdir(parents=True, exist_ok=True)
         writer = _Target(Path(os.path.realpath(target)), repository, point_id)
         with lock.shared(repository.root):
+            repository.reload_index()
+            refuse_damaged(repository, point_id, entries)
             directories = [entry for entry in entries if entry.kind == DIRECTORY]
             for entry in directories:
                 writer.directory(entry.path)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pathspec
 
-from backup.validation import is_within
+from backup.paths import is_within
 
 from .beneath import Changed, Root, open_directory_path, same_file
 from .control import JobControl, check

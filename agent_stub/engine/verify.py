@@ -1,14 +1,17 @@
 """Verify: re-read every chunk that restore points need and check it against its name.
 
 Each chunk is read once however many files and points share it; each file's chunks must
-add up to its size. A problem names the damaged thing and what depends on it.
+add up to its size. A problem names the damaged thing and what depends on it. A damaged
+or missing chunk is recorded in the repository (damaged/), so the next backup that still
+finds its data in a source writes it again, and a chunk found good again is cleared.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import lock
 from .errors import DamagedData, PointNotFound
-from .manifest import FILE
+from .manifest import FILE, PointSummary
 from .repository import Repository
 
 USERS_SHOWN = 3
@@ -29,16 +32,22 @@ class _DamagedChunk:
     users: list[str] = field(default_factory=list)
 
 
-def verify(repository: Repository, point_ids: list[str] | None = None) -> Verified:
-    """Checks the given points (all, when None); `problems` is empty when all is well."""
+def verify(
+    repository: Repository,
+    point_ids: list[str] | None = None,
+    keep: Callable[[PointSummary], bool] | None = None,
+) -> Verified:
+    """Checks the given points (all, or those `keep` selects, when None); `problems` is
+    empty when all is well."""
     result = Verified()
     sizes: dict[str, int] = {}
     damaged: dict[str, _DamagedChunk] = {}
     with lock.shared(repository.root):
+        result.problems.extend(repository.index_problems_now())
         if point_ids is None:
             summaries, unreadable = repository.summaries()
             result.problems.extend(str(error) for error in unreadable)
-            point_ids = [summary.id for summary in reversed(summaries)]
+            point_ids = [s.id for s in reversed(summaries) if keep is None or keep(s)]
         for point_id in point_ids:
             try:
                 manifest = repository.read_point(point_id)
@@ -61,6 +70,10 @@ def verify(repository: Repository, point_ids: list[str] | None = None) -> Verifi
                             result.bytes += sizes[name]
                         except DamagedData as error:
                             damaged[name] = _DamagedChunk(error.problem)
+                            repository.mark_damaged(name)
+                        else:
+                            if name in repository.damaged_chunks:
+                                repository.mark_healed(name)
                     if name in damaged:
                         damaged[name].users.append(f"{point_id}: {entry.path}")
                         total = -1

@@ -9,6 +9,7 @@ import pathspec
 from backup.v1 import resources_pb2 as pb
 
 from .errors import InvalidArgument
+from .paths import is_within
 
 PORT_PATTERN = re.compile(r"[0-9]{1,5}")
 ID_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,62}")
@@ -159,13 +160,6 @@ def check_path(field: str, path: str) -> None:
         raise InvalidArgument(field, f"{shown(path)} is not an absolute path")
     if ".." in path.split("/"):
         raise InvalidArgument(field, f"{shown(path)} must not contain '..'")
-
-
-def is_within(path: str, root: str) -> bool:
-    """Whether `path` is `root` or lies below it (both absolute, compared by component)."""
-    path_parts = [part for part in path.split("/") if part not in ("", ".")]
-    root_parts = [part for part in root.split("/") if part not in ("", ".")]
-    return path_parts[: len(root_parts)] == root_parts
 
 
 def check_protection_group(group: pb.ProtectionGroup, field: str = "protection_group") -> None:

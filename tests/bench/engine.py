@@ -1,177 +1,297 @@
-"""The backup engine against tar: a generated ~1 GiB tree, backed up in full, then again
-after 1% of it (by bytes) was rewritten.
+"""The backup engine beside restic and borg, in one run on the same trees.
 
-MB/s is the tree's size over the wall time of each run; tar's figure is
-`tar -cf - TREE | cat > /dev/null` of the same tree in the same run (the `cat` keeps GNU
-tar from skipping the reads when it sees /dev/null). The tree was just written, so every
-run reads from the page cache (the tree is flushed to disk first, so the backup's own
-fsyncs do not wait for it): this measures the engine's cost, not the disk's reads.
+Two generated datasets: `mixed`, about 1 GiB of large, medium and small files (half random,
+half hex text), and `small`, 100,000 files of 1-8 KB. For each: a full backup, then an
+incremental one after rewriting 1% of the files, a restore of the newest point and a
+verify that reads every chunk back, by each tool. Sizes can be reduced for a quick try:
+BENCH_ENGINE_MIXED_MIB (default 1024) and BENCH_ENGINE_SMALL_FILES (default 100000).
+
+Every operation runs as its own process (the project's through engine_job.py), timed by
+wall clock, its peak RSS from wait4. The trees were just written and flushed, so reads come
+from the page cache: this measures the tools, not the disk. restic (0.14: always
+encrypted, zstd) and borg (1.2, `--encryption none`, lz4) are skipped with a line where
+they are not installed. fsync calls are counted for the project (os.fsync wrapped) and,
+where strace is installed, for restic and borg (strace -f -c, in a separate full backup
+so tracing does not slow the timed one).
 """
 
+import json
 import os
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from agent_stub import engine
-from agent_stub.jobs import RunningJob
-from backup.v1 import resources_pb2 as pb
-
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 MIB = 1024 * 1024
-# (count, size): large, medium and small files, a third of the gibibyte each, about.
-LAYOUT = [(48, 8 * MIB), (512, 768 * 1024), (4096, 64 * 1024)]
+SEED = 20261201
 CHANGED_FRACTION = 0.01
-SEED = 20261125
+PASSWORD = "bench"
+TOOLS = ("project", "restic", "borg")
+
+
+def _mixed(root: Path, rng: random.Random, mib: int) -> list[Path]:
+    """A third of the bytes each in 8 MiB, 768 KiB and 64 KiB files."""
+    layout = [(max(1, 48 * mib // 1024), 8 * MIB), (max(1, 512 * mib // 1024), 768 * 1024)]
+    layout.append((max(1, 4096 * mib // 1024), 64 * 1024))
+    files = []
+    for count, size in layout:
+        for index in range(count):
+            path = root / f"d{index % 16:02d}" / f"{size // 1024}k-{index:04d}.dat"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_content(rng, size, index % 2 == 1))
+            files.append(path)
+    return files
+
+
+def _small(root: Path, rng: random.Random, count: int) -> list[Path]:
+    """`count` files of 1-8 KB in directories of 1,000."""
+    files = []
+    for index in range(count):
+        path = root / f"d{index // 1000:03d}" / f"f{index:06d}.txt"
+        if index % 1000 == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_content(rng, rng.randint(1024, 8192), index % 2 == 1))
+        files.append(path)
+    return files
 
 
 def _content(rng: random.Random, size: int, compressible: bool) -> bytes:
-    """Half the files are random (incompressible), half hex text (about 2:1 with zstd)."""
     if compressible:
         return rng.randbytes(size // 2).hex().encode()
     return rng.randbytes(size)
 
 
-def _generate(root: Path, rng: random.Random) -> list[Path]:
-    files = []
-    for count, size in LAYOUT:
-        for index in range(count):
-            path = root / f"d{index % 16:02d}" / f"{size // 1024}k-{index:04d}.dat"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_content(rng, size, compressible=index % 2 == 1))
-            files.append(path)
-    return files
+def _change(files: list[Path], rng: random.Random) -> int:
+    """Rewrites 1% of the files (at least one) with new content of the same size."""
+    chosen = rng.sample(files, max(1, int(len(files) * CHANGED_FRACTION)))
+    for path in chosen:
+        path.write_bytes(_content(rng, path.stat().st_size, rng.random() < 0.5))
+    return len(chosen)
 
 
-def _change(files: list[Path], total: int, rng: random.Random) -> int:
-    """Rewrites whole files, chosen at random, until CHANGED_FRACTION of the bytes changed."""
-    changed = 0
-    for path in rng.sample(files, len(files)):
-        if changed >= total * CHANGED_FRACTION:
-            break
-        size = path.stat().st_size
-        path.write_bytes(_content(rng, size, compressible=rng.random() < 0.5))
-        changed += size
-    return changed
-
-
-def _tar_seconds(tree: Path) -> float:
-    best = float("inf")
-    for _ in range(2):
-        started = time.perf_counter()
-        subprocess.run(
-            f"tar -cf - -C {tree.parent} {tree.name} | cat > /dev/null", shell=True, check=True
-        )
-        best = min(best, time.perf_counter() - started)
-    return best
-
-
-def _tar_to_file_seconds(tree: Path, archive: Path) -> float:
-    """tar writing its archive to a file and fsyncing it: a durable write, for context."""
+def _run(
+    command: list[str], env: dict[str, str], cwd: Path | None = None
+) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS in bytes, and stdout of one process."""
     started = time.perf_counter()
-    subprocess.run(["tar", "-cf", str(archive), "-C", str(tree.parent), tree.name], check=True)
-    fd = os.open(archive, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True
+    )
+    _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
-    archive.unlink()
-    return seconds
+    assert process.stdout is not None and process.stderr is not None
+    out, err = process.stdout.read(), process.stderr.read()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed: {err.strip()[-400:]}")
+    return seconds, usage.ru_maxrss * 1024, out
 
 
-def _backup(policy: pb.BackupPolicy) -> tuple[float, pb.Job]:
-    job = RunningJob(pb.Job(id=f"bench-{time.monotonic_ns()}", policy_id=policy.id))
-    started = time.perf_counter()
-    engine.run_backup(policy, job.id, job)
-    return time.perf_counter() - started, job.snapshot()
+class _Tool:
+    def __init__(self, name: str, work: Path) -> None:
+        self.name = name
+        self.repository = work / f"repo-{name}"
+        self.env = {
+            **os.environ,
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+            "BORG_BASE_DIR": str(work / "borg-base"),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+            "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}",
+        }
+        self.point = ""
+        self.runs = 0
+
+    def init(self) -> None:
+        if self.name == "restic":
+            _run(["restic", "init", "--repo", str(self.repository)], self.env)
+        elif self.name == "borg":
+            _run(["borg", "init", "--encryption", "none", str(self.repository)], self.env)
+
+    def backup_command(self, tree: Path) -> list[str]:
+        self.runs += 1
+        if self.name == "project":
+            job = str(HERE / "engine_job.py")
+            return [sys.executable, job, "backup", str(self.repository), str(tree)]
+        if self.name == "restic":
+            return ["restic", "-r", str(self.repository), "backup", "--quiet", str(tree)]
+        return ["borg", "create", f"{self.repository}::run{self.runs}", str(tree)]
+
+    def backup(self, tree: Path) -> dict[str, object]:
+        seconds, rss, out = _run(self.backup_command(tree), self.env)
+        figures: dict[str, object] = {"seconds": round(seconds, 2), "rss_mb": round(rss / 1e6)}
+        if self.name == "project":
+            reported = json.loads(out)
+            self.point = reported["point"]
+            figures["fsyncs"] = reported["fsyncs"]
+        return figures
+
+    def restore(self, target: Path) -> float:
+        target.mkdir()
+        if self.name == "project":
+            job = str(HERE / "engine_job.py")
+            command = [
+                sys.executable,
+                job,
+                "restore",
+                str(self.repository),
+                self.point,
+                str(target),
+            ]
+        elif self.name == "restic":
+            command = [
+                "restic",
+                "-r",
+                str(self.repository),
+                "restore",
+                "latest",
+                "--target",
+                str(target),
+            ]
+        else:
+            command = ["borg", "extract", f"{self.repository}::run{self.runs}"]
+        seconds, _, _ = _run(command, self.env, cwd=target)
+        shutil.rmtree(target)
+        return seconds
+
+    def verify(self) -> float:
+        if self.name == "project":
+            command = [sys.executable, str(HERE / "engine_job.py"), "verify", str(self.repository)]
+        elif self.name == "restic":
+            command = ["restic", "-r", str(self.repository), "check", "--read-data"]
+        else:
+            command = ["borg", "check", "--verify-data", str(self.repository)]
+        return _run(command, self.env)[0]
+
+    def traced_fsyncs(self, tree: Path, work: Path) -> int | None:
+        """fsync calls of a full backup into a fresh repository, counted by strace."""
+        if shutil.which("strace") is None:
+            return None
+        saved, self.repository = self.repository, work / f"traced-{self.name}"
+        try:
+            self.init()
+            summary = work / "strace.txt"
+            command = ["strace", "-f", "-c", "-o", str(summary), "-e", "trace=fsync,fdatasync"]
+            _run(command + self.backup_command(tree), self.env)
+            counts = 0
+            for line in summary.read_text().splitlines():
+                fields = line.split()
+                if fields and fields[-1] in ("fsync", "fdatasync"):
+                    counts += int(fields[3])
+            return counts
+        finally:
+            shutil.rmtree(self.repository, ignore_errors=True)
+            self.repository = saved
 
 
-def _size(root: Path) -> int:
-    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+def _available() -> list[str]:
+    found = ["project"]
+    for name in ("restic", "borg"):
+        if shutil.which(name):
+            found.append(name)
+        else:
+            print(
+                f"engine: {name} is not installed: skipped (apt-get install {name if name == 'restic' else 'borgbackup'})"
+            )
+    return found
 
 
-def _measure() -> dict[str, object]:
-    rng = random.Random(SEED)
-    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-    try:
-        tree = work / "tree"
-        files = _generate(tree, rng)
-        total = sum(path.stat().st_size for path in files)
-        policy = pb.BackupPolicy(
-            id="bench", source_paths=[str(tree)], repository=str(work / "repository")
-        )
-        # The backup's fsyncs would otherwise queue behind the writeback of the tree just
-        # written, which tar never waits for.
+def _dataset(
+    name: str, tree: Path, files: list[Path], tools: list[str], work: Path
+) -> dict[str, object]:
+    rng = random.Random(SEED + 1)
+    os.sync()
+    subprocess.run(
+        f"tar -cf - -C {tree.parent} {tree.name} | cat > /dev/null", shell=True, check=True
+    )
+    results: dict[str, dict[str, object]] = {}
+    runners = {tool: _Tool(tool, work / name) for tool in tools}
+    for tool, runner in runners.items():
+        runner.repository.parent.mkdir(parents=True, exist_ok=True)
+        runner.init()
+        results[tool] = {"full": runner.backup(tree)}
         os.sync()
-        tar_full = _tar_seconds(tree)
-        tar_file = _tar_to_file_seconds(tree, work / "tree.tar")
+    changed = _change(files, rng)
+    os.sync()
+    for tool, runner in runners.items():
+        results[tool]["incremental"] = runner.backup(tree)
+        results[tool]["restore_seconds"] = round(runner.restore(work / name / f"target-{tool}"), 2)
+        results[tool]["verify_seconds"] = round(runner.verify(), 2)
+        if tool != "project":
+            results[tool]["full"]["fsyncs"] = runner.traced_fsyncs(tree, work / name)  # type: ignore[index]
         os.sync()
-        full_seconds, full = _backup(policy)
-        changed = _change(files, total, rng)
-        os.sync()
-        tar_after = _tar_seconds(tree)
-        incremental_seconds, incremental = _backup(policy)
-        repository = _size(work / "repository")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    mb = total / 1e6
-    tar = mb / min(tar_full, tar_after)
-    figures: dict[str, object] = {
-        "tree_bytes": total,
-        "files": len(files),
-        "changed_bytes": changed,
-        "tar_mb_per_s": round(tar, 1),
-        "full_mb_per_s": round(mb / full_seconds, 1),
-        "full_vs_tar": round(mb / full_seconds / tar, 3),
-        "incremental_mb_per_s": round(mb / incremental_seconds, 1),
-        "incremental_vs_tar": round(mb / incremental_seconds / tar, 3),
-        "tar_to_file_fsynced_mb_per_s": round(mb / tar_file, 1),
-        "tar_to_file_fsynced_vs_tar": round(mb / tar_file / tar, 3),
-        "full_seconds": round(full_seconds, 2),
-        "incremental_seconds": round(incremental_seconds, 2),
-        "incremental_bytes_read": incremental.bytes_read,
-        "incremental_bytes_written": incremental.bytes_written,
-        "full_bytes_written": full.bytes_written,
-        "repository_bytes": repository,
-        "repository_vs_source": round(repository / total, 3),
-        "cpus": os.cpu_count(),
-    }
-    _print(figures)
+    total = sum(path.stat().st_size for path in files)
+    baseline = results["project"]["baseline_rss_mb"] = _baseline_rss(work)
+    full_rss = results["project"]["full"]["rss_mb"]  # type: ignore[index]
+    results["project"]["bytes_per_file"] = round((full_rss - baseline) * 1e6 / len(files))
+    figures = {"files": len(files), "bytes": total, "changed_files": changed, "tools": results}
+    _print(name, figures)
     return figures
 
 
-def _print(f: dict[str, object]) -> None:
-    tree = int(f["tree_bytes"])  # type: ignore[call-overload]
-    print(f"\nengine: {tree / MIB:.0f} MiB in {f['files']} files, half random, half hex text")
-    print(f"  {'run':<34}{'MB/s':>9}{'vs tar':>9}{'seconds':>9}")
-    print(f"  {'tar -cf - TREE | cat > /dev/null':<34}{f['tar_mb_per_s']:>9}{'1.000':>9}")
+def _baseline_rss(work: Path) -> int:
+    """The project's RSS backing up one small file: what the interpreter and imports cost."""
+    tree = work / "one" / "tree"
+    tree.mkdir(parents=True, exist_ok=True)
+    (tree / "file").write_bytes(b"x")
+    runner = _Tool("project", work / "one")
+    rss = runner.backup(tree)["rss_mb"]
+    assert isinstance(rss, int)
+    return rss
+
+
+def _print(name: str, figures: dict[str, object]) -> None:
     print(
-        f"  {'tar -cf FILE TREE + fsync (context)':<34}{f['tar_to_file_fsynced_mb_per_s']:>9}"
-        f"{f['tar_to_file_fsynced_vs_tar']:>9}"
+        f"\nengine, dataset {name}: {figures['files']} files, "
+        f"{int(figures['bytes']) / MIB:.0f} MiB; incremental after rewriting "  # type: ignore[call-overload]
+        f"{figures['changed_files']} files"
     )
-    print(
-        f"  {'full backup':<34}{f['full_mb_per_s']:>9}{f['full_vs_tar']:>9}{f['full_seconds']:>9}"
-    )
-    changed = int(f["changed_bytes"]) / MIB  # type: ignore[call-overload]
-    label = f"incremental ({changed:.0f} MiB rewritten)"
-    print(
-        f"  {label:<34}{f['incremental_mb_per_s']:>9}{f['incremental_vs_tar']:>9}"
-        f"{f['incremental_seconds']:>9}"
-    )
-    read = int(f["incremental_bytes_read"]) / MIB  # type: ignore[call-overload]
-    written = int(f["incremental_bytes_written"]) / MIB  # type: ignore[call-overload]
-    print(f"  incremental read {read:.1f} MiB and wrote {written:.1f} MiB")
-    repository = int(f["repository_bytes"]) / MIB  # type: ignore[call-overload]
-    print(
-        f"  repository {repository:.0f} MiB for {tree / MIB:.0f} MiB of source "
-        f"({f['repository_vs_source']}x; after both runs)"
-    )
+    header = ("tool", "full s", "incr s", "restore s", "verify s", "RSS MB", "fsyncs")
+    print("  " + "".join(f"{cell:>11}" for cell in header))
+    tools: dict[str, dict[str, object]] = figures["tools"]  # type: ignore[assignment]
+    for tool, result in tools.items():
+        full: dict[str, object] = result["full"]  # type: ignore[assignment]
+        incremental: dict[str, object] = result["incremental"]  # type: ignore[assignment]
+        rss = max(int(full["rss_mb"]), int(incremental["rss_mb"]))  # type: ignore[call-overload]
+        cells = (
+            tool,
+            full["seconds"],
+            incremental["seconds"],
+            result["restore_seconds"],
+            result["verify_seconds"],
+            rss,
+            full.get("fsyncs") if full.get("fsyncs") is not None else "-",
+        )
+        print("  " + "".join(f"{cell!s:>11}" for cell in cells))
+    project = tools["project"]
+    for other in ("restic", "borg"):
+        if other in tools:
+            for run in ("full", "incremental"):
+                ours = project[run]["seconds"]  # type: ignore[index]
+                theirs = tools[other][run]["seconds"]  # type: ignore[index]
+                print(f"  {run} project / {other}: {ours / theirs:.2f}")
+    print(f"  project memory per file: {project['bytes_per_file']} bytes")
 
 
 async def run() -> dict[str, object]:
-    import asyncio
-
-    return await asyncio.to_thread(_measure)
+    work = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    tools = _available()
+    rng = random.Random(SEED)
+    results: dict[str, object] = {"cpus": os.cpu_count()}
+    try:
+        mixed_mib = int(os.environ.get("BENCH_ENGINE_MIXED_MIB", "1024"))
+        small_files = int(os.environ.get("BENCH_ENGINE_SMALL_FILES", "100000"))
+        tree = work / "mixed" / "tree"
+        results["mixed"] = _dataset("mixed", tree, _mixed(tree, rng, mixed_mib), tools, work)
+        shutil.rmtree(work / "mixed")
+        tree = work / "small" / "tree"
+        results["small"] = _dataset("small", tree, _small(tree, rng, small_files), tools, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
