@@ -91,29 +91,27 @@ class Policies:
     ) -> pb.ProtectionGroup:
         validation.require_id("protection_group.id", group.id)
         paths = _mutable_paths(update_mask.paths, MUTABLE_GROUP_FIELDS)
-        return await self._db.run(self._update_group, group, paths)
+        mask = field_mask_pb2.FieldMask(paths=paths)
 
-    def _update_group(self, change: pb.ProtectionGroup, paths: Sequence[str]) -> pb.ProtectionGroup:
-        with self._storage.transaction():
-            group = self._storage.get_group(change.id)
-            field_mask_pb2.FieldMask(paths=paths).MergeMessage(
-                change, group, replace_message_field=True, replace_repeated_field=True
+        def change(stored: pb.ProtectionGroup) -> pb.ProtectionGroup:
+            mask.MergeMessage(
+                group, stored, replace_message_field=True, replace_repeated_field=True
             )
-            validation.check_protection_group(group)
-            # A policy that uses the group must still hold: one computer per name, the limit.
-            for policy in self._storage.policies_using_group(group.id):
-                groups = self._storage.get_groups(policy.protection_group_ids)
-                groups[group.id] = group
-                try:
-                    check_references(policy, groups)
-                except (InvalidArgument, FailedPrecondition) as error:
-                    problem = error.message.removeprefix(f"{error.field}: ")
-                    raise FailedPrecondition(
-                        f"policy {policy.id!r} uses protection group {group.id!r} and would "
-                        f"break: {problem}"
-                    ) from None
-            self._storage.replace_group(group)
-            return group
+            validation.check_protection_group(stored)
+            return stored
+
+        def still_holds(policy: pb.BackupPolicy, groups: Mapping[str, pb.ProtectionGroup]) -> None:
+            """A policy using the group must still hold: one computer per name, the limit."""
+            try:
+                check_references(policy, groups)
+            except (InvalidArgument, FailedPrecondition) as error:
+                problem = error.message.removeprefix(f"{error.field}: ")
+                raise FailedPrecondition(
+                    f"policy {policy.id!r} uses protection group {group.id!r} and would "
+                    f"break: {problem}"
+                ) from None
+
+        return await self._storage.update_group(group.id, change, still_holds)
 
     async def delete_group(self, group_id: str) -> None:
         validation.require_id("protection_group_id", group_id)

@@ -108,6 +108,34 @@ async def test_a_group_in_use_cannot_be_deleted(storage: Storage) -> None:
         await storage.get_group("web")
 
 
+async def test_a_group_update_checks_every_policy_using_it(storage: Storage) -> None:
+    """update_group runs the check on each policy using the group, with the changed group in
+    place; a refusal keeps the old group; an unknown group is NotFound."""
+    await storage.insert_group(a_group("web", "127.0.0.1:1"))
+    await storage.insert_group(a_group("db"))
+    await storage.insert_policy(a_policy("nightly", "web", "db"), accept)
+    await storage.insert_policy(a_policy("weekly"), accept)
+
+    def add_computer(group: pb.ProtectionGroup) -> pb.ProtectionGroup:
+        group.computers.add(name="extra", address="127.0.0.1:2")
+        return group
+
+    seen: list[tuple[str, list[str], int]] = []
+
+    def record(policy: pb.BackupPolicy, groups: object) -> None:
+        assert isinstance(groups, dict)
+        seen.append((policy.id, sorted(groups), len(groups["web"].computers)))
+
+    updated = await storage.update_group("web", add_computer, record)
+    assert seen == [("nightly", ["db", "web"], 2)] and len(updated.computers) == 2
+    assert await storage.get_group("web") == updated
+    with pytest.raises(FailedPrecondition):
+        await storage.update_group("web", add_computer, refuse)
+    assert await storage.get_group("web") == updated
+    with pytest.raises(NotFound):
+        await storage.update_group("nope", add_computer, accept)
+
+
 # Policies
 
 

@@ -25,6 +25,8 @@ from ..sessions import Progress
 PolicyCheck = Callable[[pb.BackupPolicy, Mapping[str, pb.ProtectionGroup]], None]
 # Applies a change to the stored policy (a copy), returning the policy to store.
 PolicyChange = Callable[[pb.BackupPolicy], pb.BackupPolicy]
+# The same for a protection group.
+GroupChange = Callable[[pb.ProtectionGroup], pb.ProtectionGroup]
 
 INTERRUPTED = "interrupted: the server stopped while this session was running"
 OUTCOME_UNKNOWN = "unknown: the server stopped before this computer's answer was recorded"
@@ -49,6 +51,14 @@ class Storage(Protocol):
 
     async def list_groups(self, after_id: str, limit: int) -> list[pb.ProtectionGroup]:
         """At most `limit` groups with ids after `after_id`, in id order."""
+        ...
+
+    async def update_group(
+        self, group_id: str, change: GroupChange, check: PolicyCheck
+    ) -> pb.ProtectionGroup:
+        """Reads the group, applies `change`, runs `check` on every policy using the group
+        (with its groups, the changed one in place), stores it, all in one unit of work;
+        returns what was stored. NotFound if absent."""
         ...
 
     async def delete_group(self, group_id: str) -> None:

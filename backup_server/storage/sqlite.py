@@ -18,7 +18,7 @@ from backup.errors import BackupError, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import Progress
-from .interface import PolicyChange, PolicyCheck
+from .interface import GroupChange, PolicyChange, PolicyCheck
 from .sqlite_file import SqliteFile
 
 log = logging.getLogger("backup_server.storage")
@@ -102,6 +102,11 @@ class SqliteStorage:
 
     async def list_groups(self, after_id: str, limit: int) -> list[pb.ProtectionGroup]:
         return await self._run(self.file.list_groups, after_id, limit)
+
+    async def update_group(
+        self, group_id: str, change: GroupChange, check: PolicyCheck
+    ) -> pb.ProtectionGroup:
+        return await self._run(self.file.update_group, group_id, change, check)
 
     async def delete_group(self, group_id: str) -> None:
         await self._run(self.file.delete_group, group_id)

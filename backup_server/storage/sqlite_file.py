@@ -18,7 +18,7 @@ from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import Progress
-from .interface import INTERRUPTED, OUTCOME_UNKNOWN, PolicyChange, PolicyCheck
+from .interface import INTERRUPTED, OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
 from .migrations import migrate
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -85,18 +85,26 @@ class SqliteFile:
         )
         return [pb.ProtectionGroup.FromString(row["body"]) for row in rows]
 
-    def replace_group(self, group: pb.ProtectionGroup) -> None:
-        self.db.table("protection_groups").update(
-            group.id, {"name": group.name, "kind": group.kind, "body": group.SerializeToString()}
-        )
-
-    def policies_using_group(self, group_id: str) -> list[pb.BackupPolicy]:
-        rows = self.db.query(
-            "select p.body from policies p join policy_groups g on g.policy_id = p.id"
-            " where g.group_id = ? order by p.id",
-            [group_id],
-        )
-        return [pb.BackupPolicy.FromString(row["body"]) for row in rows]
+    def update_group(
+        self, group_id: str, change: GroupChange, check: PolicyCheck
+    ) -> pb.ProtectionGroup:
+        with self.db.atomic():
+            group = change(self.get_group(group_id))
+            rows = self.db.query(
+                "select p.body from policies p join policy_groups g on g.policy_id = p.id"
+                " where g.group_id = ? order by p.id",
+                [group_id],
+            )
+            for row in list(rows):
+                policy = pb.BackupPolicy.FromString(row["body"])
+                groups = self.get_groups(policy.protection_group_ids)
+                groups[group_id] = group
+                check(policy, groups)
+            self.db.table("protection_groups").update(
+                group_id,
+                {"name": group.name, "kind": group.kind, "body": group.SerializeToString()},
+            )
+            return group
 
     def delete_group(self, group_id: str) -> None:
         with self.db.atomic():

@@ -255,8 +255,8 @@ def cli() -> None:
 
     A server with TLS needs --tls-ca and an operator's certificate (--tls-cert,
     --tls-key) or the API token (--token-file). Each setting comes from its flag, else
-    its BACKUP_* variable, else the config file's context (see `config --help`). An agent with TLS takes only the
-    server's certificate (see `jobs --help`).
+    its BACKUP_* variable, else the config file's context (see `config --help`). An
+    agent with TLS takes only the server's certificate (see `jobs --help`).
     """
 
 
