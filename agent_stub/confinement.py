@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backup.errors import FailedPrecondition
-from backup.v1 import resources_pb2 as pb
 from backup.paths import is_within
+from backup.v1 import resources_pb2 as pb
 from backup.validation import shown
 
 

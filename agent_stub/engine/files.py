@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-
 PRIVATE_DIRECTORY = 0o700
 
 

@@ -200,7 +200,9 @@ def check_exclude_patterns(field: str, patterns: Sequence[str]) -> None:
         try:
             [compiled] = pathspec.GitIgnoreSpec.from_lines([pattern]).patterns
         except (ValueError, re.error) as error:
-            raise InvalidArgument(where, f"{shown(pattern)} is not a gitignore pattern: {error}")
+            raise InvalidArgument(
+                where, f"{shown(pattern)} is not a gitignore pattern: {error}"
+            ) from None
         if compiled.include is None:
             raise InvalidArgument(where, f"{shown(pattern)} is a comment and excludes nothing")
 
