@@ -8,6 +8,7 @@ from engine_support import policy, write
 
 from agent_stub import engine
 from agent_stub.jobs import RunningJob
+from agent_stub.specs import backup_job
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import resources_pb2 as pb
 
@@ -89,7 +90,8 @@ async def test_a_file_replaced_after_the_scan_is_skipped(start_agent, agent_cont
 
 def run_engine(backup_policy: pb.BackupPolicy, allowed_roots: list[str]) -> tuple[str, pb.Job]:
     job = RunningJob(pb.Job(id="j-race", policy_id=backup_policy.id))
-    return engine.run_backup(backup_policy, job.id, job, allowed_roots), job.snapshot()
+    spec = backup_job(backup_policy, allowed_roots=tuple(allowed_roots))
+    return engine.run_backup(spec, job.id, job), job.snapshot()
 
 
 def test_a_source_root_leading_outside_when_opened_is_skipped(tree) -> None:

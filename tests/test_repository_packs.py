@@ -138,4 +138,4 @@ def test_a_version_1_repository_keeps_working_and_gets_an_id(tmp_path: Path) -> 
     config = json.loads((root / "config.json").read_text())
     assert config["version"] == 1 and len(config["id"]) == 32
     verify = cli("verify", "--data-dir", data_dir)
-    assert verify.returncode == 0 and "verified 1 restore points" in verify.stdout
+    assert verify.returncode == 0 and "verified 1 restore point," in verify.stdout

@@ -69,7 +69,7 @@ def test_data_no_source_has_is_reported_and_refused(tmp_path: Path) -> None:
     back_up(policy(source, repository))
     listing = cli("points", "--data-dir", data_dir)
     line = next(line for line in listing.stdout.splitlines() if first in line)
-    assert line.endswith("damaged (1 files)")
+    assert line.endswith("damaged (1 file)")
     done = cli("restore", first, "--to", str(tmp_path / "restored"), "--data-dir", data_dir)
     assert done.returncode == 1
     assert f"{str(source / 'large').lstrip('/')}" in done.stderr
