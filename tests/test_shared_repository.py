@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from engine_support import (
     MIB,
     cli,
@@ -109,6 +110,7 @@ def check_chains(computers: list[Computer], tmp_path: Path) -> None:
         assert "verified 2 restore points" in verify.stdout
 
 
+@pytest.mark.timeout(300)
 def test_three_computers_keep_their_own_chains_in_one_repository(tmp_path: Path) -> None:
     """4 concurrent rounds with retention 2: exactly 2 points per computer, each its own."""
     repository = tmp_path / "nas" / "repository"
@@ -128,6 +130,7 @@ def test_three_computers_keep_their_own_chains_in_one_repository(tmp_path: Path)
             computer.close()
 
 
+@pytest.mark.timeout(300)
 def test_kill_minus_nine_during_concurrent_backups_and_retention(tmp_path: Path) -> None:
     """A computer killed mid-job, again and again, costs no other computer anything."""
     repository = tmp_path / "nas" / "repository"

@@ -109,8 +109,12 @@ class _Backup:
         self.progress.bytes_total = sum(item.entry.size for item in found)
         self.progress.report(self.job, now=True)
         entries: list[Entry] = []
+        # Taken from the end of the reversed list, so what the scan found is freed as it
+        # is backed up: the tree is in memory once, not twice.
+        found.reverse()
         try:
-            for item in found:
+            while found:
+                item = found.pop()
                 check(self.job)
                 if item.entry.kind != FILE:
                     entries.append(item.entry)
@@ -172,7 +176,12 @@ class _Backup:
         """Whether every chunk of the unchanged file is stored and not known damaged. If
         not, the file is read again, which heals the chunk from the source (and a chunk
         gone without verify having seen it counts as healed, too)."""
-        missing = [name for name in previous.chunks if not self.repository.has_chunk(name)]
+        located, bad = self.repository.locations, self.repository.damaged_chunks
+        missing = [
+            name
+            for name in previous.chunks
+            if name in bad or (name not in located and not self.repository.has_chunk(name))
+        ]
         self.repository.damaged_chunks.update(missing)
         return not missing
 

@@ -22,7 +22,7 @@ WRITER_THREADS = 3
 BATCH_BYTES = 1024 * 1024
 BATCH_CHUNKS = 512
 # Work handed to the pool and not yet done: bounds memory to about this many bytes.
-BYTES_IN_FLIGHT = 48 * 1024 * 1024
+BYTES_IN_FLIGHT = 16 * 1024 * 1024
 
 
 class ChunkWriter:
