@@ -1,6 +1,7 @@
 """Real servers on loopback port 0, real agents, real SQLite files, real unreachable ports."""
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from security_support import Pki, make_pki
 
 from agent_stub import engine
 from agent_stub.app import AgentConfig, AgentServer
+from agent_stub.fleet import Fleet, FleetConfig
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2_grpc as api_grpc
@@ -118,6 +120,20 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
     yield start
     for agent in agents:
         await agent.stop()
+
+
+@pytest.fixture
+async def start_fleet() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
+    """Starts in-process fleets on system-chosen ports (stopped at the end)."""
+    async with contextlib.AsyncExitStack() as started:
+
+        async def start(**fields: object) -> Fleet:
+            fleet = Fleet(FleetConfig(**{"count": 2, "job_seconds": 60.0, **fields}))
+            await fleet.start()
+            started.push_async_callback(fleet.stop)
+            return fleet
+
+        yield start
 
 
 @pytest.fixture
