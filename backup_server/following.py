@@ -102,18 +102,27 @@ class Follower:
         deadline: float,
         lost_after: float = AGENT_LOST_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        on_idle: Callable[[str], None] | None = None,
     ) -> None:
+        """`on_idle(session_id)` is called when a session has nothing followed any more."""
         self._agents = agents
+        self._on_idle = on_idle
+        self._per_session: dict[str, int] = {}
         self._recorder = recorder
         self._deadline = deadline
         self._lost_after = lost_after
         self._clock = clock
         self._tasks: dict[JobKey, asyncio.Task[None]] = {}
+        self._closing = False
 
     @property
     def count(self) -> int:
         """Jobs followed or computers being reconciled right now."""
         return len(self._tasks)
+
+    def following(self, session_id: str) -> bool:
+        """Whether anything of that session is still followed or reconciled."""
+        return session_id in self._per_session
 
     def follow(self, key: JobKey, address: str, job: pb.Job) -> None:
         """Follows `job` on the agent at `address` until it ends (or long after it is lost)."""
@@ -129,6 +138,7 @@ class Follower:
             previous.cancel()
         task = asyncio.ensure_future(work)
         self._tasks[key] = task
+        self._per_session[key.session_id] = self._per_session.get(key.session_id, 0) + 1
         task.add_done_callback(lambda done: self._ended(key, done))
 
     def _ended(self, key: JobKey, task: asyncio.Task[None]) -> None:
@@ -136,6 +146,13 @@ class Follower:
             del self._tasks[key]
         if not task.cancelled() and task.exception() is not None:
             log.error("following %s failed", key, exc_info=task.exception())
+        left = self._per_session[key.session_id] - 1
+        if left:
+            self._per_session[key.session_id] = left
+        else:
+            del self._per_session[key.session_id]
+            if self._on_idle is not None and not self._closing:
+                self._on_idle(key.session_id)
 
     async def _list_jobs(self, address: str, policy_id: str, session_id: str) -> list[pb.Job]:
         request = agent_pb.ListJobsRequest(policy_id=policy_id, session_id=session_id)
@@ -250,6 +267,7 @@ class Follower:
 
     async def close(self) -> None:
         """Stops following (at shutdown: the next start resumes from the stored record)."""
+        self._closing = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
