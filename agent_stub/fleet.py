@@ -2,7 +2,8 @@
 
     python -m agent_stub.fleet --count N --base-port P [--hung K] [--refused K]
                                [--job-seconds S [--job-seconds-max S]] [--write FILE]
-                               [--fail F] [--hang F] [--restart F] [--restart-seconds S]
+                               [--fail F] [--hang F] [--restart F] [--partition F]
+                               [--restart-seconds S] [--seed N]
                                [--tls-cert FILE --tls-key FILE --tls-ca FILE]
 
 Every simulated agent serves the real `AgentControl` servicer (the same validation and
@@ -12,9 +13,10 @@ while it runs; a repeat of the same session returns its job), StopJob stops it
 (`was_running`), ListJobs lists newest first (by policy and session), GetJob finds one,
 WatchJob follows one. Nothing touches the disk: a job runs between `--job-seconds` and
 `--job-seconds-max` and then ends as its agent's outcome says: the shares `--fail`,
-`--hang` and `--restart` of the agents (exactly that many, shuffled by `--seed`) fail,
-hang until stopped, or restart half-way through a job (down for `--restart-seconds`, then
-back on the same port with the job FAILED); the others succeed, without a restore point
+`--hang`, `--restart` and `--partition` of the agents (exactly that many, shuffled by
+`--seed`) fail, hang until stopped, restart half-way through a job (down for
+`--restart-seconds`, then back on the same port with the job FAILED), or stop answering
+for `--restart-seconds` while the job goes on; the others succeed, without a restore point
 since none was written, so ListRestorePoints answers with none. Per-call log lines are
 off: thousands of agents in one process would each log every stop.
 
@@ -97,6 +99,7 @@ class FleetConfig:
     fail: float = 0.0
     hang: float = 0.0
     restart: float = 0.0
+    partition: float = 0.0
     restart_seconds: float = 2.0
     seed: int = 0
 
@@ -105,7 +108,12 @@ class FleetConfig:
         return self.job_seconds, max(self.job_seconds, self.job_seconds_max)
 
     def outcomes(self) -> list[str]:
-        mix = {"fail": self.fail, "hang": self.hang, "restart": self.restart}
+        mix = {
+            "fail": self.fail,
+            "hang": self.hang,
+            "restart": self.restart,
+            "partition": self.partition,
+        }
         return assign_outcomes(self.count, mix, self.seed)
 
 
@@ -184,7 +192,8 @@ class Fleet:
         jobs = SimulatedJobs(self.config.durations, outcome, rng)
         server, bound = await self._serve(port, jobs)
         address = f"{HOST}:{bound}"
-        jobs.restart = functools.partial(self._restart_later, address)
+        jobs.restart = functools.partial(self._restart_later, address, True)
+        jobs.partition = functools.partial(self._restart_later, address, False)
         self._servers[address] = server
         self.jobs[address] = jobs
         self._agents.append({"name": f"sim-{bound}", "address": address})
@@ -205,21 +214,30 @@ class Fleet:
         await server.start()
         return server, bound
 
-    def _restart_later(self, address: str) -> None:
-        task = asyncio.ensure_future(self._restart_agent(address))
+    def _restart_later(self, address: str, crash: bool) -> None:
+        task = asyncio.ensure_future(self._restart_agent(address, crash))
         self._restarts.add(task)
         task.add_done_callback(self._restarts.discard)
 
-    async def _restart_agent(self, address: str) -> None:
-        """Down for restart_seconds (streams broken, calls refused), then back, its running
-        jobs FAILED as after a real agent's crash."""
+    async def _restart_agent(self, address: str, crash: bool) -> None:
+        """Down for restart_seconds (streams broken, calls refused), then back: after a
+        crash its running jobs are FAILED, after a partition they went on meanwhile."""
         server = self._servers.pop(address, None)
         if server is None:
             return
         await server.stop(None)
-        self.jobs[address].crash()
-        await asyncio.sleep(self.config.restart_seconds)
+        if crash:
+            self.jobs[address].crash()
         port = int(address.rpartition(":")[2])
+        # Held bound (refusing) while down, so that no other process on the machine takes
+        # the port and answers in the agent's place.
+        placeholder = socket.socket()
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            placeholder.bind((HOST, port))
+            await asyncio.sleep(self.config.restart_seconds)
+        finally:
+            placeholder.close()
         try:
             self._servers[address], _ = await self._serve(port, self.jobs[address])
         except FleetError as error:
@@ -287,7 +305,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
             type=float,
             default=0.0,
             metavar="SHARE",
-            help=f"share of the agents (0 to 1) whose jobs {outcome} (default 0)",
+            help=f"share of the agents (0 to 1) whose jobs {outcome} (see above; default 0)",
         )
     parser.add_argument(
         "--restart-seconds", type=float, default=2.0, help="how long a restart is down"
@@ -306,9 +324,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         parser.error(f"ports {args.base_port}..{last} do not fit in 1..65535")
     if args.job_seconds <= 0:
         parser.error("--job-seconds must be positive")
-    shares = (args.fail, args.hang, args.restart)
+    shares = (args.fail, args.hang, args.restart, args.partition)
     if any(not 0 <= share <= 1 for share in shares) or sum(shares) > 1:
-        parser.error("--fail, --hang and --restart are shares from 0 to 1, together at most 1")
+        parser.error(
+            "--fail, --hang, --restart and --partition are shares from 0 to 1, together at most 1"
+        )
     if args.restart_seconds < 0:
         parser.error("--restart-seconds must not be negative")
     config = FleetConfig(
@@ -322,6 +342,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         fail=args.fail,
         hang=args.hang,
         restart=args.restart,
+        partition=args.partition,
         restart_seconds=args.restart_seconds,
         seed=args.seed,
     )

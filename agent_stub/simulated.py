@@ -7,6 +7,9 @@ An agent's outcome says how each of its jobs ends:
     hang      never ends by itself (only a stop ends it)
     restart   half-way through, the agent restarts: it stops serving for a while, and its
               running jobs are FAILED as a real agent's are after a crash
+    partition a quarter of the way through, the agent stops answering for a while (the
+              network between it and the server is cut) while the job goes on and
+              SUCCEEDS at its end
 
 A job's duration is drawn between the fleet's shortest and longest (the same seed gives
 the same durations). Jobs end lazily: a job whose time is up is settled on the next call
@@ -29,7 +32,7 @@ from backup.v1 import resources_pb2 as pb
 from .jobs import matching, newest_first
 from .watching import snapshots
 
-OUTCOMES = ("succeed", "fail", "hang", "restart")
+OUTCOMES = ("succeed", "fail", "hang", "restart", "partition")
 JOBS_KEPT = 1000
 FAILURE = "simulated failure: the source path does not exist"
 INTERRUPTED = "the agent stopped while this job was running"
@@ -53,6 +56,7 @@ class SimulatedJobs:
         outcome: str = "succeed",
         rng: random.Random | None = None,
         restart: Callable[[], None] | None = None,
+        partition: Callable[[], None] | None = None,
     ) -> None:
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
@@ -60,6 +64,7 @@ class SimulatedJobs:
         self._seconds = job_seconds
         self._rng = rng or random.Random(0)
         self.restart = restart
+        self.partition = partition
         self._running: dict[str, _Planned] = {}
         self._finished: dict[str, pb.Job] = {}
         self._started_by: dict[tuple[str, str], str] = {}
@@ -110,6 +115,8 @@ class SimulatedJobs:
                 asyncio.get_running_loop().call_later(duration_ns / 2e9, self.restart)
         else:
             planned = _Planned(job, now + duration_ns, pb.JOB_STATE_SUCCEEDED)
+            if self.outcome == "partition" and self.partition is not None:
+                asyncio.get_running_loop().call_later(duration_ns / 4e9, self.partition)
         self._running[policy.id] = planned
         if session_id:
             self._started_by[(session_id, policy.id)] = job.id

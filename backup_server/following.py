@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from google.protobuf.message import DecodeError
 
@@ -43,6 +43,9 @@ FIRST_RETRY = 0.5
 # The longest wait between two tries: an agent that answers again is heard within it.
 LONGEST_RETRY = 30.0
 AGENT_LOST_AFTER = 3600.0
+# The codes of a call that did not reach the agent (fanout's NOT_RECEIVED_CODES) or was
+# dropped on the way: ask again.
+UNANSWERED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"})
 AGENT_LOST_AFTER_RANGE = (1.0, 7 * 24 * 3600.0)
 
 
@@ -54,6 +57,7 @@ class JobKey:
     position: int
 
 
+@runtime_checkable
 class AgentStreams(Protocol):
     """How following reaches an agent: a unary call, and a server stream."""
 
@@ -103,8 +107,10 @@ class Follower:
         lost_after: float = AGENT_LOST_AFTER,
         clock: Callable[[], float] = time.monotonic,
         on_idle: Callable[[str], None] | None = None,
+        reconcile_for: float | None = None,
     ) -> None:
         """`on_idle(session_id)` is called when a session has nothing followed any more."""
+        self._reconcile_for = RECONCILE_FOR if reconcile_for is None else reconcile_for
         self._agents = agents
         self._on_idle = on_idle
         self._per_session: dict[str, int] = {}
@@ -237,8 +243,11 @@ class Follower:
         while True:
             try:
                 listed = await self._list_jobs(address, policy_id, key.session_id)
-            except AgentCallError:
-                pass
+            except AgentCallError as error:
+                if error.code not in UNANSWERED:
+                    # It answered, but cannot say (an older agent): nothing to correct.
+                    self._recorder.reconcile_settled(key)
+                    return
             else:
                 if not listed:
                     self._recorder.reconcile_settled(key)
@@ -249,14 +258,14 @@ class Follower:
                     await self._follow(key, address, job)
                 return
             silent = retry.silent_for()
-            if not settled and silent >= RECONCILE_FOR:
+            if not settled and silent >= self._reconcile_for:
                 settled = True
                 self._recorder.reconcile_settled(key)
-            if silent >= max(self._lost_after, RECONCILE_FOR):
+            if silent >= max(self._lost_after, self._reconcile_for):
                 return
             wait = retry.next_wait()
             if not settled:
-                wait = min(wait, max(RECONCILE_FOR - silent, 0.0))
+                wait = min(wait, max(self._reconcile_for - silent, 0.0))
             await asyncio.sleep(wait)
 
     def stop_session(self, session_id: str) -> None:

@@ -54,8 +54,12 @@ def count_jobs(session: pb.PolicySession) -> None:
 def outcome_of(session: pb.PolicySession, awaiting: Collection[int] = ()) -> pb.SessionState:
     """The outcome by the rules above; `awaiting` are positions still being reconciled."""
     results = session.computer_results
+    # A pending delivery holds the outcome only while delivery runs: an interrupted
+    # session's computers without a delivery never got the command.
+    delivering = session.state == pb.SESSION_STATE_RUNNING
     if awaiting or any(
-        result.delivery == pb.DELIVERY_PENDING or job_running(result) for result in results
+        (delivering and result.delivery == pb.DELIVERY_PENDING) or job_running(result)
+        for result in results
     ):
         return pb.SESSION_STATE_RUNNING
     targeted = [result for result in results if result.delivery != pb.DELIVERY_SKIPPED]

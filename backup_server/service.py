@@ -14,15 +14,23 @@ from backup.v1 import resources_pb2 as pb
 from .control import Control
 from .policies import Policies
 from .queries import SessionQueries
+from .statuses import ComputerStatuses
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class PolicyService(api_grpc.PolicyServiceServicer):
-    def __init__(self, policies: Policies, control: Control, queries: SessionQueries) -> None:
+    def __init__(
+        self,
+        policies: Policies,
+        control: Control,
+        queries: SessionQueries,
+        statuses: ComputerStatuses,
+    ) -> None:
         self._policies = policies
         self._control = control
         self._queries = queries
+        self._statuses = statuses
 
     @status.unary
     async def CreateProtectionGroup(
@@ -115,3 +123,12 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     ) -> AsyncIterator[pb.PolicySession]:
         async for snapshot in self._queries.watch_session(request.session_id):
             yield snapshot
+
+    @status.unary
+    async def ListComputerStatuses(
+        self, request: api.ListComputerStatusesRequest, context: Context
+    ) -> api.ListComputerStatusesResponse:
+        rows, token = await self._statuses.list(
+            request.policy_id, request.page_size, request.page_token
+        )
+        return api.ListComputerStatusesResponse(computer_statuses=rows, next_page_token=token)

@@ -21,8 +21,15 @@ from typing import Protocol
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
-from .outcomes import awaits_reconciliation, count_jobs, follows, outcome_of
-from .sessions import state_of
+from .outcomes import (
+    JOB_STATISTICS,
+    awaits_reconciliation,
+    count_jobs,
+    ended_job,
+    follows,
+    outcome_of,
+)
+from .sessions import JobEnd, state_of
 
 log = logging.getLogger("backup_server.tracking")
 
@@ -35,6 +42,7 @@ class LiveRecord(Protocol):
 
     session: pb.PolicySession
     dirty: list[int]
+    job_ends: list[JobEnd]
 
     def publish(self) -> None: ...
 
@@ -48,6 +56,11 @@ class _Tracked:
     live: LiveRecord
     awaiting: set[int] = field(default_factory=set)
     settle_due: bool = False
+    counted: tuple[int, ...] = ()  # the jobs_* when the outcome was last set
+
+
+def _job_counts(stats: pb.SessionStatistics) -> tuple[int, ...]:
+    return tuple(getattr(stats, name) for name in JOB_STATISTICS)
 
 
 class OutcomeTracker:
@@ -59,9 +72,12 @@ class OutcomeTracker:
         deadline: float,
         lost_after: float = AGENT_LOST_AFTER,
         release: Callable[[LiveRecord], None] | None = None,
+        reconcile_for: float | None = None,
     ) -> None:
         """`release(live)` is called once nothing of that session is followed any more."""
-        self.follower = Follower(agents, self, deadline, lost_after, on_idle=self._idle)
+        self.follower = Follower(
+            agents, self, deadline, lost_after, on_idle=self._idle, reconcile_for=reconcile_for
+        )
         self.on_outcome: list[OutcomeHook] = []
         self._release = release
         self._sessions: dict[str, _Tracked] = {}
@@ -84,6 +100,8 @@ class OutcomeTracker:
                 live.dirty.append(position)
             if follows(result) or (result.job_unknown and result.job.id):
                 self.follower.follow(key, address, result.job)
+            elif result.delivery == pb.DELIVERY_RECEIVED and ended_job(result.job):
+                live.job_ends.append(JobEnd(policy_id, result.computer, result.job, now))
             elif awaits_reconciliation(result):
                 tracked.awaiting.add(position)
                 self.follower.reconcile(key, address, policy_id)
@@ -123,10 +141,8 @@ class OutcomeTracker:
                 pb.JobState.Name(job.state),
                 extra={"session_id": key.session_id},
             )
-        result.job.CopyFrom(job)
-        result.job_id = job.id
+        self._record_job(tracked, result, job)
         result.job_unknown = False
-        result.last_contact_time.GetCurrentTime()
         self._changed(tracked)
 
     def job_lost(self, key: JobKey, why: str) -> None:
@@ -159,9 +175,7 @@ class OutcomeTracker:
         result.delivery = pb.DELIVERY_RECEIVED
         result.reconciled = True
         result.detail = f"OK: reconciled: the agent's job list has job {job.id} ({result.detail})"
-        result.job.CopyFrom(job)
-        result.job_id = job.id
-        result.last_contact_time.GetCurrentTime()
+        self._record_job(tracked, result, job)
         session.state = state_of(stats)
         count = sum(1 for r in session.computer_results if r.reconciled)
         note = (
@@ -190,6 +204,25 @@ class OutcomeTracker:
             tracked.awaiting.discard(key.position)
             self._changed(tracked)
 
+    @staticmethod
+    def _record_job(tracked: _Tracked, result: pb.ComputerResult, job: pb.Job) -> None:
+        ended_before = result.job.id == job.id and ended_job(result.job)
+        result.job.CopyFrom(job)
+        result.job_id = job.id
+        now = time.time_ns()
+        result.last_contact_time.FromNanoseconds(now)
+        if ended_job(job) and not ended_before:
+            live = tracked.live
+            live.job_ends.append(JobEnd(live.session.policy_id, result.computer, job, now))
+
+    @staticmethod
+    def _count_missed(live: LiveRecord) -> None:
+        """Computers a start did not reach count as a failure in their status."""
+        now = time.time_ns()
+        for result in live.session.computer_results:
+            if result.delivery in (pb.DELIVERY_NOT_RECEIVED, pb.DELIVERY_REJECTED):
+                live.job_ends.append(JobEnd(live.session.policy_id, result.computer, pb.Job(), now))
+
     def _changed(self, tracked: _Tracked) -> None:
         # Recounting is O(computers): thousands of jobs ending at once are settled in one
         # pass per SETTLE_DELAY, not one pass each.
@@ -205,7 +238,12 @@ class OutcomeTracker:
         count_jobs(session)
         outcome = outcome_of(session, tracked.awaiting)
         previous = session.outcome
-        if outcome != previous:
+        counted = _job_counts(session.statistics)
+        # Once final, a correction of the jobs' counts is a new outcome time too.
+        if outcome != previous or (
+            outcome != pb.SESSION_STATE_RUNNING and counted != tracked.counted
+        ):
+            tracked.counted = counted
             session.outcome = outcome
             if outcome == pb.SESSION_STATE_RUNNING:
                 session.ClearField("outcome_time")
@@ -219,6 +257,8 @@ class OutcomeTracker:
                     " (corrected)" if corrected else "",
                     extra={"session_id": session.id},
                 )
+                if not corrected and session.action == pb.SESSION_ACTION_START:
+                    self._count_missed(live)
                 for hook in self.on_outcome:
                     hook(session, corrected)
         live.publish()

@@ -27,6 +27,7 @@ from backup.v1 import resources_pb2 as pb
 from backup_server.app import BackupServer, ServerConfig
 
 DEADLINE = 1.0
+RECONCILE_FOR = 3.0
 
 
 @pytest.fixture
@@ -79,7 +80,11 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
 
     async def start(**overrides: object) -> BackupServer:
         config = ServerConfig(
-            listen="127.0.0.1:0", db=tmp_path / "server.db", agent_deadline=DEADLINE
+            listen="127.0.0.1:0",
+            db=tmp_path / "server.db",
+            agent_deadline=DEADLINE,
+            # A hung computer holds a session's outcome this long (a minute in production).
+            reconcile_for=RECONCILE_FOR,
         )
         for key, value in overrides.items():
             setattr(config, key, value)

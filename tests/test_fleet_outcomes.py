@@ -99,4 +99,4 @@ def test_bad_shares_are_refused_at_start_up(capsys) -> None:
     """Shares outside 0..1 or adding up past 1 are a clear usage error."""
     with pytest.raises(SystemExit):
         parse_args(["--count", "2", "--base-port", "0", "--fail", "0.7", "--hang", "0.5"])
-    assert "--fail, --hang and --restart" in capsys.readouterr().err
+    assert "--fail, --hang, --restart and --partition" in capsys.readouterr().err

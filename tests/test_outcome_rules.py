@@ -29,7 +29,7 @@ LOST = "lost"
 
 
 def session(action: pb.SessionAction, *computers: tuple) -> pb.PolicySession:
-    made = pb.PolicySession(id="s-1", action=action)
+    made = pb.PolicySession(id="s-1", action=action, state=pb.SESSION_STATE_RUNNING)
     for index, (delivery, *job) in enumerate(computers):
         result = made.computer_results.add(delivery=delivery)
         if job:

@@ -22,6 +22,7 @@ class Record:
     def __init__(self, session: pb.PolicySession) -> None:
         self.session = session
         self.dirty: list[int] = []
+        self.job_ends: list = []
         self.published = 0
 
     def publish(self) -> None:
