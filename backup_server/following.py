@@ -130,9 +130,10 @@ class Follower:
         """Whether anything of that session is still followed or reconciled."""
         return session_id in self._per_session
 
-    def follow(self, key: JobKey, address: str, job: pb.Job) -> None:
-        """Follows `job` on the agent at `address` until it ends (or long after it is lost)."""
-        self._start(key, self._follow(key, address, job))
+    def follow(self, key: JobKey, address: str, job: pb.Job, after: float = 0.0) -> None:
+        """Follows `job` on the agent at `address` until it ends (or long after it is lost),
+        opening its stream `after` seconds from now."""
+        self._start(key, self._follow(key, address, job, after))
 
     def reconcile(self, key: JobKey, address: str, policy_id: str) -> None:
         """Asks the agent whether session `key.session_id` started a job of the policy."""
@@ -193,7 +194,9 @@ class Follower:
                 retry.heard()
         return False
 
-    async def _follow(self, key: JobKey, address: str, job: pb.Job) -> None:
+    async def _follow(self, key: JobKey, address: str, job: pb.Job, after: float = 0.0) -> None:
+        if after:
+            await asyncio.sleep(after)
         retry = _Retry(self._clock)
         lost = False
         while True:

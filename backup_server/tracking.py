@@ -35,6 +35,10 @@ log = logging.getLogger("backup_server.tracking")
 
 RECONCILED_WARNING = "reconciled: "
 SETTLE_DELAY = 0.05
+# Streams open a moment after the delivery, so the StartPolicy reply leaves first, and
+# spread out (this many per second), so 5,000 of them do not stall the loop at once.
+FOLLOW_AFTER = 0.1
+STREAMS_PER_SECOND = 2000.0
 
 
 class LiveRecord(Protocol):
@@ -92,6 +96,7 @@ class OutcomeTracker:
         tracked = self._sessions[session.id] = _Tracked(live)
         policy_id = session.policy_id
         now = time.time_ns()
+        opened = 0
         for position, result in enumerate(session.computer_results):
             key = JobKey(session.id, position)
             address = result.computer.address
@@ -99,7 +104,9 @@ class OutcomeTracker:
                 result.last_contact_time.FromNanoseconds(now)
                 live.dirty.append(position)
             if follows(result) or (result.job_unknown and result.job.id):
-                self.follower.follow(key, address, result.job)
+                after = FOLLOW_AFTER + opened / STREAMS_PER_SECOND
+                self.follower.follow(key, address, result.job, after)
+                opened += 1
             elif result.delivery == pb.DELIVERY_RECEIVED and ended_job(result.job):
                 live.job_ends.append(JobEnd(policy_id, result.computer, result.job, now))
             elif awaits_reconciliation(result):

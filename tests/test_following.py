@@ -2,7 +2,6 @@
 
 import asyncio
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from backup_server import following
 from backup_server.following import Follower, JobKey, check_lost_after
 from backup_server.transport import GrpcAgentTransport
 
-from conftest import wait_for
+from conftest import stable_port, wait_for
 
 KEY = JobKey("s-1", 0)
 
@@ -69,12 +68,6 @@ async def start_job(agent_control, address: str, policy: pb.BackupPolicy) -> pb.
     return reply.job
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_agent_lost_after_accepts_1_s_to_7_days() -> None:
     """Out of range is a ValueError naming --agent-lost-after."""
     assert check_lost_after(1.0) == 1.0 and check_lost_after(7 * 86400.0) == 7 * 86400.0
@@ -107,7 +100,7 @@ async def test_an_agent_killed_mid_job_is_followed_through_its_restart(
 ) -> None:
     """kill -9 breaks the stream; once the agent is back on its address, the job's end (FAILED) is learned."""
     (source_tree / "big.bin").write_bytes(b"k" * 1_000_000)
-    listen = f"127.0.0.1:{free_port()}"
+    listen = f"127.0.0.1:{stable_port()}"
     data_dir = str(tmp_path / "agent")
     args = ("agent_stub", "--listen", listen, "--name", "a1", "--data-dir", data_dir)
     process = spawn(*args)

@@ -2,7 +2,6 @@
 
 import asyncio
 import signal
-import socket
 import subprocess
 import sys
 
@@ -15,7 +14,7 @@ from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 
-from conftest import DEADLINE, policy_over
+from conftest import DEADLINE, policy_over, stable_port
 
 
 async def test_a_job_that_succeeds_makes_the_outcome_success(
@@ -103,9 +102,7 @@ async def test_an_agent_killed_mid_job_ends_failed_after_its_restart(
 ) -> None:
     """kill -9 during the job: once the agent is back, the job is FAILED and so is the outcome."""
     (source_tree / "big.bin").write_bytes(b"k" * 1_000_000)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        listen = f"127.0.0.1:{probe.getsockname()[1]}"
+    listen = f"127.0.0.1:{stable_port()}"
     args = ("agent_stub", "--listen", listen, "--name", "a1", "--data-dir", str(tmp_path / "a1"))
     agent = spawn(*args)
     server = await start_server()
