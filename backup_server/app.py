@@ -17,6 +17,7 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 
 from . import recovery
 from .control import Control
+from .deletion import PolicyDeletion
 from .fanout import AgentTransport
 from .followed import FollowedSessions
 from .following import AGENT_LOST_AFTER, RECONCILE_FOR, AgentStreams
@@ -113,12 +114,19 @@ class BackupServer:
         await recovery.recover(storage)
         if self.followed is not None:
             await self.followed.resume()
+        policies = Policies(storage)
         authorizer = authz.Authorizer(
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
         server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
         api_grpc.add_PolicyServiceServicer_to_server(
-            PolicyService(Policies(storage), self.control, queries, ComputerStatuses(storage)),
+            PolicyService(
+                policies,
+                self.control,
+                queries,
+                ComputerStatuses(storage),
+                PolicyDeletion(policies, self.control, self.followed),
+            ),
             server,
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])

@@ -53,6 +53,10 @@ class FollowedSessions:
         """Jobs followed and computers being reconciled now (the backup_jobs_followed gauge)."""
         return self.tracker.follower.count
 
+    def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
+        """(computer name, job id) of the policy's jobs followed as running now."""
+        return self.tracker.running_jobs(policy_id)
+
     def take_over(self, writer: SessionWriter) -> None:
         """Follows a delivered session's jobs; it stays live until its outcome is final."""
         live = writer.live

@@ -12,6 +12,7 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 
 from .control import Control
+from .deletion import PolicyDeletion
 from .policies import Policies
 from .queries import SessionQueries
 from .statuses import ComputerStatuses
@@ -26,11 +27,13 @@ class PolicyService(api_grpc.PolicyServiceServicer):
         control: Control,
         queries: SessionQueries,
         statuses: ComputerStatuses,
+        deletion: PolicyDeletion,
     ) -> None:
         self._policies = policies
         self._control = control
         self._queries = queries
         self._statuses = statuses
+        self._deletion = deletion
 
     @status.unary
     async def CreateProtectionGroup(
@@ -87,7 +90,7 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def DeletePolicy(
         self, request: api.DeletePolicyRequest, context: Context
     ) -> empty_pb2.Empty:
-        await self._policies.delete_policy(request.policy_id)
+        await self._deletion.delete(request.policy_id, request.force)
         return empty_pb2.Empty()
 
     @status.unary
