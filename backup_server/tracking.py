@@ -62,6 +62,7 @@ class _Tracked:
     awaiting: set[int] = field(default_factory=set)
     settle_due: bool = False
     counted: tuple[int, ...] = ()  # the jobs_* when the outcome was last set
+    published: tuple[int, ...] = ()  # the jobs_* watchers were last woken for
 
 
 def _job_counts(stats: pb.SessionStatistics) -> tuple[int, ...]:
@@ -259,6 +260,10 @@ class OutcomeTracker:
         outcome = outcome_of(session, tracked.awaiting)
         previous = session.outcome
         counted = _job_counts(session.statistics)
+        # Watchers hear a change of counts or outcome now; progress (bytes) reaches them
+        # with the writer's next batch, at most every PROGRESS_INTERVAL.
+        wake = counted != tracked.published or outcome != previous
+        tracked.published = counted
         # Once final, a correction of the jobs' counts is a new outcome time too.
         if outcome != previous or (
             outcome != pb.SESSION_STATE_RUNNING and counted != tracked.counted
@@ -281,7 +286,8 @@ class OutcomeTracker:
                     self._count_missed(live)
                 for hook in self.on_outcome:
                     hook(session, corrected)
-        live.publish()
+        if wake:
+            live.publish()
 
     async def close(self) -> None:
         """Stops following (shutdown): the stored records resume at the next start."""
