@@ -17,10 +17,15 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 
 from . import recovery
 from .control import Control
+from .deletion import PolicyDeletion
 from .fanout import AgentTransport
+from .followed import FollowedSessions
+from .following import AGENT_LOST_AFTER, RECONCILE_FOR, AgentStreams
 from .policies import Policies
 from .queries import SessionQueries
+from .running import RunningSessions
 from .service import PolicyService
+from .statuses import ComputerStatuses
 from .storage.interface import Storage
 from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
@@ -42,6 +47,9 @@ class ServerConfig:
     api_token_file: Path | None = None
     insecure: bool = False
     handshake_timeout: float = serving.HANDSHAKE_TIMEOUT_SECONDS
+    agent_lost_after: float = AGENT_LOST_AFTER
+    # How long a computer whose command timed out holds the outcome while it is asked.
+    reconcile_for: float = RECONCILE_FOR
 
 
 def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -68,6 +76,7 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self.storage: Storage | None = None
         self.control: Control | None = None
+        self.followed: FollowedSessions | None = None
 
     @property
     def address(self) -> str:
@@ -93,12 +102,39 @@ class BackupServer:
             await recovery.recover(storage)
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
+        running = RunningSessions()
+        # Following needs server streams: a transport without them (a test's) ends each
+        # session with its delivery, as before outcomes existed.
+        if isinstance(self.transport, AgentStreams):
+            self.followed = FollowedSessions(
+                storage,
+                self.transport,
+                running,
+                self.config.agent_deadline,
+                self.config.agent_lost_after,
+                self.config.reconcile_for,
+            )
         self.control = Control(
-            storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
+            storage,
+            self.transport,
+            self.config.agent_deadline,
+            self.config.max_in_flight,
+            running,
+            self.followed,
         )
         queries = SessionQueries(storage, self.control.running)
+        if self.followed is not None:
+            await self.followed.resume()
+        policies = Policies(storage)
         api_grpc.add_PolicyServiceServicer_to_server(
-            PolicyService(Policies(storage), self.control, queries), server
+            PolicyService(
+                policies,
+                self.control,
+                queries,
+                ComputerStatuses(storage),
+                PolicyDeletion(policies, self.control, self.followed),
+            ),
+            server,
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         await server.start()
@@ -147,6 +183,8 @@ class BackupServer:
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
         await recovery.shutdown(self.control.running, self.config.shutdown_grace)
+        if self.followed is not None:
+            await self.followed.close()
         await stopping
         await self.transport.close()
         await storage.close()

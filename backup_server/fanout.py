@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from typing import Protocol
 
-from backup.status import bounded
+from backup.errors import bounded
 from backup.v1 import resources_pb2 as pb
 
 from .commands import Command
@@ -163,5 +163,5 @@ class FanOut:
                 self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)
             return
         latency = time.perf_counter_ns() - started
-        job_id, note = self.command.read_reply(reply)
-        self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job_id)
+        job, note = self.command.read_reply(reply)
+        self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job=job)

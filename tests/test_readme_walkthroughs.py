@@ -52,6 +52,8 @@ SECTIONS = {
             3,
             ("start daily: WARNING - 3 computers: 2 received, 1 not received",),
         ),
+        Step("backupctl start daily --wait", 3, ("outcome: WARNING", "succeeded")),
+        Step("backupctl status daily", 3, ("never ran", "succeeded")),
         Step("backupctl stop daily -o json", 3, ('"action": "SESSION_ACTION_STOP"',)),
         Step("backupctl sessions daily", prints=("stop", "start")),
         Step("backupctl jobs 127.0.0.1:50061", prints=("daily",)),

@@ -48,3 +48,15 @@ class LocalFault(BackupError):
 
 class ResourceExhausted(BackupError):
     """The request was fine, but a resource this process needs is used up (a full disk)."""
+
+
+# A status travels in trailers (grpc-message percent-encoded, the details in base64), which
+# peers cap at 8 KiB by default: past that the call ends "Stream removed" instead.
+MESSAGE_MAX = 1024
+
+def bounded(message: str, limit: int = MESSAGE_MAX) -> str:
+    """The message within `limit` characters: its start (the field name) and end kept."""
+    if len(message) <= limit:
+        return message
+    keep = (limit - 1) // 2
+    return f"{message[:keep]}…{message[-keep:]}"

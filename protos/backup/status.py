@@ -13,7 +13,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .errors import (
+from .errors import (  # noqa: F401 - what a status may carry
+    MESSAGE_MAX,
     AlreadyExists,
     BackupError,
     FailedPrecondition,
@@ -21,11 +22,8 @@ from .errors import (
     LocalFault,
     NotFound,
     ResourceExhausted,
+    bounded,
 )
-
-# A status travels in trailers (grpc-message percent-encoded, the details in base64), which
-# peers cap at 8 KiB by default: past that the call ends "Stream removed" instead.
-MESSAGE_MAX = 1024
 
 STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -35,14 +33,6 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     LocalFault: grpc.StatusCode.INTERNAL,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-
-
-def bounded(message: str, limit: int = MESSAGE_MAX) -> str:
-    """The message within `limit` characters: its start (the field name) and end kept."""
-    if len(message) <= limit:
-        return message
-    keep = (limit - 1) // 2
-    return f"{message[:keep]}…{message[-keep:]}"
 
 
 def rich_status(code: grpc.StatusCode, message: str, field: str = "") -> grpc.Status:

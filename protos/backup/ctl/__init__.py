@@ -6,7 +6,7 @@ import os
 # is loaded; backupctl says what failed in its own one line.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from . import actions, catalog, certificates, config, groups  # noqa: E402, F401 - commands
+from . import actions, catalog, certificates, config, groups, status  # noqa: E402, F401 - commands
 from .root import cli  # noqa: E402
 
 

@@ -7,7 +7,7 @@ from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
-from . import calls, client, follow, render
+from . import calls, client, follow, outcomes, render
 from .root import agent_address, cli, complete_ids, connection_options, examples, settings
 
 EXIT_INTERRUPTED = 130
@@ -60,15 +60,24 @@ POLICY = click.argument("policy_id", metavar="POLICY", shell_complete=complete_i
     )
 )
 @POLICY
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the jobs to their end; exit 0 only when every targeted computer's job "
+    "succeeded, 3 otherwise.",
+)
 @connection_options(default=False)
-def start(policy_id: str) -> None:
+def start(policy_id: str, wait: bool) -> None:
     """Start POLICY now on every computer of it.
 
     Shows the deliveries live, then each computer's result and the statistics. Exit 0
     when every targeted computer received the command, 3 when some did not (not
     received, rejected, cancelled), 1 on error. Computers in pre-installed-agents groups
-    are skipped, with a warning.
+    are skipped, with a warning. With --wait, the jobs are followed to their end (live
+    progress: computers done, bytes) and each computer's job result is shown.
     """
+    if wait:
+        outcomes.start_and_wait(policy_id)
     _run(policy_id, pb.SESSION_ACTION_START)
 
 
@@ -135,9 +144,12 @@ def sessions(policy_id: str, limit: int) -> None:
 )
 @connection_options(default=False)
 def session(session_id: str, watch: bool) -> None:
-    """Show a session: each computer's delivery, statistics, warnings."""
+    """Show a session: each computer's delivery and job result, statistics, warnings."""
     if not watch:
-        _show_session(calls.ask("GetSession", api.GetSessionRequest(session_id=session_id)))
+        found = calls.ask("GetSession", api.GetSessionRequest(session_id=session_id))
+        _show_session(found)
+        if not settings().structured:
+            outcomes.show_jobs(found)
         return
     with client.backup_server(settings()) as stub:
         with follow.ProgressBar(f"session {session_id}") as bar:

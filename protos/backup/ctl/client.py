@@ -82,6 +82,11 @@ class Settings:
         return self.output == "json"
 
     @property
+    def structured(self) -> bool:
+        """-o json or -o yaml: one document, no tables."""
+        return self.output in ("json", "yaml")
+
+    @property
     def wide(self) -> bool:
         """-o wide: tables show every column in full."""
         return self.output == "wide"
