@@ -1,6 +1,7 @@
 """Protection groups and backup policies: create, read, list, update, delete."""
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from google.protobuf import field_mask_pb2
@@ -10,7 +11,9 @@ from backup.errors import FailedPrecondition, InvalidArgument
 from backup.ids import new_resource_id
 from backup.v1 import resources_pb2 as pb
 
+from .automation import UPDATE_PATHS, check_automation
 from .database import Database
+from .schedule import fill_next_run_time
 from .sessions import resolve_targets
 
 Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
@@ -26,6 +29,14 @@ MUTABLE_POLICY_FIELDS = (
     "repository",
     "retention_points",
     "throttle_bytes_per_second",
+    "schedule",
+    "backup_window",
+    "retry",
+)
+# Paths an update mask may name: the fields above and the nested ones of AIP-161.
+UPDATABLE_PATHS = (
+    *MUTABLE_POLICY_FIELDS,
+    *(path for path in UPDATE_PATHS if path not in MUTABLE_POLICY_FIELDS),
 )
 
 
@@ -61,9 +72,13 @@ def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGro
 class Policies:
     """The catalogue of protection groups and policies."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(
+        self, database: Database, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         self._db = database
         self._storage = database.storage
+        # next_run_time is computed on every read, for this clock's now.
+        self._now = now
 
     async def create_group(self, group_id: str, group: pb.ProtectionGroup) -> pb.ProtectionGroup:
         validation.optional_id("protection_group_id", group_id)
@@ -91,13 +106,15 @@ class Policies:
     async def create_policy(self, policy_id: str, policy: pb.BackupPolicy) -> pb.BackupPolicy:
         validation.optional_id("policy_id", policy_id)
         validation.check_policy(policy)
+        check_automation(policy)
         stored = pb.BackupPolicy()
         stored.CopyFrom(policy)
+        stored.ClearField("next_run_time")
         stored.id = policy_id or new_resource_id("policy")
         stored.create_time.GetCurrentTime()
         stored.update_time.CopyFrom(stored.create_time)
         await self._db.run(self._insert_policy, stored)
-        return stored
+        return fill_next_run_time(stored, self._now())
 
     def _insert_policy(self, policy: pb.BackupPolicy) -> None:
         with self._storage.transaction():
@@ -106,12 +123,17 @@ class Policies:
 
     async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
         validation.require_id("policy_id", policy_id)
-        return await self._db.run(self._storage.get_policy, policy_id)
+        policy = await self._db.run(self._storage.get_policy, policy_id)
+        return fill_next_run_time(policy, self._now())
 
     async def list_policies(
         self, page_size: int, page_token: str
     ) -> tuple[list[pb.BackupPolicy], str]:
-        return await self._list(self._storage.list_policies, "policies", page_size, page_token)
+        policies, token = await self._list(
+            self._storage.list_policies, "policies", page_size, page_token
+        )
+        now = self._now()
+        return [fill_next_run_time(policy, now) for policy in policies], token
 
     async def _list(
         self,
@@ -133,15 +155,18 @@ class Policies:
     ) -> pb.BackupPolicy:
         validation.require_id("policy.id", policy.id)
         paths = _mutable_paths(update_mask.paths)
-        return await self._db.run(self._update_policy, policy, paths)
+        updated = await self._db.run(self._update_policy, policy, paths)
+        return fill_next_run_time(updated, self._now())
 
     def _update_policy(self, change: pb.BackupPolicy, paths: Sequence[str]) -> pb.BackupPolicy:
         with self._storage.transaction():
             policy = self._storage.get_policy(change.id)
+            change = _with_nested_parents(change, paths)
             field_mask_pb2.FieldMask(paths=paths).MergeMessage(
                 change, policy, replace_message_field=True, replace_repeated_field=True
             )
             validation.check_policy(policy)
+            check_automation(policy)
             check_references(policy, self._storage.get_groups(policy.protection_group_ids))
             policy.update_time.GetCurrentTime()
             self._storage.replace_policy(policy)
@@ -157,10 +182,26 @@ def _mutable_paths(paths: Sequence[str]) -> list[str]:
     if not paths or list(paths) == ["*"]:
         return list(MUTABLE_POLICY_FIELDS)
     for path in paths:
-        if path not in MUTABLE_POLICY_FIELDS:
+        if path not in UPDATABLE_PATHS:
             raise InvalidArgument(
                 "update_mask",
                 f"{path[:80]!r} is not a field that can be updated "
-                f"({', '.join(MUTABLE_POLICY_FIELDS)})",
+                f"({', '.join(MUTABLE_POLICY_FIELDS)}, or a nested one such as "
+                "schedule.paused or retry.attempts)",
             )
     return list(paths)
+
+
+def _with_nested_parents(change: pb.BackupPolicy, paths: Sequence[str]) -> pb.BackupPolicy:
+    """AIP-161: `schedule.paused` in the mask with no schedule in the request means false.
+
+    FieldMask.MergeMessage skips a nested path whose parent the source lacks, which would
+    make a resume (paused = false, sent as the default) change nothing.
+    """
+    complete = pb.BackupPolicy()
+    complete.CopyFrom(change)
+    for path in paths:
+        parent, dot, _ = path.partition(".")
+        if dot:
+            getattr(complete, parent).SetInParent()
+    return complete
