@@ -24,7 +24,8 @@ def did_not_succeed(result: pb.ComputerResult) -> bool:
         return True
     if result.delivery != pb.DELIVERY_RECEIVED:
         return False
-    return result.job.state != pb.JOB_STATE_SUCCEEDED
+    # A job still running has not failed (yet); one whose end was never learned has.
+    return result.job.state not in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_RUNNING)
 
 
 def unsuccessful_computers(session: pb.PolicySession) -> list[str]:
