@@ -2,24 +2,27 @@
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from backup import limits, serving
+from backup.errors import BackupError
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 
+from . import recovery
 from .control import Control
-from .database import Database
 from .fanout import AgentTransport
 from .policies import Policies
+from .queries import SessionQueries
 from .service import PolicyService
+from .storage.interface import Storage
+from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
 
 log = logging.getLogger("backup_server")
@@ -62,7 +65,7 @@ class BackupServer:
         )
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._database: Database | None = None
+        self.storage: Storage | None = None
         self.control: Control | None = None
 
     @property
@@ -75,27 +78,20 @@ class BackupServer:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
         open_files = limits.raise_open_file_limit()
         try:
-            self._database = await Database.open(self.config.db)
-        except (sqlite3.Error, OSError) as error:
+            storage = self.storage = await SqliteStorage.open(self.config.db)
+        except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
         self.control = Control(
-            self._database,
-            self.transport,
-            self.config.agent_deadline,
-            self.config.max_in_flight,
-            check_capacity=(
-                self.transport.check_capacity
-                if isinstance(self.transport, GrpcAgentTransport)
-                else None
-            ),
+            storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
         )
-        await self.control.recover()
+        queries = SessionQueries(storage, self.control.running)
+        await recovery.recover(storage)
         authorizer = authz.Authorizer(
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
         server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
         api_grpc.add_PolicyServiceServicer_to_server(
-            PolicyService(Policies(self._database), self.control), server
+            PolicyService(Policies(storage), self.control, queries), server
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         self.port = serving.bind(server, self.config.listen, self._server_credentials())
@@ -139,13 +135,13 @@ class BackupServer:
 
     async def stop(self) -> None:
         """Stops accepting, lets running sessions finish within the grace, then closes."""
-        server, database, self._server, self._database = self._server, self._database, None, None
-        if server is None or database is None or self.control is None:
+        server, storage, self._server, self.storage = self._server, self.storage, None, None
+        if server is None or storage is None or self.control is None:
             return
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
-        await self.control.shutdown(self.config.shutdown_grace)
+        await recovery.shutdown(self.control.running, self.config.shutdown_grace)
         await stopping
         await self.transport.close()
-        await database.close()
+        await storage.close()
         log.info("backup server stopped")

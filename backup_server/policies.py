@@ -1,6 +1,7 @@
 """Protection groups and backup policies: create, read, list, update, delete."""
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -12,9 +13,9 @@ from backup.ids import new_resource_id
 from backup.v1 import resources_pb2 as pb
 
 from .automation import UPDATE_PATHS, check_automation
-from .database import Database
 from .schedule import fill_next_run_time
 from .sessions import resolve_targets
+from .storage.interface import Storage
 
 Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
 
@@ -40,7 +41,7 @@ UPDATABLE_PATHS = (
 )
 
 
-def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGroup]) -> None:
+def check_references(policy: pb.BackupPolicy, groups: Mapping[str, pb.ProtectionGroup]) -> None:
     """Referenced groups exist and the policy reaches at most COMPUTERS_MAX computers."""
     for index, group_id in enumerate(policy.protection_group_ids):
         if group_id not in groups:
@@ -73,12 +74,16 @@ class Policies:
     """The catalogue of protection groups and policies."""
 
     def __init__(
-        self, database: Database, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        storage: Storage,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
-        self._db = database
-        self._storage = database.storage
+        self._storage = storage
         # next_run_time is computed on every read, for this clock's now.
         self._now = now
+        # Tells the scheduler that a policy was created, changed or deleted.
+        self._changed = changed
 
     async def create_group(self, group_id: str, group: pb.ProtectionGroup) -> pb.ProtectionGroup:
         validation.optional_id("protection_group_id", group_id)
@@ -87,12 +92,12 @@ class Policies:
         stored.CopyFrom(group)
         stored.id = group_id or new_resource_id("pg")
         stored.create_time.GetCurrentTime()
-        await self._db.run(self._storage.insert_group, stored)
+        await self._storage.insert_group(stored)
         return stored
 
     async def get_group(self, group_id: str) -> pb.ProtectionGroup:
         validation.require_id("protection_group_id", group_id)
-        return await self._db.run(self._storage.get_group, group_id)
+        return await self._storage.get_group(group_id)
 
     async def list_groups(
         self, page_size: int, page_token: str
@@ -101,7 +106,7 @@ class Policies:
 
     async def delete_group(self, group_id: str) -> None:
         validation.require_id("protection_group_id", group_id)
-        await self._db.run(self._storage.delete_group, group_id)
+        await self._storage.delete_group(group_id)
 
     async def create_policy(self, policy_id: str, policy: pb.BackupPolicy) -> pb.BackupPolicy:
         validation.optional_id("policy_id", policy_id)
@@ -113,17 +118,13 @@ class Policies:
         stored.id = policy_id or new_resource_id("policy")
         stored.create_time.GetCurrentTime()
         stored.update_time.CopyFrom(stored.create_time)
-        await self._db.run(self._insert_policy, stored)
+        await self._storage.insert_policy(stored, check_references)
+        self._changed()
         return fill_next_run_time(stored, self._now())
-
-    def _insert_policy(self, policy: pb.BackupPolicy) -> None:
-        with self._storage.transaction():
-            check_references(policy, self._storage.get_groups(policy.protection_group_ids))
-            self._storage.insert_policy(policy)
 
     async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
         validation.require_id("policy_id", policy_id)
-        policy = await self._db.run(self._storage.get_policy, policy_id)
+        policy = await self._storage.get_policy(policy_id)
         return fill_next_run_time(policy, self._now())
 
     async def list_policies(
@@ -137,7 +138,7 @@ class Policies:
 
     async def _list(
         self,
-        fetch: Callable[[str, int], list[Listed]],
+        fetch: Callable[[str, int], Awaitable[list[Listed]]],
         query: str,
         page_size: int,
         page_token: str,
@@ -145,7 +146,7 @@ class Policies:
         """One page in id order; the token carries the last id of the page."""
         size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
         after = paging.decode(page_token, query, str) or ""
-        items = await self._db.run(fetch, after, size + 1)
+        items = await fetch(after, size + 1)
         if len(items) <= size:
             return items, ""
         return items[:size], paging.encode(query, items[size - 1].id)
@@ -155,26 +156,30 @@ class Policies:
     ) -> pb.BackupPolicy:
         validation.require_id("policy.id", policy.id)
         paths = _mutable_paths(update_mask.paths)
-        updated = await self._db.run(self._update_policy, policy, paths)
+        change = _with_nested_parents(policy, paths)
+        updated = await self._storage.update_policy(
+            policy.id, functools.partial(_apply_change, change, paths), check_references
+        )
+        self._changed()
         return fill_next_run_time(updated, self._now())
-
-    def _update_policy(self, change: pb.BackupPolicy, paths: Sequence[str]) -> pb.BackupPolicy:
-        with self._storage.transaction():
-            policy = self._storage.get_policy(change.id)
-            change = _with_nested_parents(change, paths)
-            field_mask_pb2.FieldMask(paths=paths).MergeMessage(
-                change, policy, replace_message_field=True, replace_repeated_field=True
-            )
-            validation.check_policy(policy)
-            check_automation(policy)
-            check_references(policy, self._storage.get_groups(policy.protection_group_ids))
-            policy.update_time.GetCurrentTime()
-            self._storage.replace_policy(policy)
-            return policy
 
     async def delete_policy(self, policy_id: str) -> None:
         validation.require_id("policy_id", policy_id)
-        await self._db.run(self._storage.delete_policy, policy_id)
+        await self._storage.delete_policy(policy_id)
+        self._changed()
+
+
+def _apply_change(
+    change: pb.BackupPolicy, paths: Sequence[str], stored: pb.BackupPolicy
+) -> pb.BackupPolicy:
+    """The stored policy with the masked fields of `change`, valid and re-stamped."""
+    field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+        change, stored, replace_message_field=True, replace_repeated_field=True
+    )
+    validation.check_policy(stored)
+    check_automation(stored)
+    stored.update_time.GetCurrentTime()
+    return stored
 
 
 def _mutable_paths(paths: Sequence[str]) -> list[str]:
