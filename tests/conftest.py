@@ -79,9 +79,10 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
         config = ServerConfig(
             listen="127.0.0.1:0", db=tmp_path / "server.db", agent_deadline=DEADLINE
         )
+        clock = overrides.pop("clock", None)  # the scheduler's, when a test moves time itself
         for key, value in overrides.items():
             setattr(config, key, value)
-        server = BackupServer(config)
+        server = BackupServer(config, clock=clock)  # type: ignore[arg-type]
         await server.start()
         servers.append(server)
         return server

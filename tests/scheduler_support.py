@@ -46,3 +46,16 @@ async def run_for(scheduler: Scheduler, clock: FakeClock, span: timedelta) -> No
     finally:
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
+
+
+class ManualClock:
+    """A clock that moves only when a test says so; sleeping waits to be woken."""
+
+    def __init__(self, start: datetime) -> None:
+        self.current = start
+
+    def now(self) -> datetime:
+        return self.current
+
+    async def sleep_until(self, instant: datetime, wake: asyncio.Event) -> None:
+        await wake.wait()
