@@ -138,6 +138,10 @@ class Scheduler:
                 # Storage refused (a full disk): try again shortly, never die.
                 log.warning("scheduler: %s", error.message)
                 wake_at = now + LEADER_POLL
+            except Exception:
+                # A bug in one tick must not end every policy's schedule: say so, go on.
+                log.exception("scheduler: a tick failed; trying again shortly")
+                wake_at = now + LEADER_POLL
             await self.clock.sleep_until(wake_at, self._wake)
 
     async def idle(self) -> None:
@@ -181,6 +185,8 @@ class Scheduler:
             if await self._scheduled_start(policy, plan, now):
                 return upcoming
             upcoming.extend(t for t in [plan.next_run(now + TICK)] if t is not None)
+        if policy.retry.attempts <= 0:
+            return upcoming
         retry = plan_retry(policy, await self._actions.latest_session(policy.id))
         if retry is None:
             return upcoming
@@ -264,8 +270,14 @@ class Scheduler:
         task = asyncio.ensure_future(work)
         self._busy[policy_id] = task
 
-        def done(_: asyncio.Task[None]) -> None:
+        def done(finished: asyncio.Task[None]) -> None:
             self._busy.pop(policy_id, None)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error(
+                    "policy %s: scheduled action failed",
+                    policy_id,
+                    exc_info=finished.exception(),
+                )
             self.wake()
 
         task.add_done_callback(done)

@@ -49,7 +49,11 @@ class ServerActions:
 
     async def latest_session(self, policy_id: str) -> pb.PolicySession | None:
         rows = await self._storage.list_sessions(policy_id, 0, 1, True)
-        return rows[0][1] if rows else None
+        if not rows:
+            return None
+        # A session this process still runs or follows is newer in memory than stored.
+        live = self._control.running.live.get(rows[0][1].id)
+        return live.snapshot() if live is not None else rows[0][1]
 
     async def last_scheduled_start(self, policy_id: str) -> datetime | None:
         started = await self._storage.last_session_start(policy_id, pb.SESSION_TRIGGER_SCHEDULE)
