@@ -59,3 +59,25 @@ async def test_bad_schedule_flags_are_one_line_errors_naming_the_field(server: B
     assert malformed.returncode == 1 and "HH:MM-HH:MM" in malformed.stderr
     listed = await backupctl(server.address, "policy", "list", "-o", "json")
     assert json.loads(listed.stdout).get("policies", []) == []
+
+
+async def test_start_one_computer_and_sessions_show_trigger_and_attempt(server: BackupServer, start_agent, tmp_path: Path, source_tree: Path, closed_address: str) -> None:
+    """start --computer sends to that computer only; sessions has trigger and attempt columns; an unknown --computer is one line naming computer_names."""
+    agent = await start_agent("a1")
+    address = server.address
+    created = await backupctl(
+        address, "policy", "create", "nightly", "--name", "Nightly", "--computer", f"a1={agent.address}",
+        "--computer", f"gone={closed_address}", "--source", str(source_tree), "--repository", str(tmp_path / "repo"),
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    started = await backupctl(address, "start", "nightly", "--computer", "a1", "-o", "json")
+    assert started.returncode == 0, started.stderr
+    session = json.loads(started.stdout)
+    assert [r["computer"]["name"] for r in session["computerResults"]] == ["a1"]
+    assert session["trigger"] == "SESSION_TRIGGER_OPERATOR" and session["attempt"] == 0
+    table = await backupctl(address, "sessions", "nightly")
+    header = table.stdout.splitlines()[1]
+    assert "trigger" in header and "attempt" in header
+    assert "operator" in table.stdout
+    unknown = await backupctl(address, "start", "nightly", "--computer", "nobody")
+    assert "computer_names[0]" in one_line_error(unknown, "")
