@@ -135,10 +135,10 @@ class Plan:
     def cron_times(self, after: datetime, *, reverse: bool = False) -> Iterator[datetime]:
         """Cron times strictly after (or, reversed, strictly before) the instant, in UTC."""
         wall = after.astimezone(self.where).replace(tzinfo=None)
-        # cronsim works on the wall clock and ignores seconds. Start past any daylight-saving
-        # shift of the wall clock, then drop what falls on the wrong side of the instant:
-        # in a repeated hour, wall times ahead of it may already have passed.
-        start = wall + DST_MARGIN if reverse else wall - DST_MARGIN
+        # cronsim works on the wall clock and ignores seconds: start a minute early, and
+        # backwards past any daylight-saving shift (in a repeated hour, wall times ahead of
+        # the instant may already have passed). Then drop what falls on the wrong side.
+        start = wall + DST_MARGIN if reverse else wall - timedelta(minutes=1)
         for candidate in CronSim(self.cron, start, reverse=reverse):
             instant = _local(candidate, self.where)
             if instant is None:

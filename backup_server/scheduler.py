@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -92,6 +93,24 @@ class Actions(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class NextRun:
+    """A policy's next scheduled run as computed for one version of the policy."""
+
+    policy_changed_ns: int
+    at: datetime | None
+    computed: datetime
+
+    def valid(self, policy_changed_ns: int, now: datetime) -> bool:
+        """Still the answer: the policy is unchanged, the run not yet due, and (with no
+        run within the horizon) computed less than a day ago."""
+        if policy_changed_ns != self.policy_changed_ns:
+            return False
+        if self.at is None:
+            return now - self.computed < timedelta(days=1)
+        return now < self.at
+
+
 def _stamp(instant: datetime) -> str:
     return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -118,7 +137,10 @@ class Scheduler:
         # Only what a new leader may rebuild: anything lost here is recomputed from storage.
         self._started_at = self.clock.now()
         self._handled_run: dict[str, datetime] = {}
-        self._window_checked: dict[str, datetime] = {}
+        # Each policy's next scheduled run, computed once, not on every tick.
+        self._next_run: dict[str, NextRun] = {}
+        # Each window's next end as last computed, with the policy version it was for.
+        self._window_checked: dict[str, tuple[int, datetime]] = {}
         self._tried: set[tuple[str, str, int]] = set()
         self._leading = False
 
@@ -167,35 +189,50 @@ class Scheduler:
                 continue
             upcoming.extend(await self._visit(policy, now))
         live = {policy.id for policy in policies}
-        for table in (self._handled_run, self._window_checked):
+        for table in (self._handled_run, self._window_checked, self._next_run):
             for gone in set(table) - live:
                 del table[gone]
         return min(upcoming)
 
     async def _visit(self, policy: pb.BackupPolicy, now: datetime) -> list[datetime]:
+        """What is due for one policy now; returns when it next needs a look."""
+        changed = policy.update_time.ToNanoseconds()
         upcoming: list[datetime] = []
-        window = Window.of(policy)
-        if window is not None and (end := self._window_end(policy.id, window, now)):
-            self._act(policy.id, self._stop_at_window_end(policy.id, end))
-            return [window.end_after(now)]
-        if window is not None:
-            upcoming.append(window.end_after(now))
-        plan = Plan.of(policy)
-        if plan is not None:
-            if await self._scheduled_start(policy, plan, now):
+        if policy.HasField("backup_window"):
+            next_end, passed = self._window_end(policy, changed, now)
+            upcoming.append(next_end)
+            if passed is not None:
+                self._act(policy.id, self._stop_at_window_end(policy.id, passed))
                 return upcoming
-            upcoming.extend(t for t in [plan.next_run(now + TICK)] if t is not None)
-        if policy.retry.attempts <= 0:
-            return upcoming
+        if policy.HasField("schedule") and policy.schedule.cron:
+            known = self._next_run.get(policy.id)
+            if known is not None and known.valid(changed, now):
+                upcoming.extend(t for t in [known.at] if t is not None)
+            else:
+                plan = Plan.of(policy)
+                assert plan is not None
+                if await self._scheduled_start(policy, plan, now):
+                    self._next_run.pop(policy.id, None)
+                    return upcoming
+                at = plan.next_run(now + TICK)
+                self._next_run[policy.id] = NextRun(changed, at, now)
+                upcoming.extend(t for t in [at] if t is not None)
+        if policy.retry.attempts > 0:
+            upcoming.extend(await self._retry(policy, now))
+        return upcoming
+
+    async def _retry(self, policy: pb.BackupPolicy, now: datetime) -> list[datetime]:
+        """Starts the retry the latest session calls for once it is due and the window open."""
         retry = plan_retry(policy, await self._actions.latest_session(policy.id))
         if retry is None:
-            return upcoming
+            return []
         key = (policy.id, retry.retry_of_session_id, retry.attempt)
-        due_at = window.opens_at_or_after(max(retry.due, now)) if window else retry.due
         if key in self._tried:
-            return upcoming
+            return []
+        window = Window.of(policy)
+        due_at = window.opens_at_or_after(max(retry.due, now)) if window else retry.due
         if due_at > now:
-            return [*upcoming, due_at]
+            return [due_at]
         self._tried.add(key)
         log.info(
             "policy %s: retry %d of session %s for %d computers",
@@ -214,20 +251,26 @@ class Scheduler:
                 attempt=retry.attempt,
             ),
         )
-        return upcoming
+        return []
 
-    def _window_end(self, policy_id: str, window: Window, now: datetime) -> datetime | None:
-        """The window end that passed since the last look, if any.
+    def _window_end(
+        self, policy: pb.BackupPolicy, changed: int, now: datetime
+    ) -> tuple[datetime, datetime | None]:
+        """The window's next end, and the end that passed since the last look, if any.
 
-        The first look (start-up, or a new window) outside the window counts as an end:
-        jobs running then are running outside it, whenever the window closed.
+        The first look at a window (start-up, or a changed policy) outside it counts as an
+        end: jobs running then are running outside it, whenever the window closed.
         """
-        checked = self._window_checked.get(policy_id)
-        self._window_checked[policy_id] = now
-        if checked is None:
-            return None if window.contains(now) else window.last_end_at_or_before(now)
-        end = window.last_end_at_or_before(now)
-        return end if end > checked else None
+        known = self._window_checked.get(policy.id)
+        if known is not None and known[0] == changed and now < known[1]:
+            return known[1], None
+        window = Window.of(policy)
+        assert window is not None
+        next_end = window.end_after(now)
+        self._window_checked[policy.id] = (changed, next_end)
+        if known is None or known[0] != changed:
+            return next_end, None if window.contains(now) else window.last_end_at_or_before(now)
+        return next_end, known[1] if now >= known[1] else None
 
     async def _scheduled_start(self, policy: pb.BackupPolicy, plan: Plan, now: datetime) -> bool:
         """Starts the latest scheduled run not yet run, if the window allows it now."""
