@@ -90,24 +90,27 @@ class BackupServer:
         if self._tls is None:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
         open_files = limits.raise_open_file_limit()
+        authorizer = authz.Authorizer(
+            operator_rules(self._tls is not None or self._token is not None), self._token
+        )
+        server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
+        # Bound before the database is opened: a server that cannot listen leaves no
+        # database file behind (`backup-server` run with no arguments, say).
+        self.port = serving.bind(server, self.config.listen, self._server_credentials())
         try:
             storage = self.storage = await SqliteStorage.open(self.config.db)
+            await recovery.recover(storage)
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
         self.control = Control(
             storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
         )
         queries = SessionQueries(storage, self.control.running)
-        await recovery.recover(storage)
         self.scheduler = Scheduler(
             ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
             self._clock,
             self._leadership,
         )
-        authorizer = authz.Authorizer(
-            operator_rules(self._tls is not None or self._token is not None), self._token
-        )
-        server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(
                 Policies(storage, self.scheduler.clock.now, self.scheduler.wake),
@@ -117,7 +120,6 @@ class BackupServer:
             server,
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
-        self.port = serving.bind(server, self.config.listen, self._server_credentials())
         await server.start()
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])

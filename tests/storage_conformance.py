@@ -128,6 +128,31 @@ async def test_a_policy_is_checked_with_its_groups_before_it_is_stored(storage: 
         await storage.insert_policy(a_policy("nightly"), accept)
 
 
+async def test_a_policy_and_the_deletion_of_its_group_never_both_win(storage: Storage) -> None:
+    """Storing a policy that needs a group, raced against deleting that group, leaves either the policy and its group or neither policy."""
+
+    def needs_web(policy: pb.BackupPolicy, groups: object) -> None:
+        if "web" not in groups:  # type: ignore[operator]
+            raise FailedPrecondition("protection group 'web' does not exist")
+
+    for round_ in range(20):
+        group_id = "web"
+        await storage.insert_group(a_group(group_id))
+        outcomes = await asyncio.gather(
+            storage.insert_policy(a_policy(f"p{round_}", group_id), needs_web),
+            storage.delete_group(group_id),
+            return_exceptions=True,
+        )
+        stored, deleted = (not isinstance(outcome, Exception) for outcome in outcomes)
+        assert stored != deleted, outcomes
+        if stored:
+            assert (await storage.get_policy_and_groups(f"p{round_}"))[1] == {
+                group_id: a_group(group_id)
+            }
+            await storage.delete_policy(f"p{round_}")
+            await storage.delete_group(group_id)
+
+
 async def test_a_policy_reads_back_with_its_groups(storage: Storage) -> None:
     """get_policy_and_groups gives the policy and each group it names that exists."""
     await storage.insert_group(a_group("web"))
