@@ -9,6 +9,7 @@ from backup import logs, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
+from .following import AGENT_LOST_AFTER, check_lost_after
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -46,7 +47,19 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         metavar="FILE",
         help="operators may authenticate with this bearer token (keep the file 0600)",
     )
+    parser.add_argument(
+        "--agent-lost-after",
+        type=float,
+        default=AGENT_LOST_AFTER,
+        metavar="SECONDS",
+        help="a followed job whose agent is silent this long counts as unknown "
+        f"(1 s to 7 days, default {AGENT_LOST_AFTER:.0f})",
+    )
     args = parser.parse_args(argv)
+    try:
+        check_lost_after(args.agent_lost_after)
+    except ValueError as error:
+        parser.error(str(error))
     if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
         parser.error("--agent-deadline must be a positive number of seconds")
     if args.max_in_flight < 1:
@@ -61,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         tls=tls.files_from(args, parser),
         api_token_file=args.api_token_file,
         insecure=args.insecure,
+        agent_lost_after=args.agent_lost_after,
     )
 
 

@@ -17,12 +17,17 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 
 from . import recovery
 from .control import Control
+from .deletion import PolicyDeletion
 from .fanout import AgentTransport
+from .followed import FollowedSessions
+from .following import AGENT_LOST_AFTER, RECONCILE_FOR, AgentStreams
 from .policies import Policies
 from .queries import SessionQueries
+from .running import RunningSessions
 from .scheduler import Clock, Leadership, Scheduler
 from .scheduling import ServerActions
 from .service import PolicyService
+from .statuses import ComputerStatuses
 from .storage.interface import Storage
 from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
@@ -43,6 +48,9 @@ class ServerConfig:
     tls: TlsFiles | None = None
     api_token_file: Path | None = None
     insecure: bool = False
+    agent_lost_after: float = AGENT_LOST_AFTER
+    # How long a computer whose command timed out holds the outcome while it is asked.
+    reconcile_for: float = RECONCILE_FOR
 
 
 def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -80,6 +88,7 @@ class BackupServer:
         self.control: Control | None = None
         self.scheduler: Scheduler | None = None
         self._scheduling: asyncio.Task[None] | None = None
+        self.followed: FollowedSessions | None = None
 
     @property
     def address(self) -> str:
@@ -102,20 +111,46 @@ class BackupServer:
             await recovery.recover(storage)
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
+        running = RunningSessions()
+        # Following needs server streams: a transport without them (a test's) ends each
+        # session with its delivery, as before outcomes existed.
+        if isinstance(self.transport, AgentStreams):
+            self.followed = FollowedSessions(
+                storage,
+                self.transport,
+                running,
+                self.config.agent_deadline,
+                self.config.agent_lost_after,
+                self.config.reconcile_for,
+            )
         self.control = Control(
-            storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
+            storage,
+            self.transport,
+            self.config.agent_deadline,
+            self.config.max_in_flight,
+            running,
+            self.followed,
         )
         queries = SessionQueries(storage, self.control.running)
+        if self.followed is not None:
+            await self.followed.resume()
         self.scheduler = Scheduler(
             ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
             self._clock,
             self._leadership,
         )
+        if self.followed is not None:
+            # A start's outcome that became final may call for a retry.
+            scheduler = self.scheduler
+            self.followed.add_outcome_hook(lambda session, corrected: scheduler.wake())
+        policies = Policies(storage, self.scheduler.clock.now, self.scheduler.wake)
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(
-                Policies(storage, self.scheduler.clock.now, self.scheduler.wake),
+                policies,
                 self.control,
                 queries,
+                ComputerStatuses(storage),
+                PolicyDeletion(policies, self.control, self.followed),
             ),
             server,
         )
@@ -170,6 +205,8 @@ class BackupServer:
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
         await recovery.shutdown(self.control.running, self.config.shutdown_grace)
+        if self.followed is not None:
+            await self.followed.close()
         await stopping
         await self.transport.close()
         await storage.close()

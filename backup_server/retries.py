@@ -24,7 +24,9 @@ def did_not_succeed(result: pb.ComputerResult) -> bool:
         return True
     if result.delivery != pb.DELIVERY_RECEIVED:
         return False
-    # A job still running has not failed (yet); one whose end was never learned has.
+    if result.job_unknown:
+        return True  # its agent stopped answering before the job's end was learned
+    # A job still running has not failed (yet); a received start without a job has.
     return result.job.state not in (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_RUNNING)
 
 
