@@ -207,8 +207,8 @@ async def test_retries_stop_once_every_computer_succeeded() -> None:
     assert [len(s.computer_results) for s in actions.sessions] == [3, 2]
 
 
-async def test_a_retry_waits_for_the_window_to_open() -> None:
-    """A retry due after the window closed starts when it next opens."""
+async def test_the_next_scheduled_run_supersedes_a_retry_waiting_for_the_window() -> None:
+    """A retry due after the 02:00-02:05 window closed waits; the next night's 02:00 run comes first and supersedes it."""
     policy = retrying(1, backup_window=pb.BackupWindow(start="02:00", end="02:05"))
     clock, actions, scheduler = make(policy, MONDAY + timedelta(hours=1))
     actions.failing = {"a"}
@@ -228,3 +228,14 @@ async def test_an_operator_start_supersedes_a_pending_retry() -> None:
     actions.add_session("nightly", pb.SESSION_TRIGGER_OPERATOR, ["a", "b", "c"])
     await run_for(scheduler, clock, timedelta(hours=3))
     assert [s.trigger for s in actions.sessions] == [pb.SESSION_TRIGGER_SCHEDULE, pb.SESSION_TRIGGER_OPERATOR]
+
+
+async def test_a_retry_due_outside_the_window_starts_when_it_opens() -> None:
+    """An operator start that failed at 03:00 with a 02:00-02:30 window is retried at 02:00 the next day, not at 03:10."""
+    policy = retrying(1, backup_window=pb.BackupWindow(start="02:00", end="02:30"))
+    policy.ClearField("schedule")
+    clock, actions, scheduler = make(policy, MONDAY + timedelta(hours=3))
+    actions.failing = {"c"}
+    actions.add_session("nightly", pb.SESSION_TRIGGER_OPERATOR, ["a", "b", "c"])
+    await run_for(scheduler, clock, timedelta(days=1, hours=1))
+    assert starts(actions, pb.SESSION_TRIGGER_RETRY) == [MONDAY + timedelta(days=1, hours=2)]
