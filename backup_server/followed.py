@@ -16,12 +16,15 @@ import logging
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams
+from .outcomes import awaits_reconciliation, follows
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter
 from .storage.interface import Storage
 from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
 
 log = logging.getLogger("backup_server.followed")
+
+TRACK_AFTER = 0.02
 
 
 class FollowedSessions:
@@ -43,6 +46,7 @@ class FollowedSessions:
         )
         self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
         self._ends: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, asyncio.TimerHandle] = {}
 
     def add_outcome_hook(self, hook: OutcomeHook) -> None:
         """`hook(session, corrected)` runs where an outcome becomes final (tracking.py)."""
@@ -62,6 +66,18 @@ class FollowedSessions:
         live = writer.live
         self._running.live[live.session.id] = live
         self._writers[live.session.id] = (writer, asyncio.ensure_future(writer.run()))
+        results = live.session.computer_results
+        if not any(follows(result) or awaits_reconciliation(result) for result in results):
+            # Nothing to follow: the outcome is final at once, in the reply too.
+            self.tracker.track(live)
+            return
+        # A moment later, so the StartPolicy reply leaves before thousands of followers
+        # are set up.
+        handle = asyncio.get_running_loop().call_later(TRACK_AFTER, self._track, live)
+        self._pending[live.session.id] = handle
+
+    def _track(self, live: LiveSession) -> None:
+        self._pending.pop(live.session.id, None)
         self.tracker.track(live)
 
     async def resume(self) -> int:
@@ -109,6 +125,9 @@ class FollowedSessions:
 
     async def close(self) -> None:
         """Stops following and stores what is known; outcomes still RUNNING stay so."""
+        for handle in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
         await self.tracker.close()
         entries = list(self._writers.values())
         self._writers.clear()
