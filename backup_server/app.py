@@ -24,6 +24,8 @@ from .following import AGENT_LOST_AFTER, RECONCILE_FOR, AgentStreams
 from .policies import Policies
 from .queries import SessionQueries
 from .running import RunningSessions
+from .scheduler import Clock, Leadership, Scheduler
+from .scheduling import ServerActions
 from .service import PolicyService
 from .statuses import ComputerStatuses
 from .storage.interface import Storage
@@ -64,8 +66,17 @@ def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
 class BackupServer:
     """Starts and stops the whole server; `port` is known once started."""
 
-    def __init__(self, config: ServerConfig, transport: AgentTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        transport: AgentTransport | None = None,
+        clock: Clock | None = None,
+        leadership: Leadership | None = None,
+    ) -> None:
         self.config = config
+        # The scheduler's time and its one-per-deployment check; tests move time themselves.
+        self._clock = clock
+        self._leadership = leadership
         self._tls = tls.TlsMaterial.load(config.tls, Role.SERVER) if config.tls else None
         self._token = authz.load_token(config.api_token_file) if config.api_token_file else None
         self.transport = transport or GrpcAgentTransport(
@@ -76,6 +87,8 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self.storage: Storage | None = None
         self.control: Control | None = None
+        self.scheduler: Scheduler | None = None
+        self._scheduling: asyncio.Task[None] | None = None
         self.followed: FollowedSessions | None = None
 
     @property
@@ -125,7 +138,16 @@ class BackupServer:
         queries = SessionQueries(storage, self.control.running)
         if self.followed is not None:
             await self.followed.resume()
-        policies = Policies(storage)
+        self.scheduler = Scheduler(
+            ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
+            self._clock,
+            self._leadership,
+        )
+        if self.followed is not None:
+            # A start's outcome that became final may call for a retry.
+            scheduler = self.scheduler
+            self.followed.add_outcome_hook(lambda session, corrected: scheduler.wake())
+        policies = Policies(storage, self.scheduler.clock.now, self.scheduler.wake)
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(
                 policies,
@@ -140,6 +162,8 @@ class BackupServer:
         await server.start()
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])
+        # After recovery, so missed runs and due retries see the sessions as they ended.
+        self._scheduling = asyncio.create_task(self.scheduler.run())
         log.info(
             "backup server listening on %s (%s), database %s, agent deadline %.1f s, "
             "open-file limit %d",
@@ -180,6 +204,8 @@ class BackupServer:
         server, storage, self._server, self.storage = self._server, self.storage, None, None
         if server is None or storage is None or self.control is None:
             return
+        if self.scheduler is not None:
+            await self.scheduler.close(self._scheduling)
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
         await recovery.shutdown(self.control.running, self.config.shutdown_grace)

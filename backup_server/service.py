@@ -142,7 +142,12 @@ class PolicyService(api_grpc.PolicyServiceServicer):
         self, request: api.StartPolicyRequest, context: Context
     ) -> pb.PolicySession:
         _audit(context, "start policy", request.policy_id, request.session_id)
-        return await self._control.start_policy(request.policy_id, request.session_id)
+        return await self._control.start_policy(
+            request.policy_id,
+            request.session_id,
+            request.computer_names,
+            request.retry_of_session_id,
+        )
 
     @status.unary
     async def StopPolicy(

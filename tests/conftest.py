@@ -102,9 +102,10 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
             # A hung computer holds a session's outcome this long (a minute in production).
             reconcile_for=RECONCILE_FOR,
         )
+        clock = overrides.pop("clock", None)  # the scheduler's, when a test moves time itself
         for key, value in overrides.items():
             setattr(config, key, value)
-        server = BackupServer(config)
+        server = BackupServer(config, clock=clock)  # type: ignore[arg-type]
         await server.start()
         servers.append(server)
         return server

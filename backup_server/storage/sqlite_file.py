@@ -238,6 +238,9 @@ class SqliteFile:
                 "id": session.id,
                 "policy_id": session.policy_id,
                 "action": session.action,
+                "trigger": session.trigger,
+                "retry_of_session_id": session.retry_of_session_id,
+                "attempt": session.attempt,
                 "start_ns": session.start_time.ToNanoseconds(),
                 **self._header(
                     session.state,
@@ -324,6 +327,9 @@ class SqliteFile:
             action=int(row["action"]),  # type: ignore[call-overload]
             state=int(row["state"]),  # type: ignore[call-overload]
             warnings=json.loads(str(row["warnings"])),
+            trigger=int(row["trigger"]),  # type: ignore[call-overload]
+            retry_of_session_id=str(row["retry_of_session_id"]),
+            attempt=int(row["attempt"]),  # type: ignore[call-overload]
             outcome=int(row["outcome"]),  # type: ignore[call-overload]
         )
         if row["outcome_ns"]:
@@ -391,6 +397,14 @@ class SqliteFile:
             f"select * from sessions {clause} order by seq desc limit ?", [*params, limit]
         )
         return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in rows]
+
+    def last_session_start(self, policy_id: str, trigger: int) -> int | None:
+        row = self.db.execute(
+            "select start_ns from sessions where policy_id = ? and trigger = ?"
+            " order by seq desc limit 1",
+            [policy_id, trigger],
+        ).fetchone()
+        return None if row is None else int(row[0])
 
     def list_followed_sessions(self) -> list[pb.PolicySession]:
         """Sessions whose outcome is still RUNNING, with their results, oldest first."""

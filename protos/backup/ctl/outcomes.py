@@ -180,14 +180,21 @@ def watch_to_outcome(
         time.sleep(0.5)
 
 
-def start_and_wait(policy_id: str) -> None:
+def start_and_wait(
+    policy_id: str, computer_names: tuple[str, ...] = (), retry_of_session_id: str = ""
+) -> None:
     """`backupctl start POLICY --wait`: the start, then its jobs followed to the outcome."""
     options = settings()
     session_id = new_session_id()
     with client.backup_server(options) as stub:
         stub.GetPolicy(api.GetPolicyRequest(policy_id=policy_id), timeout=options.timeout)
         call = stub.StartPolicy.future(
-            api.StartPolicyRequest(policy_id=policy_id, session_id=session_id)
+            api.StartPolicyRequest(
+                policy_id=policy_id,
+                session_id=session_id,
+                computer_names=computer_names,
+                retry_of_session_id=retry_of_session_id,
+            )
         )
         try:
             call.result()  # delivery finished: the session exists

@@ -206,10 +206,10 @@ SESSION_COUNTS = ("total", "received", "not received", "skipped", "rejected", "c
 
 
 def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Table:
-    """One session a row; the deliveries as one phrase (-o wide: how long it took, and a
-    column per count)."""
-    columns = [("session", "id"), ("policy", "id"), ("action", "id"), ("state", "id")]
-    columns.append(("started", "text"))
+    """One session a row, with what started it; the deliveries as one phrase (-o wide: how
+    long it took, and a column per count)."""
+    columns = [("session", "id"), ("policy", "id"), ("action", "id"), ("trigger", "id")]
+    columns += [("attempt", "number"), ("state", "id"), ("started", "text")]
     if wide:
         columns.append(("took", "number"))
         columns += [(name, "number") for name in SESSION_COUNTS]
@@ -222,6 +222,8 @@ def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Tabl
             session.id,
             session.policy_id,
             word(pb.SessionAction.Name(session.action), "SESSION_ACTION_"),
+            trigger_text(session),
+            str(session.attempt),
             state_text(session.state),
             when(session.start_time),
         ]
@@ -242,6 +244,32 @@ def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Tabl
             cells.append(counts(stats, zeros=False))
         shown.add_row(*cells)
     return shown
+
+
+def schedule_text(policy: pb.BackupPolicy) -> str:
+    if not policy.HasField("schedule"):
+        return ""
+    schedule = policy.schedule
+    text = f"{schedule.cron} ({schedule.time_zone or 'UTC'})"
+    return f"{text}, paused" if schedule.paused else text
+
+
+def window_text(policy: pb.BackupPolicy) -> str:
+    if not policy.HasField("backup_window"):
+        return ""
+    window = policy.backup_window
+    zone = window.time_zone or policy.schedule.time_zone or "UTC"
+    return f"{window.start}-{window.end} ({zone})"
+
+
+def retry_text(policy: pb.BackupPolicy) -> str:
+    if not policy.retry.attempts:
+        return ""
+    return f"{policy.retry.attempts} times, {policy.retry.interval.seconds} s apart"
+
+
+def trigger_text(session: pb.PolicySession) -> str:
+    return word(pb.SessionTrigger.Name(session.trigger), "SESSION_TRIGGER_")
 
 
 def computers_table(computers: Iterable[pb.Computer]) -> Table:
@@ -286,6 +314,9 @@ def policies_table(policies: list[pb.BackupPolicy]) -> Table:
         ("sources", "text"),
         ("repository", "text"),
         ("updated", "text"),
+        ("schedule", "text"),
+        ("window", "text"),
+        ("next run", "text"),
     )
     for policy in policies:
         shown.add_row(
@@ -296,6 +327,9 @@ def policies_table(policies: list[pb.BackupPolicy]) -> Table:
             ", ".join(policy.source_paths),
             policy.repository,
             when(policy.update_time),
+            schedule_text(policy),
+            window_text(policy),
+            when(policy.next_run_time),
         )
     return shown
 
@@ -326,6 +360,10 @@ def show_policy(policy: pb.BackupPolicy) -> None:
         ("retention", retention),
         ("throttle", throttle(policy.throttle_bytes_per_second)),
         ("groups", ", ".join(policy.protection_group_ids)),
+        ("schedule", schedule_text(policy)),
+        ("window", window_text(policy)),
+        ("retries", retry_text(policy)),
+        ("next run", when(policy.next_run_time)),
         ("created", when(policy.create_time)),
         ("updated", when(policy.update_time)),
     ):
