@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from backup import serving
+from backup import metrics, serving
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
@@ -24,6 +24,7 @@ from backup.v1 import agent_control_pb2_grpc as api_grpc
 
 from .confinement import AllowedPaths
 from .jobs import JobRunner
+from .monitoring import AgentMonitoring
 from .points import BackupChain
 from .service import AgentControl
 from .store import AgentStore, write_atomically
@@ -48,6 +49,7 @@ class AgentConfig:
     insecure: bool = False
     allow_paths: tuple[Path, ...] = ()
     max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
+    metrics_listen: str | None = None
 
 
 def control_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -62,7 +64,21 @@ class AgentServer:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.port = 0
-        self.jobs = JobRunner(AgentStore(config.data_dir), config.name)
+        self.monitoring: AgentMonitoring | None = None
+        self.metrics: metrics.MetricsEndpoint | None = None
+        self._grpc_metrics: list[metrics.GrpcMetrics] = []
+        if config.metrics_listen:
+            registry = metrics.new_registry()
+            self.monitoring = AgentMonitoring(registry)
+            self._grpc_metrics.append(metrics.GrpcMetrics(registry))
+            self.metrics = metrics.MetricsEndpoint(
+                registry, config.metrics_listen, config.tls, config.insecure
+            )
+        self.jobs = JobRunner(
+            AgentStore(config.data_dir),
+            config.name,
+            on_end=self.monitoring.job_ended if self.monitoring else None,
+        )
         self.allowed = AllowedPaths(config.allow_paths)
         self._tls = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
         self._server: grpc.aio.Server | None = None
@@ -86,9 +102,15 @@ class AgentServer:
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self.jobs.recover()
+        if self.monitoring is not None:
+            self.monitoring.recover(self.jobs.list(""))
         server = grpc.aio.server(
             options=serving.SERVER_OPTIONS,
-            interceptors=[authz.Authorizer(control_rules(self._tls is not None))],
+            # The call counters come first, so that refused calls are counted too.
+            interceptors=[
+                *self._grpc_metrics,
+                authz.Authorizer(control_rules(self._tls is not None)),
+            ],
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs,
         )
         api_grpc.add_AgentControlServicer_to_server(
@@ -100,6 +122,8 @@ class AgentServer:
         )
         self.port = serving.bind(server, self.config.listen, credentials)
         socket_path = self._bind_local_socket(server)
+        if self.metrics is not None:
+            self.metrics.start()
         await server.start()
         self._server = server
         info = {
@@ -152,6 +176,8 @@ class AgentServer:
         if self._server is not None:
             await self._server.stop(1.0)
         await self.jobs.shutdown()
+        if self.metrics is not None:
+            self.metrics.stop()
         (self.config.data_dir / SOCKET_NAME).unlink(missing_ok=True)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)

@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -79,9 +79,13 @@ class RunningJob:
 class JobRunner:
     """Starts, stops and lists the agent's jobs; finished jobs are kept in the store."""
 
-    def __init__(self, store: AgentStore, name: str) -> None:
+    def __init__(
+        self, store: AgentStore, name: str, on_end: Callable[[pb.Job], None] | None = None
+    ) -> None:
         self._store = store
         self._name = name
+        # Told about every job that ends (the agent's metrics).
+        self._on_end = on_end
         self._running: dict[str, RunningJob] = {}
         self._finished: dict[str, pb.Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -152,13 +156,21 @@ class JobRunner:
                 "job %s of policy %s: its record could not be saved: %s", job.id, policy.id, error
             )
         self._keep(job)
-        log.info(
+        if self._on_end is not None:
+            self._on_end(job)
+        log.log(
+            logging.WARNING if job.state == pb.JOB_STATE_FAILED else logging.INFO,
             "job %s of policy %s %s%s",
             job.id,
             job.policy_id,
             pb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
             f": {job.error}" if job.error else "",
-            extra={"session_id": job.session_id},
+            extra={
+                "session_id": job.session_id,
+                "policy_id": job.policy_id,
+                "job_id": job.id,
+                "computer": self._name,
+            },
         )
 
     def _keep(self, job: pb.Job) -> None:

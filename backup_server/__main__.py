@@ -5,10 +5,11 @@ import asyncio
 import math
 from pathlib import Path
 
-from backup import logs, serving
+from backup import logs, metrics, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
+from .notify import NOTIFY_ON
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -46,6 +47,20 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         metavar="FILE",
         help="operators may authenticate with this bearer token (keep the file 0600)",
     )
+    metrics.add_arguments(parser)
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="send a message when a session ends (Apprise URL: mailto://, json://; repeatable)",
+    )
+    parser.add_argument(
+        "--notify-on",
+        choices=NOTIFY_ON,
+        default="warning",
+        help="which outcomes are sent: failure, warning (and failure; the default) or always",
+    )
     args = parser.parse_args(argv)
     if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
         parser.error("--agent-deadline must be a positive number of seconds")
@@ -61,6 +76,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         tls=tls.files_from(args, parser),
         api_token_file=args.api_token_file,
         insecure=args.insecure,
+        metrics_listen=args.metrics_listen,
+        notify=tuple(args.notify),
+        notify_on=args.notify_on,
     )
 
 

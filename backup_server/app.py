@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from backup import limits, serving
+from backup import limits, metrics, serving
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
@@ -18,6 +18,8 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 from .control import Control
 from .database import Database
 from .fanout import AgentTransport
+from .monitoring import ServerMonitoring
+from .notify import Notifier
 from .policies import Policies
 from .service import PolicyService
 from .transport import GrpcAgentTransport
@@ -38,6 +40,9 @@ class ServerConfig:
     tls: TlsFiles | None = None
     api_token_file: Path | None = None
     insecure: bool = False
+    metrics_listen: str | None = None
+    notify: tuple[str, ...] = ()
+    notify_on: str = "warning"
 
 
 def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -64,6 +69,18 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self._database: Database | None = None
         self.control: Control | None = None
+        self.monitoring: ServerMonitoring | None = None
+        self.metrics: metrics.MetricsEndpoint | None = None
+        self._grpc_metrics: list[metrics.GrpcMetrics] = []
+        if config.metrics_listen or config.notify:
+            registry = metrics.new_registry()
+            notifier = Notifier(list(config.notify), config.notify_on) if config.notify else None
+            self.monitoring = ServerMonitoring(registry, notifier)
+            if config.metrics_listen:
+                self._grpc_metrics.append(metrics.GrpcMetrics(registry))
+                self.metrics = metrics.MetricsEndpoint(
+                    registry, config.metrics_listen, config.tls, config.insecure
+                )
 
     @property
     def address(self) -> str:
@@ -88,17 +105,26 @@ class BackupServer:
                 if isinstance(self.transport, GrpcAgentTransport)
                 else None
             ),
+            observer=self.monitoring,
         )
         await self.control.recover()
         authorizer = authz.Authorizer(
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
-        server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[authorizer])
+        # The call counters come first, so that refused calls are counted too.
+        server = grpc.aio.server(
+            options=serving.SERVER_OPTIONS, interceptors=[*self._grpc_metrics, authorizer]
+        )
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(Policies(self._database), self.control), server
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         self.port = serving.bind(server, self.config.listen, self._server_credentials())
+        if self.metrics is not None:
+            self.metrics.start()
+        if self.monitoring is not None and self.monitoring.notifier is not None:
+            self.monitoring.notifier.start()
+            log.info("notifications to %s", ", ".join(self.monitoring.notifier.targets))
         await server.start()
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])
@@ -148,4 +174,8 @@ class BackupServer:
         await stopping
         await self.transport.close()
         await database.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.monitoring is not None and self.monitoring.notifier is not None:
+            await asyncio.to_thread(self.monitoring.notifier.stop, self.config.shutdown_grace)
         log.info("backup server stopped")

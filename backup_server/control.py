@@ -17,6 +17,7 @@ from backup.v1 import resources_pb2 as pb
 
 from .database import Database
 from .fanout import AgentTransport, FanOut
+from .monitoring import NoObserver, SessionObserver
 from .sessions import LiveSession, Progress, new_session, resolve_targets
 
 log = logging.getLogger("backup_server.control")
@@ -71,6 +72,7 @@ class Control:
         deadline: float,
         max_in_flight: int = 10_000,
         check_capacity: Callable[[Collection[str]], None] | None = None,
+        observer: SessionObserver | None = None,
     ) -> None:
         self._db = database
         self._storage = database.storage
@@ -79,6 +81,7 @@ class Control:
         self._max_in_flight = max_in_flight
         # Raises FailedPrecondition when this process cannot connect to that many agents.
         self._check_capacity = check_capacity
+        self._observer = observer or NoObserver()
         self._live: dict[str, LiveSession] = {}
         self._starts: dict[str, set[FanOut]] = {}
         self._runs: set[asyncio.Task[pb.PolicySession]] = set()
@@ -188,6 +191,7 @@ class Control:
             await self._save_progress(live, live.take_progress())
             live.publish()
             del self._live[session_id]
+            self._observer.session_delivered(live.session)
             stats = live.session.statistics
             log.info(
                 "session %s finished %s: %d received, %d not received, %d skipped, "
