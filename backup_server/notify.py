@@ -125,7 +125,9 @@ class Notifier:
             storage_mode="memory", service_timeout=SERVICE_TIMEOUT, secure_logging=True
         )
         asset.default_service_retry = RETRIES
-        self._services: list[tuple[apprise.Apprise, str]] = []
+        # Each service, its URL as logs show it (secrets masked, options left out), and
+        # how many times Apprise retries it (?retry=N in the URL overrides the default).
+        self._services: list[tuple[apprise.Apprise, str, int]] = []
         for position, url in enumerate(urls, 1):
             service = apprise.Apprise(asset=asset)
             if not service.add(url):
@@ -134,14 +136,16 @@ class Notifier:
                     f"--notify #{position} (scheme {scheme}): not a notification URL Apprise "
                     "understands (https://github.com/caronc/apprise/wiki)"
                 )
-            self._services.append((service, service[0].url(privacy=True)))
+            plugin = service[0]
+            shown = plugin.url(privacy=True).partition("?")[0]
+            self._services.append((service, shown, plugin.retry))
         self._queue: queue.Queue[Message | None] = queue.Queue(QUEUE_LIMIT)
         self._thread: threading.Thread | None = None
 
     @property
     def targets(self) -> list[str]:
         """The URLs with their secrets masked, for the start-up log."""
-        return [shown for _, shown in self._services]
+        return [shown for _, shown, _ in self._services]
 
     def wants(self, outcome: str) -> bool:
         return outcome in self._sent
@@ -172,10 +176,10 @@ class Notifier:
 
     def _send_all(self) -> None:
         while (message := self._queue.get()) is not None:
-            for service, shown in self._services:
-                self._send(service, shown, message)
+            for service, shown, retries in self._services:
+                self._send(service, shown, retries, message)
 
-    def _send(self, service: apprise.Apprise, shown: str, message: Message) -> None:
+    def _send(self, service: apprise.Apprise, shown: str, retries: int, message: Message) -> None:
         try:
             sent = bool(
                 service.notify(
@@ -191,5 +195,5 @@ class Notifier:
             log.info("notification sent to %s: %s", shown, message.title)
         else:
             log.warning(
-                "notification to %s failed after %d retries: %s", shown, RETRIES, message.title
+                "notification to %s failed after %d retries: %s", shown, retries, message.title
             )
