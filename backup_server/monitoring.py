@@ -84,6 +84,28 @@ class ServerMonitoring:
             ["policy", "action", "delivery"],
             registry=registry,
         )
+        # Fed by following jobs to their end (job outcomes).
+        self.last_jobs = Gauge(
+            "backup_last_session_jobs",
+            "Jobs of the policy's last final session, by how they ended (unknown: agent lost).",
+            ["policy", "action", "state"],
+            registry=registry,
+        )
+        self.jobs_finished = Counter(
+            "backup_jobs_finished_total",
+            "Jobs the server followed to their end, by how they ended.",
+            ["policy", "state"],
+            registry=registry,
+        )
+        self.jobs_followed = Gauge(
+            "backup_jobs_followed", "Jobs the server is following now.", registry=registry
+        )
+        self.last_success = Gauge(
+            "backup_computer_last_success_timestamp_seconds",
+            "When the last job the server followed to success on this computer ended.",
+            ["policy", "computer"],
+            registry=registry,
+        )
 
     def session_delivered(self, session: pb.PolicySession) -> None:
         policy, action = session.policy_id, ACTION[session.action]
