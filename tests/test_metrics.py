@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from metrics_support import client_context, fetch, scrape, value
-from security_support import Pki
+from security_support import TOKEN, Pki
 
 from agent_stub.app import AgentServer
 from backup.metrics import MetricsEndpoint, new_registry
@@ -17,6 +17,7 @@ from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
+from backup_server import __main__ as server_main
 from backup_server.app import BackupServer
 
 from conftest import job_ends, policy_over
@@ -205,3 +206,48 @@ async def test_a_scrape_does_not_wait_for_the_event_loop(start_server: StartServ
         # result() blocks the event loop itself until the scrape has answered.
         text = pool.submit(fetch, server.metrics.url).result(timeout=10)
     assert "backup_deliveries_total" in text
+
+
+async def test_refused_calls_are_counted_with_their_code(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """A call without the required token is counted as UNAUTHENTICATED: the call counters sit before the authorizer."""
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    server = await start_server(api_token_file=token, metrics_listen="127.0.0.1:0")
+    assert server.metrics is not None
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = api_grpc.PolicyServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListPolicies(api.ListPoliciesRequest())
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    text = await scrape(server.metrics.url)
+    assert (
+        value(
+            text,
+            "grpc_server_handled_total",
+            grpc_service="backup.v1.PolicyService",
+            grpc_method="ListPolicies",
+            grpc_code="UNAUTHENTICATED",
+        )
+        == 1
+    )
+
+
+def test_the_command_lines_take_the_monitoring_flags() -> None:
+    """backup-server takes --metrics-listen, repeated --notify and --notify-on (default warning); other choices are refused."""
+    config = server_main.parse_args(
+        [
+            "--metrics-listen", "127.0.0.1:9464",
+            "--notify", "json://127.0.0.1:1/a",
+            "--notify", "mailto://127.0.0.1:2?to=ops@example.com",
+            "--notify-on", "failure",
+        ]
+    )  # fmt: skip
+    assert config.metrics_listen == "127.0.0.1:9464"
+    assert config.notify == ("json://127.0.0.1:1/a", "mailto://127.0.0.1:2?to=ops@example.com")
+    assert config.notify_on == "failure"
+    assert server_main.parse_args([]).notify_on == "warning"
+    with pytest.raises(SystemExit):
+        server_main.parse_args(["--notify-on", "sometimes"])
