@@ -2,26 +2,29 @@
 
 import asyncio
 import logging
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from backup import limits, metrics, serving
+from backup.errors import BackupError
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 
+from . import recovery
 from .control import Control
-from .database import Database
 from .fanout import AgentTransport
 from .monitoring import ServerMonitoring
 from .notify import Notifier
 from .policies import Policies
+from .queries import SessionQueries
 from .service import PolicyService
+from .storage.interface import Storage
+from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
 
 log = logging.getLogger("backup_server")
@@ -67,7 +70,7 @@ class BackupServer:
         )
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._database: Database | None = None
+        self.storage: Storage | None = None
         self.control: Control | None = None
         self.monitoring: ServerMonitoring | None = None
         self.metrics: metrics.MetricsEndpoint | None = None
@@ -91,23 +94,6 @@ class BackupServer:
         if self._tls is None:
             tls.check_plaintext_listen(self.config.listen, self.config.insecure)
         open_files = limits.raise_open_file_limit()
-        try:
-            self._database = await Database.open(self.config.db)
-        except (sqlite3.Error, OSError) as error:
-            raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
-        self.control = Control(
-            self._database,
-            self.transport,
-            self.config.agent_deadline,
-            self.config.max_in_flight,
-            check_capacity=(
-                self.transport.check_capacity
-                if isinstance(self.transport, GrpcAgentTransport)
-                else None
-            ),
-            observer=self.monitoring,
-        )
-        await self.control.recover()
         authorizer = authz.Authorizer(
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
@@ -115,11 +101,26 @@ class BackupServer:
         server = grpc.aio.server(
             options=serving.SERVER_OPTIONS, interceptors=[*self._grpc_metrics, authorizer]
         )
+        # Bound before the database is opened: a server that cannot listen leaves no
+        # database file behind (`backup-server` run with no arguments, say).
+        self.port = serving.bind(server, self.config.listen, self._server_credentials())
+        try:
+            storage = self.storage = await SqliteStorage.open(self.config.db)
+            await recovery.recover(storage)
+        except (OSError, BackupError) as error:
+            raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
+        self.control = Control(
+            storage,
+            self.transport,
+            self.config.agent_deadline,
+            self.config.max_in_flight,
+            observer=self.monitoring,
+        )
+        queries = SessionQueries(storage, self.control.running)
         api_grpc.add_PolicyServiceServicer_to_server(
-            PolicyService(Policies(self._database), self.control), server
+            PolicyService(Policies(storage), self.control, queries), server
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
-        self.port = serving.bind(server, self.config.listen, self._server_credentials())
         if self.metrics is not None:
             self.metrics.start()
         if self.monitoring is not None and self.monitoring.notifier is not None:
@@ -165,15 +166,15 @@ class BackupServer:
 
     async def stop(self) -> None:
         """Stops accepting, lets running sessions finish within the grace, then closes."""
-        server, database, self._server, self._database = self._server, self._database, None, None
-        if server is None or database is None or self.control is None:
+        server, storage, self._server, self.storage = self._server, self.storage, None, None
+        if server is None or storage is None or self.control is None:
             return
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
-        await self.control.shutdown(self.config.shutdown_grace)
+        await recovery.shutdown(self.control.running, self.config.shutdown_grace)
         await stopping
         await self.transport.close()
-        await database.close()
+        await storage.close()
         if self.metrics is not None:
             self.metrics.stop()
         if self.monitoring is not None and self.monitoring.notifier is not None:

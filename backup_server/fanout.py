@@ -1,18 +1,21 @@
 """Sends one command to every targeted computer at once and records each delivery.
 
 The fan-out reaches agents only through `AgentTransport`, one method that sends an
-already-serialized request to an address with a deadline, so tests and the benchmark can
-hand it any transport while production uses grpc.aio channels (`backup_server.transport`).
+already-serialized request to an address with a deadline (and one that says whether this
+process can hold connections to that many computers), so tests and the benchmark can hand
+it any transport while production uses grpc.aio channels (`backup_server.transport`).
+What it sends is a `commands.Command`.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Protocol
 
 from backup.v1 import resources_pb2 as pb
 
+from .commands import Command
 from .sessions import LiveSession
 
 log = logging.getLogger("backup_server.fanout")
@@ -44,9 +47,11 @@ class AgentTransport(Protocol):
         """Releases connections; called once at shutdown."""
         ...
 
-
-# Reads an agent's reply into (job id, note for the detail).
-ReplyReader = Callable[[bytes], tuple[str, str]]
+    def check_capacity(self, addresses: Collection[str]) -> None:
+        """Raises FailedPrecondition when this process cannot reach that many agents at
+        once; a transport that subclasses this protocol and has no limit inherits this
+        one, which accepts any number."""
+        return None
 
 
 class FanOut:
@@ -56,9 +61,7 @@ class FanOut:
         self,
         live: LiveSession,
         transport: AgentTransport,
-        method: str,
-        request: bytes,
-        read_reply: ReplyReader,
+        command: Command,
         deadline: float,
         limit: int,
         follow: Sequence["FanOut"] = (),
@@ -70,9 +73,7 @@ class FanOut:
         self._on_wire: set[str] = set()
         self._ended: dict[str, asyncio.Future[None]] = {}
         self._transport = transport
-        self._method = method
-        self._request = request
-        self._read_reply = read_reply
+        self.command = command
         self._deadline = deadline
         self._limit = limit
         self._first_wave_ends = 0.0
@@ -138,7 +139,7 @@ class FanOut:
         started = time.perf_counter_ns()
         try:
             reply = await self._transport.call(
-                computer.address, self._method, self._request, deadline
+                computer.address, self.command.method, self.command.request, deadline
             )
         except AgentCallError as error:
             latency = time.perf_counter_ns() - started
@@ -163,5 +164,5 @@ class FanOut:
                 self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)
             return
         latency = time.perf_counter_ns() - started
-        job_id, note = self._read_reply(reply)
+        job_id, note = self.command.read_reply(reply)
         self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job_id)

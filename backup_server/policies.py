@@ -1,6 +1,7 @@
 """Protection groups and backup policies: create, read, list, update, delete."""
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from google.protobuf import field_mask_pb2
@@ -10,8 +11,8 @@ from backup.errors import FailedPrecondition, InvalidArgument
 from backup.ids import new_resource_id
 from backup.v1 import resources_pb2 as pb
 
-from .database import Database
 from .sessions import resolve_targets
+from .storage.interface import Storage
 
 Listed = TypeVar("Listed", pb.ProtectionGroup, pb.BackupPolicy)
 
@@ -29,7 +30,7 @@ MUTABLE_POLICY_FIELDS = (
 )
 
 
-def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGroup]) -> None:
+def check_references(policy: pb.BackupPolicy, groups: Mapping[str, pb.ProtectionGroup]) -> None:
     """Referenced groups exist and the policy reaches at most COMPUTERS_MAX computers."""
     for index, group_id in enumerate(policy.protection_group_ids):
         if group_id not in groups:
@@ -61,9 +62,8 @@ def check_references(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGro
 class Policies:
     """The catalogue of protection groups and policies."""
 
-    def __init__(self, database: Database) -> None:
-        self._db = database
-        self._storage = database.storage
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
 
     async def create_group(self, group_id: str, group: pb.ProtectionGroup) -> pb.ProtectionGroup:
         validation.optional_id("protection_group_id", group_id)
@@ -72,12 +72,12 @@ class Policies:
         stored.CopyFrom(group)
         stored.id = group_id or new_resource_id("pg")
         stored.create_time.GetCurrentTime()
-        await self._db.run(self._storage.insert_group, stored)
+        await self._storage.insert_group(stored)
         return stored
 
     async def get_group(self, group_id: str) -> pb.ProtectionGroup:
         validation.require_id("protection_group_id", group_id)
-        return await self._db.run(self._storage.get_group, group_id)
+        return await self._storage.get_group(group_id)
 
     async def list_groups(
         self, page_size: int, page_token: str
@@ -86,7 +86,7 @@ class Policies:
 
     async def delete_group(self, group_id: str) -> None:
         validation.require_id("protection_group_id", group_id)
-        await self._db.run(self._storage.delete_group, group_id)
+        await self._storage.delete_group(group_id)
 
     async def create_policy(self, policy_id: str, policy: pb.BackupPolicy) -> pb.BackupPolicy:
         validation.optional_id("policy_id", policy_id)
@@ -96,17 +96,12 @@ class Policies:
         stored.id = policy_id or new_resource_id("policy")
         stored.create_time.GetCurrentTime()
         stored.update_time.CopyFrom(stored.create_time)
-        await self._db.run(self._insert_policy, stored)
+        await self._storage.insert_policy(stored, check_references)
         return stored
-
-    def _insert_policy(self, policy: pb.BackupPolicy) -> None:
-        with self._storage.transaction():
-            check_references(policy, self._storage.get_groups(policy.protection_group_ids))
-            self._storage.insert_policy(policy)
 
     async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
         validation.require_id("policy_id", policy_id)
-        return await self._db.run(self._storage.get_policy, policy_id)
+        return await self._storage.get_policy(policy_id)
 
     async def list_policies(
         self, page_size: int, page_token: str
@@ -115,7 +110,7 @@ class Policies:
 
     async def _list(
         self,
-        fetch: Callable[[str, int], list[Listed]],
+        fetch: Callable[[str, int], Awaitable[list[Listed]]],
         query: str,
         page_size: int,
         page_token: str,
@@ -123,7 +118,7 @@ class Policies:
         """One page in id order; the token carries the last id of the page."""
         size = validation.page_size(page_size, LIST_DEFAULT, LIST_LIMIT)
         after = paging.decode(page_token, query, str) or ""
-        items = await self._db.run(fetch, after, size + 1)
+        items = await fetch(after, size + 1)
         if len(items) <= size:
             return items, ""
         return items[:size], paging.encode(query, items[size - 1].id)
@@ -133,23 +128,25 @@ class Policies:
     ) -> pb.BackupPolicy:
         validation.require_id("policy.id", policy.id)
         paths = _mutable_paths(update_mask.paths)
-        return await self._db.run(self._update_policy, policy, paths)
-
-    def _update_policy(self, change: pb.BackupPolicy, paths: Sequence[str]) -> pb.BackupPolicy:
-        with self._storage.transaction():
-            policy = self._storage.get_policy(change.id)
-            field_mask_pb2.FieldMask(paths=paths).MergeMessage(
-                change, policy, replace_message_field=True, replace_repeated_field=True
-            )
-            validation.check_policy(policy)
-            check_references(policy, self._storage.get_groups(policy.protection_group_ids))
-            policy.update_time.GetCurrentTime()
-            self._storage.replace_policy(policy)
-            return policy
+        return await self._storage.update_policy(
+            policy.id, functools.partial(_apply_change, policy, paths), check_references
+        )
 
     async def delete_policy(self, policy_id: str) -> None:
         validation.require_id("policy_id", policy_id)
-        await self._db.run(self._storage.delete_policy, policy_id)
+        await self._storage.delete_policy(policy_id)
+
+
+def _apply_change(
+    change: pb.BackupPolicy, paths: Sequence[str], stored: pb.BackupPolicy
+) -> pb.BackupPolicy:
+    """The stored policy with the masked fields of `change`, valid and re-stamped."""
+    field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+        change, stored, replace_message_field=True, replace_repeated_field=True
+    )
+    validation.check_policy(stored)
+    stored.update_time.GetCurrentTime()
+    return stored
 
 
 def _mutable_paths(paths: Sequence[str]) -> list[str]:

@@ -13,14 +13,16 @@ from backup.v1 import resources_pb2 as pb
 
 from .control import Control
 from .policies import Policies
+from .queries import SessionQueries
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class PolicyService(api_grpc.PolicyServiceServicer):
-    def __init__(self, policies: Policies, control: Control) -> None:
+    def __init__(self, policies: Policies, control: Control, queries: SessionQueries) -> None:
         self._policies = policies
         self._control = control
+        self._queries = queries
 
     @status.unary
     async def CreateProtectionGroup(
@@ -96,13 +98,13 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def GetSession(
         self, request: api.GetSessionRequest, context: Context
     ) -> pb.PolicySession:
-        return await self._control.get_session(request.session_id)
+        return await self._queries.get_session(request.session_id)
 
     @status.unary
     async def ListSessions(
         self, request: api.ListSessionsRequest, context: Context
     ) -> api.ListSessionsResponse:
-        sessions, token = await self._control.list_sessions(
+        sessions, token = await self._queries.list_sessions(
             request.policy_id, request.page_size, request.page_token, request.view
         )
         return api.ListSessionsResponse(sessions=sessions, next_page_token=token)
@@ -111,5 +113,5 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def WatchSession(
         self, request: api.WatchSessionRequest, context: Context
     ) -> AsyncIterator[pb.PolicySession]:
-        async for snapshot in self._control.watch_session(request.session_id):
+        async for snapshot in self._queries.watch_session(request.session_id):
             yield snapshot

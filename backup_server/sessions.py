@@ -1,15 +1,29 @@
 """A session while it runs: its computers, their deliveries, totals and state.
 
 The session proto is the single record: results are changed in place as answers arrive,
-statistics follow each change, and watchers are woken by `publish`.
+statistics follow each change, and watchers are woken by `publish`. `SessionWriter`
+carries its changes to the storage as `Progress` values.
 """
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from backup.errors import BackupError, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
+
+if TYPE_CHECKING:
+    from .storage.interface import Storage
+
+log = logging.getLogger("backup_server.sessions")
+
+# How often a running session's outcomes are written: one transaction per interval.
+PROGRESS_INTERVAL = 0.25
+# How often an ended session the storage refused is offered again.
+STORE_RETRY_INTERVAL = 2.0
 
 STATISTIC_OF_DELIVERY = {
     pb.DELIVERY_PENDING: "pending",
@@ -22,12 +36,27 @@ STATISTIC_OF_DELIVERY = {
 
 
 @dataclass(frozen=True)
-class Progress:
-    """A batch of a running session's changes, read out as plain values for storage."""
+class ResultChange:
+    """One computer's outcome as it now stands, by its position in the session."""
 
-    seq: int
-    header: pb.PolicySession  # state, end time, warnings, statistics; no results
-    rows: list[tuple[object, ...]]  # delivery, detail, latency, job, seq, position
+    position: int
+    delivery: pb.Delivery
+    detail: str
+    latency_ns: int
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A batch of a running session's changes: its header as it now stands, and the
+    results that changed since the last batch."""
+
+    session_id: str
+    state: pb.SessionState
+    end_ns: int  # 0 while running
+    warnings: tuple[str, ...]
+    statistics: pb.SessionStatistics
+    results: tuple[ResultChange, ...]
 
 
 @dataclass(frozen=True)
@@ -39,7 +68,9 @@ class Target:
     skipped_because: str = ""
 
 
-def resolve_targets(policy: pb.BackupPolicy, groups: dict[str, pb.ProtectionGroup]) -> list[Target]:
+def resolve_targets(
+    policy: pb.BackupPolicy, groups: Mapping[str, pb.ProtectionGroup]
+) -> list[Target]:
     """Direct computers, then each group's, one per address; pre-installed ones are skipped.
 
     A computer listed twice keeps its first name and group, but is skipped if any of the
@@ -109,12 +140,11 @@ def new_session(
 class LiveSession:
     """A running session, shared by its fan-out, its storage writer and its watchers."""
 
-    def __init__(self, session: pb.PolicySession, seq: int) -> None:
+    def __init__(self, session: pb.PolicySession) -> None:
         self.session = session
-        self.seq = seq
         self.dirty: list[int] = []
         self._changed = asyncio.Event()
-        # What the storage thread spent on this session's writes, for the log and the bench.
+        # What the storage spent on this session's writes, for the log and the bench.
         self.storage_seconds = 0.0
         self.storage_writes = 0
 
@@ -149,30 +179,37 @@ class LiveSession:
         self.dirty.append(position)
 
     def take_progress(self) -> Progress:
-        """The changes since the last call, for one storage transaction."""
+        """The changes since the last call, for one storage write."""
         dirty, self.dirty = self.dirty, []
         results = self.session.computer_results
-        rows: list[tuple[object, ...]] = []
+        changes = []
         for position in dirty:
             result = results[position]
-            rows.append(
-                (
+            changes.append(
+                ResultChange(
+                    position,
                     result.delivery,
                     result.detail,
                     result.latency.ToNanoseconds(),
                     result.job_id,
-                    self.seq,
-                    position,
                 )
             )
-        header = pb.PolicySession(
+        statistics = pb.SessionStatistics()
+        statistics.CopyFrom(self.session.statistics)
+        return Progress(
+            session_id=self.session.id,
             state=self.session.state,
-            warnings=self.session.warnings,
-            statistics=self.session.statistics,
+            end_ns=(
+                self.session.end_time.ToNanoseconds() if self.session.HasField("end_time") else 0
+            ),
+            warnings=tuple(self.session.warnings),
+            statistics=statistics,
+            results=tuple(changes),
         )
-        if self.session.HasField("end_time"):
-            header.end_time.CopyFrom(self.session.end_time)
-        return Progress(self.seq, header, rows)
+
+    def give_back(self, progress: Progress) -> None:
+        """A batch that could not be stored: its results go into the next one."""
+        self.dirty[:0] = [change.position for change in progress.results]
 
     def finish(self) -> None:
         """Marks anything still pending as cancelled and fixes the final state."""
@@ -197,3 +234,77 @@ class LiveSession:
         copy = pb.PolicySession()
         copy.CopyFrom(self.session)
         return copy
+
+
+class SessionWriter:
+    """Stores one running session: a batch of its changes every interval, then its end.
+
+    A write the storage refuses (a full database disk) loses nothing: its results go back
+    into the next batch. If the end cannot be stored, the session ends FAILED anyway with
+    the storage's reason as a warning, watchers are told that, and `store_end` keeps
+    trying until it is stored; until then the stored row says RUNNING, which recovery
+    turns into FAILED should the server stop first.
+    """
+
+    def __init__(self, storage: "Storage", live: LiveSession) -> None:
+        self._storage = storage
+        self.live = live
+        self.failure: BackupError | None = None
+
+    async def save(self) -> bool:
+        """Writes what changed since the last write; False if the storage refused it."""
+        progress = self.live.take_progress()
+        try:
+            took = await self._storage.save_progress(progress)
+        except (LocalFault, ResourceExhausted) as error:
+            self.live.give_back(progress)
+            if self.failure is None:
+                log.warning(
+                    "session %s: progress not stored, kept in memory: %s",
+                    self.live.session.id,
+                    error.message,
+                    extra={"session_id": self.live.session.id},
+                )
+            self.failure = error
+            return False
+        self.live.storage_seconds += took
+        self.live.storage_writes += 1
+        self.failure = None
+        return True
+
+    async def run(self, interval: float = PROGRESS_INTERVAL) -> None:
+        """Every interval: one write for the outcomes so far, then wake the watchers."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.live.dirty:
+                # Shielded: the batch has left `live.dirty`, so it must reach the storage
+                # (or go back) even if the fan-out ends now and cancels this writer; the
+                # final write queues behind it.
+                await asyncio.shield(self.save())
+                self.live.publish()
+
+    async def end(self) -> bool:
+        """Fixes the session's end and stores it; on failure the session ends FAILED with
+        the reason as a warning (the final word watchers get). False if not stored."""
+        self.live.finish()
+        if await self.save():
+            return True
+        assert self.failure is not None
+        self.live.session.state = pb.SESSION_STATE_FAILED
+        self.live.session.warnings.append(
+            f"the end of this session could not be stored: {self.failure.message}"
+        )
+        return await self.save()
+
+    async def store_end(self, interval: float = STORE_RETRY_INTERVAL) -> None:
+        """Retries storing an ended session until the storage takes it."""
+        # Polled: nothing announces that the disk has room again.
+        while True:
+            if await self.save():
+                break
+            await asyncio.sleep(interval)
+        log.info(
+            "session %s: its end is stored now",
+            self.live.session.id,
+            extra={"session_id": self.live.session.id},
+        )

@@ -13,7 +13,7 @@ from backup.errors import FailedPrecondition
 from backup.security.tls import explain_handshake_failure
 from backup.serving import CLIENT_OPTIONS
 
-from .fanout import AgentCallError
+from .fanout import AgentCallError, AgentTransport
 
 log = logging.getLogger("backup_server.transport")
 
@@ -59,7 +59,7 @@ class _Agent:
         return callable_
 
 
-class GrpcAgentTransport:
+class GrpcAgentTransport(AgentTransport):
     """Keeps a bounded LRU of channels; a channel whose connection failed is dropped.
 
     With `credentials` (the server's TLS identity) every channel is TLS: the agent's

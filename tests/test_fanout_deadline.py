@@ -4,6 +4,7 @@ import asyncio
 import time
 
 from backup.v1 import resources_pb2 as pb
+from backup_server.commands import Command
 from backup_server.fanout import AgentCallError, FanOut
 from backup_server.sessions import LiveSession, Target, new_session
 
@@ -35,7 +36,11 @@ def fanout_over(count: int, transport: RecordingTransport, limit: int) -> FanOut
     ]
     session = new_session("s-deadline", "nightly", pb.SESSION_ACTION_START, targets)
     return FanOut(
-        LiveSession(session, 1), transport, "StartJob", b"", lambda _: ("", ""), DEADLINE, limit
+        LiveSession(session),
+        transport,
+        Command("StartJob", b"", lambda _: ("", "")),
+        DEADLINE,
+        limit,
     )
 
 

@@ -11,7 +11,7 @@ import grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.storage import Storage
+from backup_server.storage.sqlite import SqliteFile as Storage
 
 from conftest import policy_over, wait_for
 
@@ -180,12 +180,12 @@ async def test_results_are_written_in_batches(
     server, policy_service, hung_addresses, tmp_path, source_tree, monkeypatch
 ) -> None:
     """A session of 60 computers is stored in a few transactions, not one per computer."""
-    storage = server.control._storage  # type: ignore[union-attr]
+    storage = server.storage.file  # type: ignore[union-attr]
     writes: list[int] = []
     original = storage.save_progress
 
     def counting(progress):
-        writes.append(len(progress.rows))
+        writes.append(len(progress.results))
         return original(progress)
 
     monkeypatch.setattr(storage, "save_progress", counting)

@@ -5,7 +5,8 @@
     ├── NotFound             a well-shaped id that does not exist
     ├── AlreadyExists        a client-chosen id that is taken
     ├── FailedPrecondition   the request is fine but the state forbids it
-    └── LocalFault           the request is fine but this process failed (a full disk)
+    ├── LocalFault           the request is fine but this process failed
+    └── ResourceExhausted    the request is fine but a resource is used up (a full disk)
 
 Domain modules raise these; `backup.status` maps each to one gRPC status code.
 Anything else that escapes is a bug, not a client's mistake.
@@ -43,3 +44,7 @@ class FailedPrecondition(BackupError):
 
 class LocalFault(BackupError):
     """The request was fine, but this process could not carry it out (e.g. a full disk)."""
+
+
+class ResourceExhausted(BackupError):
+    """The request was fine, but a resource this process needs is used up (a full disk)."""

@@ -20,6 +20,7 @@ from .errors import (
     InvalidArgument,
     LocalFault,
     NotFound,
+    ResourceExhausted,
 )
 
 STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
@@ -28,6 +29,7 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     LocalFault: grpc.StatusCode.INTERNAL,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -47,7 +47,7 @@ from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.control import agent_policy
+from backup_server.commands import agent_policy
 
 SIZES = [int(size) for size in os.environ.get("BENCH_SIZES", "100,1000,5000").split(",")]
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))

@@ -42,7 +42,7 @@ from backup import serving
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
-from backup_server.control import agent_policy
+from backup_server.commands import agent_policy
 
 SIZE = int(os.environ.get("BENCH_METRICS_SIZE", "5000"))
 ROUNDS = int(os.environ.get("BENCH_METRICS_ROUNDS", "7"))

@@ -1,17 +1,15 @@
-"""All SQL lives here: one SQLite file (WAL, busy timeout) through sqlite-utils.
+"""Every SQL statement of the SQLite backend, synchronous, run only on the storage thread.
 
 Policies and protection groups are stored as their serialized protos beside the columns
-that queries need; sessions as a header row plus one row per computer. Every method is
-synchronous and runs on the storage thread (`backup_server.database`), never on the
-event loop.
+that queries need; sessions as a header row plus one row per computer (the schema is
+`migrations.py`). `sqlite.SqliteStorage` calls these methods off the event loop.
 """
 
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlite_utils
@@ -19,68 +17,11 @@ import sqlite_utils
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
-from .sessions import Progress
+from ..sessions import Progress
+from .interface import INTERRUPTED, OUTCOME_UNKNOWN, PolicyChange, PolicyCheck
+from .migrations import migrate
 
 BUSY_TIMEOUT_SECONDS = 10.0
-INTERRUPTED = "interrupted: the server stopped while this session was running"
-OUTCOME_UNKNOWN = "unknown: the server stopped before this computer's answer was recorded"
-
-
-def _migration_1_initial(db: sqlite_utils.Database) -> None:
-    db.table("protection_groups").create(
-        {"id": str, "name": str, "kind": int, "body": bytes, "create_ns": int}, pk="id"
-    )
-    db.table("policies").create(
-        {"id": str, "name": str, "body": bytes, "create_ns": int, "update_ns": int}, pk="id"
-    )
-    db.table("policy_groups").create(
-        {"policy_id": str, "group_id": str}, pk=("policy_id", "group_id")
-    )
-    db.table("policy_groups").create_index(["group_id"])
-    db.table("sessions").create(
-        {
-            "seq": int,
-            "id": str,
-            "policy_id": str,
-            "action": int,
-            "state": int,
-            "start_ns": int,
-            "end_ns": int,
-            "warnings": str,
-            "total": int,
-            "pending": int,
-            "received": int,
-            "not_received": int,
-            "skipped": int,
-            "rejected": int,
-            "cancelled": int,
-        },
-        pk="seq",
-    )
-    db.table("sessions").create_index(["id"], unique=True)
-    db.table("sessions").create_index(["policy_id", "seq"])
-    db.table("sessions").create_index(["state"])
-    db.table("computer_results").create(
-        {
-            "session_seq": int,
-            "position": int,
-            "name": str,
-            "address": str,
-            "protection_group_id": str,
-            "delivery": int,
-            "detail": str,
-            "latency_ns": int,
-            "job_id": str,
-        },
-        pk=("session_seq", "position"),
-    )
-
-
-# Append only: a migration that has shipped is never edited, a new one is added.
-MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
-    ("initial schema", _migration_1_initial),
-]
-
 STAT_FIELDS = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled")
 RESULT_COLUMNS = "name, address, protection_group_id, delivery, detail, latency_ns, job_id"
 
@@ -98,27 +39,8 @@ def open_database(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
-def migrate(db: sqlite_utils.Database) -> list[str]:
-    """Applies the migrations not yet applied, each in its own transaction."""
-    db.table("migrations").create(
-        {"version": int, "name": str, "applied_ns": int}, pk="version", if_not_exists=True
-    )
-    done = {row["version"] for row in db.table("migrations").rows}
-    applied = []
-    for version, (name, step) in enumerate(MIGRATIONS, start=1):
-        if version in done:
-            continue
-        with db.atomic():
-            step(db)
-            db.table("migrations").insert(
-                {"version": version, "name": name, "applied_ns": time.time_ns()}
-            )
-        applied.append(name)
-    return applied
-
-
-class Storage:
-    """Policies, protection groups and sessions in one SQLite file."""
+class SqliteFile:
+    """Every statement, synchronous; used only from the storage thread (or a test)."""
 
     def __init__(self, path: str | Path) -> None:
         self.db = open_database(path)
@@ -199,22 +121,24 @@ class Storage:
             "update_ns": policy.update_time.ToNanoseconds(),
         }
 
-    def transaction(self) -> AbstractContextManager[sqlite_utils.Database]:
-        """Everything inside commits together or not at all."""
-        return self.db.atomic()
-
-    def insert_policy(self, policy: pb.BackupPolicy) -> None:
+    def insert_policy(self, policy: pb.BackupPolicy, check: PolicyCheck) -> None:
         with self.db.atomic():
+            check(policy, self.get_groups(policy.protection_group_ids))
             try:
                 self.db.table("policies").insert(self._policy_row(policy))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"policy {policy.id!r} already exists") from None
             self._write_policy_groups(policy)
 
-    def replace_policy(self, policy: pb.BackupPolicy) -> None:
+    def update_policy(
+        self, policy_id: str, change: PolicyChange, check: PolicyCheck
+    ) -> pb.BackupPolicy:
         with self.db.atomic():
-            self.db.table("policies").update(policy.id, self._policy_row(policy))
+            policy = change(self.get_policy(policy_id))
+            check(policy, self.get_groups(policy.protection_group_ids))
+            self.db.table("policies").update(policy_id, self._policy_row(policy))
             self._write_policy_groups(policy)
+            return policy
 
     def get_policy(self, policy_id: str) -> pb.BackupPolicy:
         for row in self.db.query("select body from policies where id = ?", [policy_id]):
@@ -224,8 +148,6 @@ class Storage:
     def get_policy_and_groups(
         self, policy_id: str
     ) -> tuple[pb.BackupPolicy, dict[str, pb.ProtectionGroup]]:
-        """A policy with its groups, read in one transaction so that a concurrent update
-        and group deletion cannot leave it naming a group that is gone."""
         with self.db.atomic():
             policy = self.get_policy(policy_id)
             return policy, self.get_groups(policy.protection_group_ids)
@@ -253,25 +175,31 @@ class Storage:
     # Sessions
 
     @staticmethod
-    def _session_header(session: pb.PolicySession) -> dict[str, object]:
-        stats = session.statistics
+    def _header(
+        state: int, end_ns: int, warnings: Sequence[str], stats: pb.SessionStatistics
+    ) -> dict[str, object]:
         header: dict[str, object] = {
-            "state": session.state,
-            "end_ns": session.end_time.ToNanoseconds() if session.HasField("end_time") else 0,
-            "warnings": json.dumps(list(session.warnings)),
+            "state": state,
+            # A running session's end_ns is its last activity, for recovery.
+            "end_ns": end_ns or time.time_ns(),
+            "warnings": json.dumps(list(warnings)),
         }
         header.update({name: getattr(stats, name) for name in STAT_FIELDS})
         return header
 
-    def insert_session(self, session: pb.PolicySession) -> int:
-        """Stores a new session with every computer's row; returns its sequence number."""
+    def insert_session(self, session: pb.PolicySession) -> None:
         with self.db.atomic():
             row = {
                 "id": session.id,
                 "policy_id": session.policy_id,
                 "action": session.action,
                 "start_ns": session.start_time.ToNanoseconds(),
-                **self._session_header(session),
+                **self._header(
+                    session.state,
+                    session.end_time.ToNanoseconds(),
+                    session.warnings,
+                    session.statistics,
+                ),
             }
             try:
                 seq = int(self.db.table("sessions").insert(row).last_rowid or 0)
@@ -281,33 +209,44 @@ class Storage:
                 f"insert into computer_results (session_seq, position, {RESULT_COLUMNS})"
                 " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (seq, position, *self._result_values(result))
+                    (
+                        seq,
+                        position,
+                        result.computer.name,
+                        result.computer.address,
+                        result.protection_group_id,
+                        result.delivery,
+                        result.detail,
+                        result.latency.ToNanoseconds(),
+                        result.job_id,
+                    )
                     for position, result in enumerate(session.computer_results)
                 ),
             )
-        return seq
 
-    @staticmethod
-    def _result_values(result: pb.ComputerResult) -> tuple[object, ...]:
-        return (
-            result.computer.name,
-            result.computer.address,
-            result.protection_group_id,
-            result.delivery,
-            result.detail,
-            result.latency.ToNanoseconds(),
-            result.job_id,
-        )
+    def _seq(self, session_id: str) -> int:
+        row = self.db.execute("select seq from sessions where id = ?", [session_id]).fetchone()
+        if row is None:
+            raise NotFound(f"session {session_id!r} not found")
+        return int(row[0])
 
     def save_progress(self, progress: Progress) -> None:
-        """Writes a batch of computers' outcomes and the session header in one transaction."""
         with self.db.atomic():
+            seq = self._seq(progress.session_id)
             self.db.conn.executemany(
                 "update computer_results set delivery = ?, detail = ?, latency_ns = ?, job_id = ?"
                 " where session_seq = ? and position = ?",
-                progress.rows,
+                (
+                    (c.delivery, c.detail, c.latency_ns, c.job_id, seq, c.position)
+                    for c in progress.results
+                ),
             )
-            self.db.table("sessions").update(progress.seq, self._session_header(progress.header))
+            self.db.table("sessions").update(
+                seq,
+                self._header(
+                    progress.state, progress.end_ns, progress.warnings, progress.statistics
+                ),
+            )
 
     def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
         session = pb.PolicySession(
@@ -318,7 +257,7 @@ class Storage:
             warnings=json.loads(str(row["warnings"])),
         )
         session.start_time.FromNanoseconds(int(row["start_ns"]))  # type: ignore[call-overload]
-        if row["end_ns"]:
+        if row["end_ns"] and session.state != pb.SESSION_STATE_RUNNING:
             session.end_time.FromNanoseconds(int(row["end_ns"]))  # type: ignore[call-overload]
         for name in STAT_FIELDS:
             setattr(session.statistics, name, row[name])
@@ -334,7 +273,9 @@ class Storage:
                 )
                 result.computer.name = name
                 result.computer.address = address
-                result.latency.FromNanoseconds(latency_ns)
+                if latency_ns:
+                    # As the live session has it: no latency for a computer never called.
+                    result.latency.FromNanoseconds(latency_ns)
         return session
 
     def get_session(self, session_id: str) -> pb.PolicySession:
@@ -342,16 +283,13 @@ class Storage:
             return self._session_from_row(row, with_results=True)
         raise NotFound(f"session {session_id!r} not found")
 
-    def session_seq(self, session_id: str) -> int | None:
-        row = self.db.execute("select seq from sessions where id = ?", [session_id]).fetchone()
-        return None if row is None else int(row[0])
-
     def list_sessions(
-        self, policy_id: str, before_seq: int, limit: int, with_results: bool
+        self, policy_id: str, before: int, limit: int, with_results: bool
     ) -> list[tuple[int, pb.PolicySession]]:
-        """Newest first, those older than `before_seq` (0 = from the newest)."""
-        where = ["seq < ?"] if before_seq else []
-        params: list[object] = [before_seq] if before_seq else []
+        """Newest first, those older than `before` (0 = from the newest); the cursor is
+        the row's sequence number."""
+        where = ["seq < ?"] if before else []
+        params: list[object] = [before] if before else []
         if policy_id:
             where.append("policy_id = ?")
             params.append(policy_id)
@@ -361,12 +299,11 @@ class Storage:
         )
         return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in rows]
 
-    def fail_interrupted_sessions(self, now_ns: int) -> list[str]:
-        """Marks sessions left RUNNING by a crash as FAILED; returns their ids."""
+    def fail_interrupted_sessions(self) -> list[str]:
         with self.db.atomic():
             rows = list(
                 self.db.query(
-                    "select seq, id, warnings from sessions where state = ?",
+                    "select seq, id, warnings, start_ns, end_ns from sessions where state = ?",
                     [pb.SESSION_STATE_RUNNING],
                 )
             )
@@ -376,7 +313,7 @@ class Storage:
                     row["seq"],
                     {
                         "state": pb.SESSION_STATE_FAILED,
-                        "end_ns": now_ns,
+                        "end_ns": row["end_ns"] or row["start_ns"],
                         "warnings": json.dumps(warnings),
                     },
                 )

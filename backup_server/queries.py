@@ -1,0 +1,73 @@
+"""Answers about sessions, running or stored: get, list (paged) and watch."""
+
+from collections.abc import AsyncIterator
+
+from backup import paging, validation
+from backup.errors import NotFound
+from backup.v1 import policy_service_pb2 as api
+from backup.v1 import resources_pb2 as pb
+
+from .running import RunningSessions
+from .storage.interface import Storage
+
+LIST_DEFAULT = 50
+LIST_LIMIT = 1000
+LIST_LIMIT_FULL = 10
+
+
+class SessionQueries:
+    """Reads a running session from memory and any other from the storage."""
+
+    def __init__(self, storage: Storage, running: RunningSessions) -> None:
+        self._storage = storage
+        self._live = running.live
+
+    async def get_session(self, session_id: str) -> pb.PolicySession:
+        validation.require_id("session_id", session_id)
+        live = self._live.get(session_id)
+        if live is not None:
+            return live.snapshot()
+        return await self._storage.get_session(session_id)
+
+    async def list_sessions(
+        self, policy_id: str, page_size: int, page_token: str, view: api.SessionView
+    ) -> tuple[list[pb.PolicySession], str]:
+        if validation.optional_id("policy_id", policy_id):
+            if not await self._storage.policy_exists_or_had_sessions(policy_id):
+                raise NotFound(f"policy {policy_id!r} not found")
+        full = view == api.SESSION_VIEW_FULL
+        limit = LIST_LIMIT_FULL if full else LIST_LIMIT
+        size = validation.page_size(page_size, min(LIST_DEFAULT, limit), limit)
+        query = f"sessions:{policy_id}:{int(full)}"
+        before = paging.decode(page_token, query, int) or 0
+        rows = await self._storage.list_sessions(policy_id, before, size + 1, full)
+        sessions = [self._latest(session, full) for _, session in rows[:size]]
+        token = paging.encode(query, rows[size - 1][0]) if len(rows) > size else ""
+        return sessions, token
+
+    def _latest(self, stored: pb.PolicySession, full: bool) -> pb.PolicySession:
+        """A running session as it is in memory now, not as last written."""
+        live = self._live.get(stored.id)
+        if live is None:
+            return stored
+        current = live.snapshot()
+        if not full:
+            del current.computer_results[:]
+        return current
+
+    async def watch_session(self, session_id: str) -> AsyncIterator[pb.PolicySession]:
+        validation.require_id("session_id", session_id)
+        live = self._live.get(session_id)
+        if live is None:
+            stored = await self._storage.get_session(session_id)
+            live = self._live.get(session_id)
+            if live is None:
+                yield stored
+                return
+        while True:
+            change = live.next_change()
+            finished = live.finished
+            yield live.snapshot()
+            if finished:
+                return
+            await change.wait()

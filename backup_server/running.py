@@ -1,0 +1,34 @@
+"""The sessions this process is running now, shared by the runner, the queries and shutdown."""
+
+import asyncio
+
+from backup.v1 import resources_pb2 as pb
+
+from .fanout import FanOut
+from .sessions import LiveSession
+
+
+class RunningSessions:
+    """What is in flight: live sessions by id, each policy's running starts, the tasks."""
+
+    def __init__(self) -> None:
+        # A session is here from before its first await until its end is stored, so a
+        # query never finds it stored but not live, nor stored older than it was told.
+        self.live: dict[str, LiveSession] = {}
+        # The fan-outs of commands that register as starts, by policy: a stop follows them.
+        self.starts: dict[str, set[FanOut]] = {}
+        self.tasks: set[asyncio.Task[pb.PolicySession] | asyncio.Task[None]] = set()
+
+    def keep(self, task: "asyncio.Task[pb.PolicySession] | asyncio.Task[None]") -> None:
+        """Holds `task` until it ends, so shutdown can wait for it."""
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def add_start(self, policy_id: str, fanout: FanOut) -> None:
+        self.starts.setdefault(policy_id, set()).add(fanout)
+
+    def remove_start(self, policy_id: str, fanout: FanOut) -> None:
+        starts = self.starts.get(policy_id, set())
+        starts.discard(fanout)
+        if not starts:
+            self.starts.pop(policy_id, None)

@@ -1,0 +1,126 @@
+"""What the server stores and how it asks: one `Storage` protocol of named async methods.
+
+Every backend (SQLite today, `backup_server.storage.sqlite`) implements it and passes the
+conformance suite in `tests/storage_conformance.py`. Callers never see a table, a column,
+a transaction or a driver's exception:
+
+- a unit of work that checks and then writes (a policy's references, a group still in
+  use) runs inside one method, so it commits together or not at all;
+- a running session's changes arrive as `sessions.Progress` values;
+- the driver's errors leave as the project's errors (`backup.errors`): a full database
+  disk is `ResourceExhausted`, any other failure of the database `LocalFault`.
+
+This module imports no driver, so domain modules may depend on it.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from backup.v1 import resources_pb2 as pb
+
+from ..sessions import Progress
+
+# Checks a policy against the groups it names, inside the unit of work that stores it;
+# raises a `backup.errors` error to refuse it.
+PolicyCheck = Callable[[pb.BackupPolicy, Mapping[str, pb.ProtectionGroup]], None]
+# Applies a change to the stored policy (a copy), returning the policy to store.
+PolicyChange = Callable[[pb.BackupPolicy], pb.BackupPolicy]
+
+INTERRUPTED = "interrupted: the server stopped while this session was running"
+OUTCOME_UNKNOWN = "unknown: the server stopped before this computer's answer was recorded"
+
+
+class Storage(Protocol):
+    """Policies, protection groups and sessions, kept across restarts."""
+
+    async def close(self) -> None:
+        """Releases the backend; no call may follow."""
+        ...
+
+    # Protection groups
+
+    async def insert_group(self, group: pb.ProtectionGroup) -> None:
+        """Stores a new group; AlreadyExists if its id is taken."""
+        ...
+
+    async def get_group(self, group_id: str) -> pb.ProtectionGroup:
+        """The group; NotFound if there is none."""
+        ...
+
+    async def list_groups(self, after_id: str, limit: int) -> list[pb.ProtectionGroup]:
+        """At most `limit` groups with ids after `after_id`, in id order."""
+        ...
+
+    async def delete_group(self, group_id: str) -> None:
+        """Deletes a group; NotFound, or FailedPrecondition naming the policies using it."""
+        ...
+
+    # Policies
+
+    async def insert_policy(self, policy: pb.BackupPolicy, check: PolicyCheck) -> None:
+        """Stores a new policy once `check` accepts it with its groups (read in the same
+        unit of work); AlreadyExists if its id is taken."""
+        ...
+
+    async def update_policy(
+        self, policy_id: str, change: PolicyChange, check: PolicyCheck
+    ) -> pb.BackupPolicy:
+        """Reads the policy, applies `change`, checks the result with its groups and
+        stores it, all in one unit of work; returns what was stored. NotFound if absent."""
+        ...
+
+    async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
+        """The policy; NotFound if there is none."""
+        ...
+
+    async def get_policy_and_groups(
+        self, policy_id: str
+    ) -> tuple[pb.BackupPolicy, dict[str, pb.ProtectionGroup]]:
+        """A policy with the groups it names, read together so that a concurrent update
+        and group deletion cannot leave it naming a group that is gone."""
+        ...
+
+    async def list_policies(self, after_id: str, limit: int) -> list[pb.BackupPolicy]:
+        """At most `limit` policies with ids after `after_id`, in id order."""
+        ...
+
+    async def delete_policy(self, policy_id: str) -> None:
+        """Deletes a policy (its sessions stay); NotFound if there is none."""
+        ...
+
+    async def policy_exists_or_had_sessions(self, policy_id: str) -> bool:
+        """Whether the policy exists now or any stored session names it."""
+        ...
+
+    # Sessions
+
+    async def insert_session(self, session: pb.PolicySession) -> float:
+        """Stores a new session with every computer's result; AlreadyExists if its id is
+        taken. Returns the seconds the write itself took, for the log and the bench."""
+        ...
+
+    async def save_progress(self, progress: Progress) -> float:
+        """Writes a batch of a session's changed results and its header in one unit of
+        work; returns the seconds the write itself took."""
+        ...
+
+    async def get_session(self, session_id: str) -> pb.PolicySession:
+        """The stored session with its results; NotFound if there is none."""
+        ...
+
+    async def list_sessions(
+        self, policy_id: str, before: int, limit: int, with_results: bool
+    ) -> list[tuple[int, pb.PolicySession]]:
+        """Newest first, at most `limit` sessions (of `policy_id`, or all when empty),
+        each with its cursor; `before` is a cursor from an earlier call (0 = the newest).
+        Cursors are opaque to callers: they only hand them back."""
+        ...
+
+    async def fail_interrupted_sessions(self) -> list[str]:
+        """Marks sessions a stopped server left RUNNING as FAILED with the INTERRUPTED
+        warning, ending each at its last stored activity, and their pending computers
+        OUTCOME_UNKNOWN; returns their ids."""
+        ...
+
+
+__all__ = ["INTERRUPTED", "OUTCOME_UNKNOWN", "PolicyChange", "PolicyCheck", "Storage"]

@@ -1,0 +1,89 @@
+"""The SQLite schema as a list of migrations, each applied once in its own transaction.
+
+To change the schema, append a function to MIGRATIONS (never edit one that has shipped:
+databases in the field have run it). A new table is `db.table(name).create(...)`; a new
+column is `db.table(name).add_column(name, type, not_null_default=...)`, so rows stored
+before it read the default. Then teach `sqlite.SqliteFile` to write and read it.
+"""
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def _migration_1_initial(db: sqlite_utils.Database) -> None:
+    db.table("protection_groups").create(
+        {"id": str, "name": str, "kind": int, "body": bytes, "create_ns": int}, pk="id"
+    )
+    db.table("policies").create(
+        {"id": str, "name": str, "body": bytes, "create_ns": int, "update_ns": int}, pk="id"
+    )
+    db.table("policy_groups").create(
+        {"policy_id": str, "group_id": str}, pk=("policy_id", "group_id")
+    )
+    db.table("policy_groups").create_index(["group_id"])
+    db.table("sessions").create(
+        {
+            "seq": int,
+            "id": str,
+            "policy_id": str,
+            "action": int,
+            "state": int,
+            "start_ns": int,
+            # When it ended; while it runs, its last stored activity (what recovery
+            # gives an interrupted session as its end).
+            "end_ns": int,
+            "warnings": str,
+            "total": int,
+            "pending": int,
+            "received": int,
+            "not_received": int,
+            "skipped": int,
+            "rejected": int,
+            "cancelled": int,
+        },
+        pk="seq",
+    )
+    db.table("sessions").create_index(["id"], unique=True)
+    db.table("sessions").create_index(["policy_id", "seq"])
+    db.table("sessions").create_index(["state"])
+    db.table("computer_results").create(
+        {
+            "session_seq": int,
+            "position": int,
+            "name": str,
+            "address": str,
+            "protection_group_id": str,
+            "delivery": int,
+            "detail": str,
+            "latency_ns": int,
+            "job_id": str,
+        },
+        pk=("session_seq", "position"),
+    )
+
+
+# Append only: a migration that has shipped is never edited, a new one is added.
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("initial schema", _migration_1_initial),
+]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Applies the migrations not yet applied, each in its own transaction."""
+    db.table("migrations").create(
+        {"version": int, "name": str, "applied_ns": int}, pk="version", if_not_exists=True
+    )
+    done = {row["version"] for row in db.table("migrations").rows}
+    applied = []
+    for version, (name, step) in enumerate(MIGRATIONS, start=1):
+        if version in done:
+            continue
+        with db.atomic():
+            step(db)
+            db.table("migrations").insert(
+                {"version": version, "name": name, "applied_ns": time.time_ns()}
+            )
+        applied.append(name)
+    return applied

@@ -1,0 +1,152 @@
+"""The SQLite backend: `SqliteStorage`, the `Storage` over one SQLite file on one thread.
+
+Every call is queued to a single storage thread, where `sqlite_file.SqliteFile` runs its
+statements, so SQLite never blocks the event loop and there is one writer; on that thread
+`sqlite3.Error` becomes the project's error (a full disk `ResourceExhausted`).
+"""
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ParamSpec, TypeVar
+
+from backup.errors import BackupError, LocalFault, ResourceExhausted
+from backup.v1 import resources_pb2 as pb
+
+from ..sessions import Progress
+from .interface import PolicyChange, PolicyCheck
+from .sqlite_file import SqliteFile
+
+log = logging.getLogger("backup_server.storage")
+
+DISK_FULL_CODES = frozenset({sqlite3.SQLITE_FULL})
+# A full disk fails every write until someone frees space: one log line per this long.
+LOG_EVERY_SECONDS = 10.0
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def storage_error(error: sqlite3.Error) -> LocalFault | ResourceExhausted:
+    """The project's error for a failure of the database, in one line for the client."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code in DISK_FULL_CODES or "disk is full" in str(error):
+        return ResourceExhausted("the server's database disk is full; nothing was stored")
+    return LocalFault(f"the server's database failed ({error}); nothing was stored")
+
+
+class SqliteStorage:
+    """The `Storage` over one SQLite file; every call is queued to one storage thread."""
+
+    def __init__(self, file: SqliteFile, thread: ThreadPoolExecutor) -> None:
+        self.file = file
+        self._thread = thread
+        self._logged: dict[str, float] = {}
+
+    @classmethod
+    async def open(cls, path: str | Path) -> "SqliteStorage":
+        """Opens (creating and migrating) the file; OSError or LocalFault if it cannot."""
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        try:
+            file = await asyncio.get_running_loop().run_in_executor(thread, SqliteFile, path)
+        except sqlite3.Error as error:
+            thread.shutdown()
+            raise storage_error(error) from None
+        except BaseException:
+            thread.shutdown()
+            raise
+        return cls(file, thread)
+
+    async def _run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`call` on the storage thread, its sqlite3.Error turned into the project's."""
+        return (await self._run_timed(call, *args, **kwargs))[0]
+
+    async def _run_timed(
+        self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> tuple[T, float]:
+        """Like `_run`, plus the seconds the call itself took on the storage thread."""
+
+        def timed() -> tuple[T, float]:
+            started = time.perf_counter()
+            try:
+                result = call(*args, **kwargs)
+            except sqlite3.Error as error:
+                # Translated here, on the storage thread, so no driver frame or
+                # traceback travels further than this line of log.
+                translated = storage_error(error)
+                self._log_failure(translated, error)
+                raise translated from None
+            return result, time.perf_counter() - started
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, timed)
+
+    def _log_failure(self, translated: BackupError, error: sqlite3.Error) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(translated.message, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
+            self._logged[translated.message] = now
+            log.error("storage: %s (%s)", translated.message, error)
+
+    async def close(self) -> None:
+        await self._run(self.file.close)
+        self._thread.shutdown()
+
+    async def insert_group(self, group: pb.ProtectionGroup) -> None:
+        await self._run(self.file.insert_group, group)
+
+    async def get_group(self, group_id: str) -> pb.ProtectionGroup:
+        return await self._run(self.file.get_group, group_id)
+
+    async def list_groups(self, after_id: str, limit: int) -> list[pb.ProtectionGroup]:
+        return await self._run(self.file.list_groups, after_id, limit)
+
+    async def delete_group(self, group_id: str) -> None:
+        await self._run(self.file.delete_group, group_id)
+
+    async def insert_policy(self, policy: pb.BackupPolicy, check: PolicyCheck) -> None:
+        await self._run(self.file.insert_policy, policy, check)
+
+    async def update_policy(
+        self, policy_id: str, change: PolicyChange, check: PolicyCheck
+    ) -> pb.BackupPolicy:
+        return await self._run(self.file.update_policy, policy_id, change, check)
+
+    async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
+        return await self._run(self.file.get_policy, policy_id)
+
+    async def get_policy_and_groups(
+        self, policy_id: str
+    ) -> tuple[pb.BackupPolicy, dict[str, pb.ProtectionGroup]]:
+        return await self._run(self.file.get_policy_and_groups, policy_id)
+
+    async def list_policies(self, after_id: str, limit: int) -> list[pb.BackupPolicy]:
+        return await self._run(self.file.list_policies, after_id, limit)
+
+    async def delete_policy(self, policy_id: str) -> None:
+        await self._run(self.file.delete_policy, policy_id)
+
+    async def policy_exists_or_had_sessions(self, policy_id: str) -> bool:
+        return await self._run(self.file.policy_exists_or_had_sessions, policy_id)
+
+    async def insert_session(self, session: pb.PolicySession) -> float:
+        return (await self._run_timed(self.file.insert_session, session))[1]
+
+    async def save_progress(self, progress: Progress) -> float:
+        return (await self._run_timed(self.file.save_progress, progress))[1]
+
+    async def get_session(self, session_id: str) -> pb.PolicySession:
+        return await self._run(self.file.get_session, session_id)
+
+    async def list_sessions(
+        self, policy_id: str, before: int, limit: int, with_results: bool
+    ) -> list[tuple[int, pb.PolicySession]]:
+        return await self._run(self.file.list_sessions, policy_id, before, limit, with_results)
+
+    async def fail_interrupted_sessions(self) -> list[str]:
+        return await self._run(self.file.fail_interrupted_sessions)
+
+
+__all__ = ["SqliteFile", "SqliteStorage", "storage_error"]

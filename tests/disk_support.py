@@ -1,0 +1,55 @@
+"""A small real disk for full-disk tests: a tmpfs of a few megabytes, filled on demand."""
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+SIZE = "4m"
+PAGE = 4096
+
+
+class SmallDisk:
+    """A mounted tmpfs at `path`; `fill` uses up every free byte, `free` gives it back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._filler = path / "filler"
+
+    def fill(self) -> None:
+        # Page by page: tmpfs allocates whole pages, so this leaves no room for any write.
+        with open(self._filler, "ab", buffering=0) as filler:
+            block = b"\0" * PAGE
+            while True:
+                try:
+                    filler.write(block)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+                    return
+
+    def free(self) -> None:
+        self._filler.unlink(missing_ok=True)
+
+
+@contextmanager
+def small_disk(where: Path) -> Iterator[SmallDisk]:
+    """Mounts a tmpfs at `where` for the block, or skips the test saying why it cannot."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("full-disk test: mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"full-disk test: cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield SmallDisk(where)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)

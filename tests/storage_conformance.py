@@ -1,0 +1,346 @@
+"""What every storage backend must do: the `Storage` protocol's behaviour, backend-independent.
+
+A backend's test module imports everything from here (`from storage_conformance import *`)
+and provides three fixtures:
+
+- `storage`: a fresh, empty `Storage`;
+- `reopen`: an async callable that closes `storage` and returns a new `Storage` over the
+  same data, as a restarted server would open it;
+- `fillable`: a `Fillable` whose storage's disk can be filled and freed (skip where the
+  backend cannot be put on a small disk).
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from backup.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
+from backup.v1 import resources_pb2 as pb
+from backup_server.sessions import LiveSession, Target, new_session
+from backup_server.storage import INTERRUPTED, OUTCOME_UNKNOWN, Storage
+
+Reopen = Callable[[], Awaitable[Storage]]
+
+
+@dataclass
+class Fillable:
+    """A storage on a disk the test may fill and free."""
+
+    storage: Storage
+    fill: Callable[[], None]
+    free: Callable[[], None]
+
+
+def a_group(group_id: str, *addresses: str) -> pb.ProtectionGroup:
+    group = pb.ProtectionGroup(id=group_id, name=group_id, kind=pb.PROTECTION_GROUP_KIND_MANUAL)
+    for index, address in enumerate(addresses or ("127.0.0.1:1",)):
+        group.computers.add(name=f"{group_id}-{index}", address=address)
+    group.create_time.FromNanoseconds(1_700_000_000_000_000_000)
+    return group
+
+
+def a_policy(policy_id: str, *group_ids: str) -> pb.BackupPolicy:
+    policy = pb.BackupPolicy(id=policy_id, name=policy_id, protection_group_ids=group_ids)
+    policy.computers.add(name="direct", address="127.0.0.1:2")
+    policy.create_time.FromNanoseconds(1_700_000_000_000_000_000)
+    policy.update_time.CopyFrom(policy.create_time)
+    return policy
+
+
+def a_session(session_id: str, policy_id: str = "p", computers: int = 3) -> pb.PolicySession:
+    targets = [
+        Target(pb.Computer(name=f"c{index}", address=f"127.0.0.1:{1000 + index}"), "")
+        for index in range(computers)
+    ]
+    return new_session(session_id, policy_id, pb.SESSION_ACTION_START, targets)
+
+
+def accept(policy: pb.BackupPolicy, groups: object) -> None:
+    """A policy check that accepts everything."""
+
+
+def refuse(policy: pb.BackupPolicy, groups: object) -> None:
+    raise FailedPrecondition("refused by the check")
+
+
+# Protection groups
+
+
+async def test_a_group_round_trips_and_its_id_is_unique(storage: Storage) -> None:
+    """A stored group reads back equal; a second group with its id is AlreadyExists."""
+    await storage.insert_group(a_group("web"))
+    assert await storage.get_group("web") == a_group("web")
+    with pytest.raises(AlreadyExists):
+        await storage.insert_group(a_group("web", "127.0.0.1:9"))
+    assert await storage.get_group("web") == a_group("web")
+
+
+async def test_a_missing_group_is_not_found(storage: Storage) -> None:
+    """Reading or deleting a group that was never stored is NotFound."""
+    with pytest.raises(NotFound):
+        await storage.get_group("nothing")
+    with pytest.raises(NotFound):
+        await storage.delete_group("nothing")
+
+
+async def test_groups_list_in_id_order_after_a_given_id(storage: Storage) -> None:
+    """Listing gives at most `limit` groups with ids after `after_id`, in id order."""
+    for group_id in ("c", "a", "d", "b"):
+        await storage.insert_group(a_group(group_id))
+    assert [g.id for g in await storage.list_groups("", 3)] == ["a", "b", "c"]
+    assert [g.id for g in await storage.list_groups("b", 10)] == ["c", "d"]
+    assert await storage.list_groups("d", 10) == []
+
+
+async def test_a_group_in_use_cannot_be_deleted(storage: Storage) -> None:
+    """Deleting a group a policy names is FailedPrecondition naming the policy; unused, it goes."""
+    await storage.insert_group(a_group("web"))
+    await storage.insert_policy(a_policy("nightly", "web"), accept)
+    with pytest.raises(FailedPrecondition, match="nightly"):
+        await storage.delete_group("web")
+    assert await storage.get_group("web") == a_group("web")
+    await storage.delete_policy("nightly")
+    await storage.delete_group("web")
+    with pytest.raises(NotFound):
+        await storage.get_group("web")
+
+
+# Policies
+
+
+async def test_a_policy_is_checked_with_its_groups_before_it_is_stored(storage: Storage) -> None:
+    """The check sees the named groups that exist; a refusal stores nothing; a duplicate id is AlreadyExists."""
+    await storage.insert_group(a_group("web"))
+    seen: list[dict[str, pb.ProtectionGroup]] = []
+    await storage.insert_policy(
+        a_policy("nightly", "web", "gone"), lambda policy, groups: seen.append(dict(groups))
+    )
+    assert seen == [{"web": a_group("web")}]
+    assert await storage.get_policy("nightly") == a_policy("nightly", "web", "gone")
+    with pytest.raises(FailedPrecondition):
+        await storage.insert_policy(a_policy("weekly"), refuse)
+    with pytest.raises(NotFound):
+        await storage.get_policy("weekly")
+    with pytest.raises(AlreadyExists):
+        await storage.insert_policy(a_policy("nightly"), accept)
+
+
+async def test_a_policy_and_the_deletion_of_its_group_never_both_win(storage: Storage) -> None:
+    """Storing a policy that needs a group, raced against deleting that group, leaves either the policy and its group or neither policy."""
+
+    def needs_web(policy: pb.BackupPolicy, groups: object) -> None:
+        if "web" not in groups:  # type: ignore[operator]
+            raise FailedPrecondition("protection group 'web' does not exist")
+
+    for round_ in range(20):
+        group_id = "web"
+        await storage.insert_group(a_group(group_id))
+        outcomes = await asyncio.gather(
+            storage.insert_policy(a_policy(f"p{round_}", group_id), needs_web),
+            storage.delete_group(group_id),
+            return_exceptions=True,
+        )
+        stored, deleted = (not isinstance(outcome, Exception) for outcome in outcomes)
+        assert stored != deleted, outcomes
+        if stored:
+            assert (await storage.get_policy_and_groups(f"p{round_}"))[1] == {
+                group_id: a_group(group_id)
+            }
+            await storage.delete_policy(f"p{round_}")
+            await storage.delete_group(group_id)
+
+
+async def test_a_policy_reads_back_with_its_groups(storage: Storage) -> None:
+    """get_policy_and_groups gives the policy and each group it names that exists."""
+    await storage.insert_group(a_group("web"))
+    await storage.insert_group(a_group("db"))
+    await storage.insert_policy(a_policy("nightly", "web"), accept)
+    policy, groups = await storage.get_policy_and_groups("nightly")
+    assert policy == a_policy("nightly", "web") and groups == {"web": a_group("web")}
+    with pytest.raises(NotFound):
+        await storage.get_policy_and_groups("weekly")
+
+
+async def test_an_update_applies_the_change_and_checks_the_result(storage: Storage) -> None:
+    """update_policy stores what the change made once the check accepts it; a refusal keeps the old one."""
+    await storage.insert_group(a_group("web"))
+    await storage.insert_policy(a_policy("nightly"), accept)
+
+    def rename(policy: pb.BackupPolicy) -> pb.BackupPolicy:
+        policy.name = "renamed"
+        policy.protection_group_ids.append("web")
+        return policy
+
+    checked: list[list[str]] = []
+    updated = await storage.update_policy(
+        "nightly", rename, lambda policy, groups: checked.append(sorted(groups))
+    )
+    assert updated.name == "renamed" and checked == [["web"]]
+    assert await storage.get_policy("nightly") == updated
+    with pytest.raises(FailedPrecondition):
+        await storage.update_policy("nightly", rename, refuse)
+    assert await storage.get_policy("nightly") == updated
+    with pytest.raises(FailedPrecondition):
+        # The group the update named is now in use by the stored policy.
+        await storage.delete_group("web")
+    with pytest.raises(NotFound):
+        await storage.update_policy("weekly", rename, accept)
+
+
+async def test_policies_list_in_id_order_and_delete(storage: Storage) -> None:
+    """Policies list like groups; a deleted policy is gone; deleting it again is NotFound."""
+    for policy_id in ("b", "a", "c"):
+        await storage.insert_policy(a_policy(policy_id), accept)
+    assert [p.id for p in await storage.list_policies("", 2)] == ["a", "b"]
+    assert [p.id for p in await storage.list_policies("a", 5)] == ["b", "c"]
+    await storage.delete_policy("b")
+    assert [p.id for p in await storage.list_policies("", 5)] == ["a", "c"]
+    with pytest.raises(NotFound):
+        await storage.delete_policy("b")
+
+
+async def test_a_deleted_policy_with_sessions_is_still_known(storage: Storage) -> None:
+    """policy_exists_or_had_sessions: true for a policy, for a deleted one with sessions, false otherwise."""
+    await storage.insert_policy(a_policy("nightly"), accept)
+    await storage.insert_policy(a_policy("weekly"), accept)
+    await storage.insert_session(a_session("s-1", "weekly"))
+    await storage.delete_policy("weekly")
+    await storage.delete_policy("nightly")
+    assert await storage.policy_exists_or_had_sessions("weekly")
+    assert not await storage.policy_exists_or_had_sessions("nightly")
+    await storage.insert_policy(a_policy("monthly"), accept)
+    assert await storage.policy_exists_or_had_sessions("monthly")
+
+
+# Sessions
+
+
+async def test_a_session_round_trips_with_its_results(storage: Storage) -> None:
+    """A stored session reads back equal, results included; its id is unique; missing is NotFound."""
+    session = a_session("s-1")
+    took = await storage.insert_session(session)
+    assert took >= 0
+    assert await storage.get_session("s-1") == session
+    with pytest.raises(AlreadyExists):
+        await storage.insert_session(a_session("s-1", "other"))
+    with pytest.raises(NotFound):
+        await storage.get_session("s-2")
+
+
+async def test_progress_batches_update_results_and_the_header(storage: Storage) -> None:
+    """Each saved batch changes the named results and the header; the stored session ends equal to the live one."""
+    live = LiveSession(a_session("s-1", computers=4))
+    await storage.insert_session(live.snapshot())
+    live.record(2, pb.DELIVERY_RECEIVED, "OK: job j-2 started", 1_500_000, "j-2")
+    assert await storage.save_progress(live.take_progress()) >= 0
+    stored = await storage.get_session("s-1")
+    assert stored.computer_results[2] == live.session.computer_results[2]
+    assert stored.statistics == live.session.statistics
+    assert stored.state == pb.SESSION_STATE_RUNNING and not stored.HasField("end_time")
+    live.record(0, pb.DELIVERY_NOT_RECEIVED, "UNAVAILABLE: refused", 2_000)
+    live.session.warnings.append("a warning")
+    live.finish()
+    await storage.save_progress(live.take_progress())
+    assert await storage.get_session("s-1") == live.session
+
+
+async def test_progress_for_an_unknown_session_is_not_found(storage: Storage) -> None:
+    """Saving progress for a session that was never stored is NotFound and stores nothing."""
+    live = LiveSession(a_session("s-ghost"))
+    live.record(0, pb.DELIVERY_RECEIVED, "OK")
+    with pytest.raises(NotFound):
+        await storage.save_progress(live.take_progress())
+    assert await storage.list_sessions("", 0, 10, False) == []
+
+
+async def test_sessions_list_newest_first_in_pages_by_policy(storage: Storage) -> None:
+    """list_sessions pages newest first with the cursors it hands out, filters by policy, and drops results when asked."""
+    for index in range(5):
+        await storage.insert_session(a_session(f"s-{index}", "p" if index % 2 == 0 else "q"))
+    first = await storage.list_sessions("", 0, 2, True)
+    assert [s.id for _, s in first] == ["s-4", "s-3"]
+    assert len(first[0][1].computer_results) == 3
+    second = await storage.list_sessions("", first[-1][0], 10, False)
+    assert [s.id for _, s in second] == ["s-2", "s-1", "s-0"]
+    assert all(len(s.computer_results) == 0 for _, s in second)
+    assert all(s.statistics.total == 3 for _, s in second)
+    of_p = await storage.list_sessions("p", 0, 10, False)
+    assert [s.id for _, s in of_p] == ["s-4", "s-2", "s-0"]
+    after = await storage.list_sessions("p", of_p[0][0], 1, False)
+    assert [s.id for _, s in after] == ["s-2"]
+
+
+async def test_interrupted_sessions_fail_at_their_last_activity(storage: Storage) -> None:
+    """Recovery marks RUNNING sessions FAILED, ends them at their last stored write, marks pending computers unknown, and leaves ended ones alone."""
+    live = LiveSession(a_session("s-running"))
+    await storage.insert_session(live.snapshot())
+    live.record(0, pb.DELIVERY_RECEIVED, "OK: job j-1 started", 1_000, "j-1")
+    await storage.save_progress(live.take_progress())
+    last_write_ns = time.time_ns()
+    ended = LiveSession(a_session("s-ended"))
+    await storage.insert_session(ended.snapshot())
+    ended.finish()
+    await storage.save_progress(ended.take_progress())
+    await asyncio.sleep(0.2)
+
+    assert await storage.fail_interrupted_sessions() == ["s-running"]
+    failed = await storage.get_session("s-running")
+    assert failed.state == pb.SESSION_STATE_FAILED and list(failed.warnings) == [INTERRUPTED]
+    assert failed.start_time.ToNanoseconds() <= failed.end_time.ToNanoseconds() <= last_write_ns
+    assert failed.computer_results[0].delivery == pb.DELIVERY_RECEIVED
+    assert [r.detail for r in failed.computer_results[1:]] == [OUTCOME_UNKNOWN] * 2
+    assert [r.delivery for r in failed.computer_results[1:]] == [pb.DELIVERY_PENDING] * 2
+    assert await storage.get_session("s-ended") == ended.session
+    assert await storage.fail_interrupted_sessions() == []
+
+
+async def test_what_is_stored_survives_a_reopen(storage: Storage, reopen: Reopen) -> None:
+    """Groups, policies and sessions read back the same after the storage is closed and opened again."""
+    await storage.insert_group(a_group("web"))
+    await storage.insert_policy(a_policy("nightly", "web"), accept)
+    session = a_session("s-1", "nightly")
+    await storage.insert_session(session)
+    again = await reopen()
+    assert await again.get_group("web") == a_group("web")
+    assert await again.get_policy_and_groups("nightly") == (
+        a_policy("nightly", "web"),
+        {"web": a_group("web")},
+    )
+    assert await again.get_session("s-1") == session
+
+
+# Errors
+
+
+async def test_a_full_disk_refuses_writes_and_loses_nothing(fillable: Fillable) -> None:
+    """On a full disk every kind of write is ResourceExhausted, what was stored reads back, and writes work again once there is room."""
+    storage = fillable.storage
+    await storage.insert_group(a_group("web"))
+    await storage.insert_policy(a_policy("nightly", "web"), accept)
+    live = LiveSession(a_session("s-1", "nightly", computers=200))
+    await storage.insert_session(live.snapshot())
+    fillable.fill()
+    with pytest.raises(ResourceExhausted, match="disk is full"):
+        for index in range(200):
+            await storage.insert_policy(a_policy(f"more-{index}" + "x" * 2000), accept)
+    with pytest.raises(ResourceExhausted):
+        for index in range(200):
+            await storage.insert_session(a_session(f"s-more-{index}", computers=50))
+    for position in range(200):
+        live.record(position, pb.DELIVERY_RECEIVED, "OK: " + "d" * 500)
+    progress = live.take_progress()
+    with pytest.raises(ResourceExhausted):
+        await storage.save_progress(progress)
+    assert await storage.get_policy_and_groups("nightly") == (
+        a_policy("nightly", "web"),
+        {"web": a_group("web")},
+    )
+    stored = await storage.get_session("s-1")
+    assert stored.statistics.pending == 200
+    fillable.free()
+    await storage.save_progress(progress)
+    assert (await storage.get_session("s-1")).statistics.received == 200
+    await storage.insert_policy(a_policy("weekly"), accept)
