@@ -1,6 +1,7 @@
 """Prometheus metrics of the server and the agent, read by real scrapes over HTTP(S)."""
 
 import concurrent.futures
+import re
 import ssl
 import urllib.error
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from backup.v1 import resources_pb2 as pb
 from backup_server import __main__ as server_main
 from backup_server.app import BackupServer
 
-from conftest import job_ends, policy_over
+from conftest import Process, job_ends, policy_over
 
 StartServer = Callable[..., Awaitable[BackupServer]]
 StartAgent = Callable[..., Awaitable[AgentServer]]
@@ -251,3 +252,26 @@ def test_the_command_lines_take_the_monitoring_flags() -> None:
     assert server_main.parse_args([]).notify_on == "warning"
     with pytest.raises(SystemExit):
         server_main.parse_args(["--notify-on", "sometimes"])
+
+
+def test_the_processes_serve_metrics_from_their_command_lines(
+    spawn: Callable[..., Process], tmp_path: Path
+) -> None:
+    """backup-server and backup-agent started with --metrics-listen 127.0.0.1:0 log where their metrics are, and a scrape there answers with their own families."""
+    server = spawn(
+        "backup_server", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "s.db"),
+        "--metrics-listen", "127.0.0.1:0",
+    )  # fmt: skip
+    agent = spawn(
+        "agent_stub", "--listen", "127.0.0.1:0", "--name", "a1",
+        "--data-dir", str(tmp_path / "a1"), "--metrics-listen", "127.0.0.1:0",
+    )  # fmt: skip
+    for process, family in (
+        (server, "backup_deliveries_total"),
+        (agent, "backup_agent_jobs_total"),
+    ):
+        found = re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", process.log.read_text())
+        assert found, process.log.read_text()
+        text = fetch(found[1])
+        assert f"# TYPE {family} counter" in text
+        assert "# TYPE grpc_server_handled_total counter" in text
