@@ -22,7 +22,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from backup import about, logs, serving
+from backup import about, logs, metrics, serving
 from backup.errors import BackupError
 from backup.security import tls
 from backup.v1 import resources_pb2 as pb
@@ -81,6 +81,7 @@ def serve(argv: list[str]) -> None:
     )
     tls.add_arguments(parser)
     logs.add_log_format_option(parser)
+    metrics.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.max_concurrent_rpcs < 1:
         parser.error("--max-concurrent-rpcs must be at least 1")
@@ -92,6 +93,7 @@ def serve(argv: list[str]) -> None:
         insecure=args.insecure,
         allow_paths=tuple(args.allow_path),
         max_concurrent_rpcs=args.max_concurrent_rpcs,
+        metrics_listen=args.metrics_listen,
     )
     serving.configure_logging(log_format=args.log_format)
     try:

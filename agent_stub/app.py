@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 
-from backup import serving
+from backup import metrics, serving
 from backup.security import authz, guard, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
@@ -24,6 +24,7 @@ from backup.v1 import agent_control_pb2_grpc as api_grpc
 
 from .confinement import AllowedPaths
 from .jobs import JobRunner
+from .monitoring import AgentMonitoring
 from .points import BackupChain
 from .service import AgentControl
 from .store import AgentStore, write_atomically
@@ -53,6 +54,7 @@ class AgentConfig:
     max_concurrent_rpcs: int = MAX_CONCURRENT_RPCS
     message_wait: float = guard.MESSAGE_WAIT_SECONDS
     handshake_timeout: float = serving.HANDSHAKE_TIMEOUT_SECONDS
+    metrics_listen: str | None = None
 
 
 def control_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -67,9 +69,24 @@ class AgentServer:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.port = 0
+        self.monitoring: AgentMonitoring | None = None
+        self.metrics: metrics.MetricsEndpoint | None = None
+        self._grpc_metrics: list[metrics.GrpcMetrics] = []
+        if config.metrics_listen:
+            registry = metrics.new_registry()
+            self.monitoring = AgentMonitoring(registry)
+            self._grpc_metrics.append(metrics.GrpcMetrics(registry))
+            self.metrics = metrics.MetricsEndpoint(
+                registry, config.metrics_listen, config.tls, config.insecure
+            )
         self.allowed = AllowedPaths(config.allow_paths)
         self.store = AgentStore(config.data_dir)
-        self.jobs = JobRunner(self.store, config.name, self.allowed.roots)
+        self.jobs = JobRunner(
+            self.store,
+            config.name,
+            self.allowed.roots,
+            on_end=self.monitoring.job_ended if self.monitoring else None,
+        )
         self._tls = tls.TlsMaterial.load(config.tls, Role.AGENT) if config.tls else None
         self._server: grpc.aio.Server | None = None
         self._lock_fd = -1
@@ -92,6 +109,8 @@ class AgentServer:
         self.store.check_private()
         self._lock_data_dir()
         self.jobs.recover()
+        if self.monitoring is not None:
+            self.monitoring.recover(self.jobs.list(""))
         # Not grpc's maximum_concurrent_rpcs: it takes a slot before any credential or
         # message is seen. The guard takes one once the caller is admitted (guard.py).
         limit = self.config.max_concurrent_rpcs
@@ -102,7 +121,8 @@ class AgentServer:
         )
         server = grpc.aio.server(
             options=serving.server_options(self.config.handshake_timeout),
-            interceptors=[authorizer],
+            # The call counters come first, so that refused calls are counted too.
+            interceptors=[*self._grpc_metrics, authorizer],
         )
         api_grpc.add_AgentControlServicer_to_server(
             AgentControl(self.jobs, BackupChain(self.config.data_dir), self.allowed), server
@@ -113,6 +133,8 @@ class AgentServer:
         )
         self.port = serving.bind(server, self.config.listen, credentials)
         socket_path = self._bind_local_socket(server)
+        if self.metrics is not None:
+            self.metrics.start()
         await server.start()
         self._server = server
         info = {
@@ -165,6 +187,8 @@ class AgentServer:
         if self._server is not None:
             await self._server.stop(1.0)
         await self.jobs.shutdown()
+        if self.metrics is not None:
+            self.metrics.stop()
         (self.config.data_dir / SOCKET_NAME).unlink(missing_ok=True)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)

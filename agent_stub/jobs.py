@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -96,10 +96,18 @@ class RunningJob:
 class JobRunner:
     """Starts, stops and lists the agent's jobs; finished jobs are kept in the store."""
 
-    def __init__(self, store: AgentStore, name: str, allowed_roots: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        store: AgentStore,
+        name: str,
+        allowed_roots: Sequence[str] = (),
+        on_end: Callable[[pb.Job], None] | None = None,
+    ) -> None:
         self._store = store
         self._name = name
         self._allowed_roots = tuple(allowed_roots)  # --allow-path, checked again as opened
+        # Told about every job that ends (the agent's metrics).
+        self._on_end = on_end
         self._running: dict[str, RunningJob] = {}
         self._finished: dict[str, pb.Job] = {}
         # (session id, policy id) -> the job that session started, for idempotent starts.
@@ -227,6 +235,8 @@ class JobRunner:
             log.error(
                 "job %s of policy %s: its record could not be saved: %s", job.id, policy.id, error
             )
+        if self._on_end is not None:
+            self._on_end(job)
         log.log(
             logging.WARNING if job.state == pb.JOB_STATE_FAILED else logging.INFO,
             "job %s of policy %s %s%s",
@@ -234,7 +244,12 @@ class JobRunner:
             job.policy_id,
             pb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower(),
             f": {job.error}" if job.error else "",
-            extra={"session_id": job.session_id},
+            extra={
+                "session_id": job.session_id,
+                "policy_id": job.policy_id,
+                "job_id": job.id,
+                "computer": self._name,
+            },
         )
 
     def _remember(self, job: pb.Job) -> None:

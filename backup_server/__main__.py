@@ -5,11 +5,12 @@ import asyncio
 import math
 from pathlib import Path
 
-from backup import about, logs, serving
+from backup import about, logs, metrics, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
 from .following import AGENT_LOST_AFTER, check_lost_after
+from .notify import NOTIFY_ON
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -65,6 +66,21 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         help="a followed job whose agent is silent this long counts as unknown "
         f"(1 s to 7 days, default {AGENT_LOST_AFTER:.0f})",
     )
+    metrics.add_arguments(parser)
+    parser.add_argument(
+        "--notify",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="send a message when a session's outcome is final (Apprise URL: mailto://, "
+        "json://; repeatable)",
+    )
+    parser.add_argument(
+        "--notify-on",
+        choices=NOTIFY_ON,
+        default="warning",
+        help="which outcomes are sent: failure, warning (and failure; the default) or always",
+    )
     args = parser.parse_args(argv)
     try:
         check_lost_after(args.agent_lost_after)
@@ -85,6 +101,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         api_token_file=args.api_token_file,
         insecure=args.insecure,
         agent_lost_after=args.agent_lost_after,
+        metrics_listen=args.metrics_listen,
+        notify=tuple(args.notify),
+        notify_on=args.notify_on,
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import grpc
 
-from backup import defaults, limits, serving
+from backup import defaults, limits, metrics, serving
 from backup.errors import BackupError
 from backup.security import authz, tls
 from backup.security.roles import Role
@@ -21,6 +21,8 @@ from .deletion import PolicyDeletion
 from .fanout import AgentTransport
 from .followed import FollowedSessions
 from .following import AGENT_LOST_AFTER, RECONCILE_FOR, AgentStreams
+from .monitoring import ServerMonitoring
+from .notify import Notifier
 from .policies import Policies
 from .queries import SessionQueries
 from .running import RunningSessions
@@ -52,6 +54,9 @@ class ServerConfig:
     agent_lost_after: float = AGENT_LOST_AFTER
     # How long a computer whose command timed out holds the outcome while it is asked.
     reconcile_for: float = RECONCILE_FOR
+    metrics_listen: str | None = None
+    notify: tuple[str, ...] = ()
+    notify_on: str = "warning"
 
 
 def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
@@ -90,6 +95,18 @@ class BackupServer:
         self.scheduler: Scheduler | None = None
         self._scheduling: asyncio.Task[None] | None = None
         self.followed: FollowedSessions | None = None
+        self.monitoring: ServerMonitoring | None = None
+        self.metrics: metrics.MetricsEndpoint | None = None
+        self._grpc_metrics: list[metrics.GrpcMetrics] = []
+        if config.metrics_listen or config.notify:
+            registry = metrics.new_registry()
+            notifier = Notifier(list(config.notify), config.notify_on) if config.notify else None
+            self.monitoring = ServerMonitoring(registry, notifier)
+            if config.metrics_listen:
+                self._grpc_metrics.append(metrics.GrpcMetrics(registry))
+                self.metrics = metrics.MetricsEndpoint(
+                    registry, config.metrics_listen, config.tls, config.insecure
+                )
 
     @property
     def address(self) -> str:
@@ -105,7 +122,8 @@ class BackupServer:
         )
         server = grpc.aio.server(
             options=serving.server_options(self.config.handshake_timeout),
-            interceptors=[authorizer],
+            # The call counters come first, so that refused calls are counted too.
+            interceptors=[*self._grpc_metrics, authorizer],
         )
         # Bound before the database is opened: a server that cannot listen leaves no
         # database file behind (`backup-server` run with no arguments, say).
@@ -127,6 +145,8 @@ class BackupServer:
                 self.config.agent_lost_after,
                 self.config.reconcile_for,
             )
+            if self.monitoring is not None:
+                self.monitoring.follow_outcomes(self.followed)
         self.control = Control(
             storage,
             self.transport,
@@ -134,6 +154,7 @@ class BackupServer:
             self.config.max_in_flight,
             running,
             self.followed,
+            observer=self.monitoring,
         )
         queries = SessionQueries(storage, self.control.running)
         if self.followed is not None:
@@ -159,6 +180,11 @@ class BackupServer:
             server,
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
+        if self.metrics is not None:
+            self.metrics.start()
+        if self.monitoring is not None and self.monitoring.notifier is not None:
+            self.monitoring.notifier.start()
+            log.info("notifications to %s", ", ".join(self.monitoring.notifier.targets))
         await server.start()
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])
@@ -214,4 +240,8 @@ class BackupServer:
         await stopping
         await self.transport.close()
         await storage.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.monitoring is not None and self.monitoring.notifier is not None:
+            await asyncio.to_thread(self.monitoring.notifier.stop, self.config.shutdown_grace)
         log.info("backup server stopped")

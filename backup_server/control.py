@@ -17,6 +17,7 @@ from backup.v1 import resources_pb2 as pb
 from .commands import COMMAND_OF_ACTION
 from .fanout import AgentTransport, FanOut
 from .followed import FollowedSessions
+from .monitoring import NoObserver, SessionObserver
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
@@ -36,6 +37,7 @@ class Control:
         max_in_flight: int = defaults.MAX_IN_FLIGHT,
         running: RunningSessions | None = None,
         followed: FollowedSessions | None = None,
+        observer: SessionObserver | None = None,
     ) -> None:
         """With `followed`, each delivered session is handed over to have its jobs
         followed to their outcome; without, a session ends with its delivery."""
@@ -45,6 +47,7 @@ class Control:
         self._deadline = deadline
         self._max_in_flight = max_in_flight
         self.running = running or RunningSessions()
+        self._observer = observer or NoObserver()
 
     async def start_policy(
         self,
@@ -179,6 +182,7 @@ class Control:
                 else:
                     self.running.keep(asyncio.create_task(self._store_later(writer)))
             live.publish()
+            self._observer.session_delivered(live.session)
             self._log_end(live)
         # A copy: following goes on changing the live record after the reply is sent.
         return live.snapshot()

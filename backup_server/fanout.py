@@ -157,7 +157,13 @@ class FanOut:
                     computer.address,
                     error.code,
                     self.live.session.id,
-                    extra={"session_id": self.live.session.id},
+                    extra={
+                        "session_id": self.live.session.id,
+                        "policy_id": self.live.session.policy_id,
+                        "computer": computer.name,
+                        "address": computer.address,
+                        "code": error.code,
+                    },
                 )
             else:
                 self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)

@@ -2,6 +2,8 @@
 
 Either way a line that concerns a session carries its id: log calls pass
 `extra={"session_id": ...}`, and `SessionIdFilter` gives the other records an empty one.
+Lines about one computer's command or job (a job that failed, a computer that did not
+receive a command) also pass the `FIELDS` they know, which the JSON form carries as keys.
 """
 
 import argparse
@@ -10,6 +12,8 @@ import logging
 import time
 
 LOG_FORMATS = ("text", "json")
+# Record attributes (from `extra=`) that the JSON form carries as fields when set.
+FIELDS = ("policy_id", "computer", "address", "job_id", "code")
 
 
 class TextFormatter(logging.Formatter):
@@ -40,6 +44,10 @@ class JsonFormatter(logging.Formatter):
         session_id = getattr(record, "session_id", "")
         if session_id:
             entry["session_id"] = session_id
+        for field in FIELDS:
+            value = getattr(record, field, "")
+            if value:
+                entry[field] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
