@@ -2,9 +2,10 @@
 
 `Control` is handed a `SessionObserver` at construction and calls it once per session,
 when the session's delivery has finished; where jobs are followed, `follow_outcomes`
-hooks the outcome's becoming final (and later corrections) for the rest. Metric label values are the lower-case enum
-suffixes (API.md); only `backup_computer_last_success_timestamp_seconds` has a series
-per computer, so a fleet of 10,000 stays within what one Prometheus handles.
+hooks the outcome's becoming final (and later corrections) for the rest. Metric label
+values are the lower-case enum suffixes; only
+`backup_computer_last_success_timestamp_seconds` has a series per computer, so a fleet
+of 10,000 stays within what one Prometheus handles.
 """
 
 import logging
