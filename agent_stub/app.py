@@ -101,7 +101,7 @@ class AgentServer:
             guard=guard.Guard(slots, message_wait=self.config.message_wait),
         )
         server = grpc.aio.server(
-            options=serving.server_options(self.config.handshake_timeout),
+            options=serving.server_options(self.config.handshake_timeout, serving.MAX_CONNECTIONS),
             interceptors=[authorizer],
         )
         api_grpc.add_AgentControlServicer_to_server(

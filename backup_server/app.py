@@ -82,7 +82,7 @@ class BackupServer:
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
         server = grpc.aio.server(
-            options=serving.server_options(self.config.handshake_timeout),
+            options=serving.server_options(self.config.handshake_timeout, serving.MAX_CONNECTIONS),
             interceptors=[authorizer],
         )
         # Bound before the database is opened: a server that cannot listen leaves no
