@@ -120,7 +120,7 @@ class AgentServer:
             guard=guard.Guard(slots, message_wait=self.config.message_wait),
         )
         server = grpc.aio.server(
-            options=serving.server_options(self.config.handshake_timeout),
+            options=serving.server_options(self.config.handshake_timeout, serving.MAX_CONNECTIONS),
             # The call counters come first, so that refused calls are counted too.
             interceptors=[*self._grpc_metrics, authorizer],
         )

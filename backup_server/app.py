@@ -121,7 +121,7 @@ class BackupServer:
             operator_rules(self._tls is not None or self._token is not None), self._token
         )
         server = grpc.aio.server(
-            options=serving.server_options(self.config.handshake_timeout),
+            options=serving.server_options(self.config.handshake_timeout, serving.MAX_CONNECTIONS),
             # The call counters come first, so that refused calls are counted too.
             interceptors=[*self._grpc_metrics, authorizer],
         )

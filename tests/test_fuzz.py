@@ -203,8 +203,10 @@ class Deployment:
             channel.close()
         self.run(self.agent.stop())
         self.run(self.server.stop())
+        self.run(self.loop.shutdown_default_executor())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
 
 
 class NoAgents:

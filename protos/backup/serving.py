@@ -41,21 +41,29 @@ CLIENT_KEEPALIVE = (
 # A connection that has not finished its TLS handshake and HTTP/2 preface by then is
 # closed, in plaintext too (grpc's default is 120 s): silent connections cost nothing long.
 HANDSHAKE_TIMEOUT_SECONDS = 10.0
-# Connections at once; past it grpc refuses new ones until some close. grpc has no cap
-# per peer: the handshake timeout is what keeps one peer's silent connections short-lived.
+# Connections at once on an agent or a server; past it grpc refuses new ones until some
+# close. grpc has no cap per peer: the handshake timeout is what keeps one peer's silent
+# connections short-lived. Left out of SERVER_OPTIONS, which the fleet simulator's
+# thousands of servers in one process use: with it there, tests/test_scale.py's 2,000
+# computers missed their deadline more often on a loaded machine.
 MAX_CONNECTIONS = 4096
 
 
 def server_options(
-    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS, max_connections: int = MAX_CONNECTIONS
+    handshake_timeout: float = HANDSHAKE_TIMEOUT_SECONDS, max_connections: int | None = None
 ) -> tuple[tuple[str, int], ...]:
-    """Every server's grpc options; tests shorten the handshake timeout."""
+    """Every server's grpc options; the real processes add the connection cap."""
+    cap = (
+        ()
+        if max_connections is None
+        else (("grpc.max_allowed_incoming_connections", max_connections),)
+    )
     return (
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
         ("grpc.server_handshake_timeout_ms", int(handshake_timeout * 1000)),
-        ("grpc.max_allowed_incoming_connections", max_connections),
+        *cap,
         *SERVER_KEEPALIVE,
     )
 
