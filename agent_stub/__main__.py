@@ -2,13 +2,15 @@
 
 backup-agent --listen HOST:PORT --name NAME --data-dir DIR
              [--tls-cert FILE --tls-key FILE --tls-ca FILE] [--allow-path PATH ...]
-backup-agent run POLICY_ID --data-dir DIR
+backup-agent run POLICY_ID --data-dir DIR [--wait]
 backup-agent points --data-dir DIR [--policy ID]
 backup-agent restore POINT_ID --to TARGET --data-dir DIR [--path SUBPATH]
 backup-agent verify --data-dir DIR [POINT_ID]
 
 Commands exit 0 when done, 1 with one line on stderr when they cannot be done, and
-verify exits 3 when it finds damage (each damaged thing on its own line).
+verify exits 3 when it finds damage (each damaged thing on its own line). `run --wait`
+follows the job to its end (progress on stderr) and exits 0 only when it succeeded, 3
+when it failed or was stopped: usable from cron.
 """
 
 import argparse
@@ -19,11 +21,12 @@ from pathlib import Path
 from backup import logs, metrics, serving
 from backup.errors import BackupError
 from backup.security import tls
+from backup.v1 import resources_pb2 as pb
 
 from . import offline
 from .app import MAX_CONCURRENT_RPCS, AgentConfig, AgentServer
 from .engine import EngineError
-from .local import LocalCommandError, run_job
+from .local import LocalCommandError, run_job, wait_for_job
 
 COMMANDS = ("run", "points", "restore", "verify")
 
@@ -83,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("policy_id")
     run.add_argument("--data-dir", type=Path, required=True)
+    run.add_argument(
+        "--wait", action="store_true", help="follow the job; exit 0 only when it succeeded"
+    )
     points = commands.add_parser("points", help="list restore points, newest first")
     points.add_argument("--data-dir", type=Path, required=True)
     points.add_argument("--policy", default="", help="only this policy's restore points")
@@ -99,20 +105,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(policy_id: str, data_dir: Path) -> int:
+def _run(policy_id: str, data_dir: Path, wait: bool) -> int:
     reply = run_job(policy_id, data_dir)
     # stdout is only the job id, so scripts can capture it; the note goes to stderr.
-    print(reply.job.id)
+    print(reply.job.id, flush=True)
     if reply.already_running:
         print(f"backup-agent: policy {policy_id} was already running as this job", file=sys.stderr)
-    return 0
+    if not wait:
+        return 0
+    job = wait_for_job(reply.job.id, data_dir)
+    return 0 if job.state == pb.JOB_STATE_SUCCEEDED else 3
 
 
 def command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _run(args.policy_id, args.data_dir)
+            return _run(args.policy_id, args.data_dir, args.wait)
         if args.command == "points":
             return offline.points(args.data_dir, args.policy)
         if args.command == "restore":

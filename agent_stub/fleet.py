@@ -1,17 +1,24 @@
 """A fleet simulator: thousands of agents in one process, each on its own loopback port.
 
     python -m agent_stub.fleet --count N --base-port P [--hung K] [--refused K]
-                               [--job-seconds S] [--write FILE]
+                               [--job-seconds S [--job-seconds-max S]] [--write FILE]
+                               [--fail F] [--hang F] [--restart F] [--partition F]
+                               [--restart-seconds S] [--seed N]
                                [--tls-cert FILE --tls-key FILE --tls-ca FILE]
 
 Every simulated agent serves the real `AgentControl` servicer (the same validation and
 status codes as a real agent, behind the same authorizing interceptor) over jobs kept in
-memory: StartJob starts one job per
-policy (`already_running` while it runs), StopJob stops it (`was_running`), ListJobs
-lists newest first, GetJob finds one. Nothing touches the disk: a job simply runs for
-`--job-seconds` and then succeeds, without a restore point since none was written, so
-ListRestorePoints answers with none. Per-call log lines are off: thousands of agents
-in one process would each log every stop.
+memory (agent_stub.simulated): StartJob starts one job per policy (`already_running`
+while it runs; a repeat of the same session returns its job), StopJob stops it
+(`was_running`), ListJobs lists newest first (by policy and session), GetJob finds one,
+WatchJob follows one. Nothing touches the disk: a job runs between `--job-seconds` and
+`--job-seconds-max` and then ends as its agent's outcome says: the shares `--fail`,
+`--hang`, `--restart` and `--partition` of the agents (exactly that many, shuffled by
+`--seed`) fail, hang until stopped, restart half-way through a job (down for
+`--restart-seconds`, then back on the same port with the job FAILED), or stop answering
+for `--restart-seconds` while the job goes on; the others succeed, without a restore point
+since none was written, so ListRestorePoints answers with none. Per-call log lines are
+off: thousands of agents in one process would each log every stop.
 
 Agents listen on P, P+1, ... P+N-1, the hung addresses on the next K ports and the
 refused ones on the K after (`--base-port 0` lets the system choose every port). A hung
@@ -25,7 +32,8 @@ certificate serves every port, since a certificate names a host (its SAN: 127.0.
 never a port.
 
 When every port is ready, one JSON line goes to stdout (and to `--write FILE`):
-`{"agents": [{"name": ..., "address": ...}, ...], "hung": [...], "refused": [...]}`.
+`{"agents": [{"name": ..., "address": ...}, ...], "hung": [...], "refused": [...],
+"outcomes": {address: outcome}}` (outcomes lists the agents that do not succeed).
 Agent names are `sim-<port>`, unique on the host, so the lists of several fleet
 processes (each with its own --base-port) can simply be concatenated: that is how to
 simulate more computers than one process's open-file limit allows. Each agent holds
@@ -39,8 +47,10 @@ cancels calls past a few thousand. Per-agent servers cost about 13 KB and 0.1 ms
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
+import random
 import socket
 import sys
 import time
@@ -52,8 +62,6 @@ from typing import TypedDict
 import grpc
 
 from backup import limits, serving
-from backup.errors import NotFound
-from backup.ids import new_job_id
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
@@ -62,11 +70,11 @@ from backup.v1 import resources_pb2 as pb
 
 from .app import control_rules
 from .service import AgentControl
+from .simulated import OUTCOMES, SimulatedJobs, assign_outcomes
 
 log = logging.getLogger("agent_stub.fleet")
 
 HOST = "127.0.0.1"
-JOBS_KEPT = 20
 # Its listening socket, plus one connection from the server and one from a bench client.
 DESCRIPTORS_PER_AGENT = 3
 HUNG_BACKLOG = 128
@@ -79,73 +87,6 @@ class NoRestorePoints:
         return []
 
 
-class SimulatedJobs:
-    """One simulated agent's jobs, in memory: one per policy at a time, each `job_seconds` long."""
-
-    def __init__(self, job_seconds: float) -> None:
-        self._job_ns = int(job_seconds * 1e9)
-        self._running: dict[str, pb.Job] = {}
-        self._finished: dict[str, pb.Job] = {}
-
-    def _settle(self) -> None:
-        """Jobs whose time is up have succeeded (checked on each call: no timer per job)."""
-        if not self._running:
-            return
-        now = time.time_ns()
-        for policy_id, job in list(self._running.items()):
-            end = job.start_time.ToNanoseconds() + self._job_ns
-            if end <= now:
-                job.state = pb.JOB_STATE_SUCCEEDED
-                job.end_time.FromNanoseconds(end)
-                self._finish(policy_id, job)
-
-    def _finish(self, policy_id: str, job: pb.Job) -> None:
-        del self._running[policy_id]
-        self._finished[job.id] = job
-        if len(self._finished) > JOBS_KEPT:
-            del self._finished[next(iter(self._finished))]
-
-    def start(self, policy: pb.BackupPolicy, session_id: str) -> tuple[pb.Job, bool]:
-        self._settle()
-        running = self._running.get(policy.id)
-        if running is not None:
-            return running, True
-        job = pb.Job(
-            id=new_job_id(), policy_id=policy.id, session_id=session_id, state=pb.JOB_STATE_RUNNING
-        )
-        job.start_time.FromNanoseconds(time.time_ns())
-        self._running[policy.id] = job
-        return job, False
-
-    def stop(self, policy_id: str) -> tuple[pb.Job, bool]:
-        self._settle()
-        job = self._running.get(policy_id)
-        if job is None:
-            return pb.Job(), False
-        job.state = pb.JOB_STATE_STOPPED
-        job.error = "stopped on request"
-        job.end_time.FromNanoseconds(time.time_ns())
-        self._finish(policy_id, job)
-        return job, True
-
-    def get(self, job_id: str) -> pb.Job:
-        self._settle()
-        for running in self._running.values():
-            if running.id == job_id:
-                return running
-        finished = self._finished.get(job_id)
-        if finished is None:
-            raise NotFound(f"job {job_id!r} not found")
-        return finished
-
-    def list(self, policy_id: str) -> list[pb.Job]:
-        self._settle()
-        jobs = [*self._running.values(), *self._finished.values()]
-        if policy_id:
-            jobs = [job for job in jobs if job.policy_id == policy_id]
-        return sorted(jobs, key=lambda job: (job.start_time.ToNanoseconds(), job.id), reverse=True)
-
-
 @dataclass
 class FleetConfig:
     count: int
@@ -154,6 +95,26 @@ class FleetConfig:
     refused: int = 0
     job_seconds: float = 60.0
     tls: TlsFiles | None = None
+    job_seconds_max: float = 0.0  # 0: every job runs job_seconds
+    fail: float = 0.0
+    hang: float = 0.0
+    restart: float = 0.0
+    partition: float = 0.0
+    restart_seconds: float = 2.0
+    seed: int = 0
+
+    @property
+    def durations(self) -> tuple[float, float]:
+        return self.job_seconds, max(self.job_seconds, self.job_seconds_max)
+
+    def outcomes(self) -> list[str]:
+        mix = {
+            "fail": self.fail,
+            "hang": self.hang,
+            "restart": self.restart,
+            "partition": self.partition,
+        }
+        return assign_outcomes(self.count, mix, self.seed)
 
 
 class FleetAddresses(TypedDict):
@@ -162,6 +123,7 @@ class FleetAddresses(TypedDict):
     agents: list[dict[str, str]]
     hung: list[str]
     refused: list[str]
+    outcomes: dict[str, str]
 
 
 class FleetError(Exception):
@@ -183,7 +145,8 @@ class Fleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         self.jobs: dict[str, SimulatedJobs] = {}
-        self._servers: list[grpc.aio.Server] = []
+        self._servers: dict[str, grpc.aio.Server] = {}
+        self._restarts: set[asyncio.Task[None]] = set()
         self._agents: list[dict[str, str]] = []
         self._sockets: list[socket.socket] = []
         self._hung: list[str] = []
@@ -212,9 +175,10 @@ class Fleet:
                 f"may open {allowed} (ulimit -n): run several fleet processes, each with "
                 "fewer agents and its own --base-port"
             )
+        rng = random.Random(config.seed)
         try:
-            for index in range(config.count):
-                await self._start_agent(self._port(index))
+            for index, outcome in enumerate(config.outcomes()):
+                await self._start_agent(self._port(index), outcome, rng)
             for index in range(config.count, config.count + config.hung):
                 self._hung.append(self._bind(self._port(index), listen=True))
             first_refused = config.count + config.hung
@@ -224,9 +188,18 @@ class Fleet:
             await self.stop()
             raise
 
-    async def _start_agent(self, port: int) -> None:
+    async def _start_agent(self, port: int, outcome: str, rng: random.Random) -> None:
+        jobs = SimulatedJobs(self.config.durations, outcome, rng)
+        server, bound = await self._serve(port, jobs)
+        address = f"{HOST}:{bound}"
+        jobs.restart = functools.partial(self._restart_later, address, True)
+        jobs.partition = functools.partial(self._restart_later, address, False)
+        self._servers[address] = server
+        self.jobs[address] = jobs
+        self._agents.append({"name": f"sim-{bound}", "address": address})
+
+    async def _serve(self, port: int, jobs: SimulatedJobs) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[self._authorizer])
-        jobs = SimulatedJobs(self.config.job_seconds)
         api_grpc.add_AgentControlServicer_to_server(AgentControl(jobs, NoRestorePoints()), server)
         address = f"{HOST}:{port}"
         try:
@@ -239,10 +212,36 @@ class Fleet:
         if bound == 0:
             raise FleetError(f"cannot listen on {HOST}:{port}: address in use or not available")
         await server.start()
-        self._servers.append(server)
-        address = f"{HOST}:{bound}"
-        self.jobs[address] = jobs
-        self._agents.append({"name": f"sim-{bound}", "address": address})
+        return server, bound
+
+    def _restart_later(self, address: str, crash: bool) -> None:
+        task = asyncio.ensure_future(self._restart_agent(address, crash))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart_agent(self, address: str, crash: bool) -> None:
+        """Down for restart_seconds (streams broken, calls refused), then back: after a
+        crash its running jobs are FAILED, after a partition they went on meanwhile."""
+        server = self._servers.pop(address, None)
+        if server is None:
+            return
+        await server.stop(None)
+        if crash:
+            self.jobs[address].crash()
+        port = int(address.rpartition(":")[2])
+        # Held bound (refusing) while down, so that no other process on the machine takes
+        # the port and answers in the agent's place.
+        placeholder = socket.socket()
+        placeholder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            placeholder.bind((HOST, port))
+            await asyncio.sleep(self.config.restart_seconds)
+        finally:
+            placeholder.close()
+        try:
+            self._servers[address], _ = await self._serve(port, self.jobs[address])
+        except FleetError as error:
+            log.error("agent %s did not come back: %s", address, error)
 
     def _bind(self, port: int, listen: bool) -> str:
         sock = socket.socket()
@@ -257,10 +256,23 @@ class Fleet:
         return f"{HOST}:{sock.getsockname()[1]}"
 
     def addresses(self) -> FleetAddresses:
-        return {"agents": self._agents, "hung": self._hung, "refused": self._refused}
+        outcomes = {
+            address: jobs.outcome
+            for address, jobs in self.jobs.items()
+            if jobs.outcome != "succeed"
+        }
+        return {
+            "agents": self._agents,
+            "hung": self._hung,
+            "refused": self._refused,
+            "outcomes": outcomes,
+        }
 
     async def stop(self) -> None:
-        await asyncio.gather(*(server.stop(None) for server in self._servers))
+        for task in list(self._restarts):
+            task.cancel()
+        await asyncio.gather(*self._restarts, return_exceptions=True)
+        await asyncio.gather(*(server.stop(None) for server in self._servers.values()))
         self._servers.clear()
         for sock in self._sockets:
             sock.close()
@@ -281,6 +293,24 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
     parser.add_argument(
         "--job-seconds", type=float, default=60.0, help="how long a job runs (default 60)"
     )
+    parser.add_argument(
+        "--job-seconds-max",
+        type=float,
+        default=0.0,
+        help="jobs run between --job-seconds and this long (default: exactly --job-seconds)",
+    )
+    for outcome in OUTCOMES[1:]:
+        parser.add_argument(
+            f"--{outcome}",
+            type=float,
+            default=0.0,
+            metavar="SHARE",
+            help=f"share of the agents (0 to 1) whose jobs {outcome} (see above; default 0)",
+        )
+    parser.add_argument(
+        "--restart-seconds", type=float, default=2.0, help="how long a restart is down"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seeds outcomes and durations")
     parser.add_argument("--write", type=Path, help="also write the addresses JSON to this file")
     group = parser.add_argument_group("mutual TLS (as a real agent's --tls-*)")
     group.add_argument("--tls-cert", type=Path, metavar="FILE", help="the agents' certificate")
@@ -294,6 +324,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         parser.error(f"ports {args.base_port}..{last} do not fit in 1..65535")
     if args.job_seconds <= 0:
         parser.error("--job-seconds must be positive")
+    shares = (args.fail, args.hang, args.restart, args.partition)
+    if any(not 0 <= share <= 1 for share in shares) or sum(shares) > 1:
+        parser.error(
+            "--fail, --hang, --restart and --partition are shares from 0 to 1, together at most 1"
+        )
+    if args.restart_seconds < 0:
+        parser.error("--restart-seconds must not be negative")
     config = FleetConfig(
         args.count,
         args.base_port,
@@ -301,6 +338,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         args.refused,
         args.job_seconds,
         tls.files_from(args, parser),
+        job_seconds_max=args.job_seconds_max,
+        fail=args.fail,
+        hang=args.hang,
+        restart=args.restart,
+        partition=args.partition,
+        restart_seconds=args.restart_seconds,
+        seed=args.seed,
     )
     return config, args.write
 

@@ -1,9 +1,14 @@
-"""Backup jobs on the agent: one per policy at a time, run in the background, stoppable."""
+"""Backup jobs on the agent: one per policy at a time, run in the background, stoppable.
+
+A StartJob repeated by the same session returns the job its first call started and
+starts nothing, for as long as that job is in the history (the last MAX_JOBS_KEPT jobs).
+"""
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -12,7 +17,10 @@ from backup.ids import new_job_id
 from backup.v1 import resources_pb2 as pb
 
 from . import engine
+from .engine import RepositoryError
+from .points import BackupChain
 from .store import AgentStore
+from .watching import PROGRESS_EVERY, snapshots
 
 log = logging.getLogger("agent_stub.jobs")
 
@@ -26,6 +34,8 @@ class RunningJob:
         self._job = job
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Set on the event loop once the job has ended, for its watchers.
+        self.ended = asyncio.Event()
 
     @property
     def id(self) -> str:
@@ -88,26 +98,73 @@ class JobRunner:
         self._on_end = on_end
         self._running: dict[str, RunningJob] = {}
         self._finished: dict[str, pb.Job] = {}
+        # (session id, policy id) -> the job that session started, for idempotent starts.
+        self._started_by: dict[tuple[str, str], str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="job")
 
     def recover(self) -> None:
-        """Loads the history; a job that was running when the agent died is FAILED now."""
-        for job in _newest_first(self._store.jobs())[:MAX_JOBS_KEPT]:
+        """Loads the history; a job that was running when the agent died is FAILED now,
+        unless the repository holds its restore point: then it SUCCEEDED."""
+        for job in newest_first(self._store.jobs())[:MAX_JOBS_KEPT]:
             if job.state == pb.JOB_STATE_RUNNING:
-                job.state = pb.JOB_STATE_FAILED
-                job.error = "the agent stopped while this job was running"
-                job.end_time.GetCurrentTime()
-                self._store.save_job(job)
-                log.warning(
-                    "job %s of policy %s was interrupted: marked FAILED", job.id, job.policy_id
-                )
-            self._finished[job.id] = job
+                self._settle_interrupted(job)
+            self._remember(job)
         for policy in self._store.policies():
             engine.remove_stale_staging(Path(policy.repository))
 
+    def _settle_interrupted(self, job: pb.Job) -> None:
+        """The repository is the truth: a committed point means the job succeeded, even if
+        its record could not be written (a full data dir) before the agent stopped."""
+        point = self._committed_point(job)
+        if point is not None:
+            job.state = pb.JOB_STATE_SUCCEEDED
+            job.restore_point_id = point.id
+            job.files_done = point.file_count
+            job.bytes_done = job.bytes_total = point.total_bytes
+            job.end_time.FromNanoseconds(point.create_ns)
+            log.info(
+                "job %s of policy %s committed restore point %s before the agent stopped: "
+                "marked SUCCEEDED",
+                job.id,
+                job.policy_id,
+                point.id,
+                extra={"session_id": job.session_id},
+            )
+        else:
+            job.state = pb.JOB_STATE_FAILED
+            job.error = "the agent stopped while this job was running"
+            job.end_time.GetCurrentTime()
+            log.warning(
+                "job %s of policy %s was interrupted: marked FAILED",
+                job.id,
+                job.policy_id,
+                extra={"session_id": job.session_id},
+            )
+        try:
+            self._store.save_job(job)
+        except OSError as error:
+            # Known in memory all the same; the next start settles it again, the same way.
+            log.error("job %s: its record could not be saved: %s", job.id, error.strerror)
+
+    def _committed_point(self, job: pb.Job) -> engine.PointSummary | None:
+        try:
+            summaries = BackupChain(self._store.data_dir).summaries(job.policy_id)
+        except (NotFound, RepositoryError, OSError):
+            return None
+        return next((point for _, point in summaries if point.job_id == job.id), None)
+
     def start(self, policy: pb.BackupPolicy, session_id: str) -> tuple[pb.Job, bool]:
-        """Applies the policy and starts its job, unless one runs: then (that job, True)."""
+        """Applies the policy and starts its job, unless one runs: then (that job, True).
+
+        A repeat from the same session returns the job it started, whatever its state
+        (`already_running` only while it runs), and starts nothing.
+        """
+        if session_id:
+            repeated = self._started_by.get((session_id, policy.id))
+            if repeated is not None:
+                job = self.get(repeated)
+                return job, job.state == pb.JOB_STATE_RUNNING
         self._store.save_policy(policy)
         running = self._running.get(policy.id)
         if running is not None:
@@ -119,6 +176,8 @@ class JobRunner:
         self._store.save_job(job)
         running = RunningJob(job)
         self._running[policy.id] = running
+        if session_id:
+            self._started_by[(session_id, policy.id)] = job.id
         task = asyncio.create_task(self._run(running, policy))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -149,13 +208,14 @@ class JobRunner:
         # The policy is free again whatever happens to the record: a disk too full to
         # write it must not leave the policy "already running" until a restart.
         del self._running[policy.id]
+        self._keep(job)
+        running.ended.set()
         try:
             self._store.save_job(job)
         except OSError as error:
             log.error(
                 "job %s of policy %s: its record could not be saved: %s", job.id, policy.id, error
             )
-        self._keep(job)
         if self._on_end is not None:
             self._on_end(job)
         log.log(
@@ -173,12 +233,22 @@ class JobRunner:
             },
         )
 
-    def _keep(self, job: pb.Job) -> None:
+    def _remember(self, job: pb.Job) -> None:
         self._finished[job.id] = job
+        if job.session_id:
+            self._started_by[(job.session_id, job.policy_id)] = job.id
+
+    def _keep(self, job: pb.Job) -> None:
+        self._remember(job)
         if len(self._finished) > MAX_JOBS_KEPT:
-            oldest = _newest_first(self._finished.values())[-1]
+            oldest = newest_first(self._finished.values())[-1]
             del self._finished[oldest.id]
-            self._store.delete_job(oldest.id)
+            if self._started_by.get((oldest.session_id, oldest.policy_id)) == oldest.id:
+                del self._started_by[(oldest.session_id, oldest.policy_id)]
+            try:
+                self._store.delete_job(oldest.id)
+            except OSError as error:
+                log.error("job %s: its record could not be removed: %s", oldest.id, error)
 
     def stop(self, policy_id: str) -> tuple[pb.Job, bool]:
         """Asks the policy's running job to stop; answers at once."""
@@ -188,21 +258,31 @@ class JobRunner:
         running.stop()
         return running.snapshot(), True
 
+    def _running_job(self, job_id: str) -> RunningJob | None:
+        return next((running for running in self._running.values() if running.id == job_id), None)
+
     def get(self, job_id: str) -> pb.Job:
-        for running in self._running.values():
-            if running.id == job_id:
-                return running.snapshot()
+        running = self._running_job(job_id)
+        if running is not None:
+            return running.snapshot()
         job = self._finished.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id!r} not found")
         return job
 
-    def list(self, policy_id: str) -> list[pb.Job]:
+    async def wait_end(self, job_id: str, at_most: float) -> None:
+        running = self._running_job(job_id)
+        if running is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(running.ended.wait(), at_most)
+
+    def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
+        return snapshots(self, job_id, PROGRESS_EVERY)
+
+    def list(self, policy_id: str, session_id: str = "") -> list[pb.Job]:
         jobs = [running.snapshot() for running in self._running.values()]
         jobs.extend(self._finished.values())
-        if policy_id:
-            jobs = [job for job in jobs if job.policy_id == policy_id]
-        return _newest_first(jobs)
+        return newest_first(matching(jobs, policy_id, session_id))
 
     async def shutdown(self) -> None:
         """Stops every running job and waits for them to end."""
@@ -213,5 +293,15 @@ class JobRunner:
         self._threads.shutdown()
 
 
-def _newest_first(jobs: Iterable[pb.Job]) -> list[pb.Job]:
+def matching(jobs: Iterable[pb.Job], policy_id: str, session_id: str) -> list[pb.Job]:
+    """The jobs of that policy and that session; an empty filter matches any."""
+    return [
+        job
+        for job in jobs
+        if (not policy_id or job.policy_id == policy_id)
+        and (not session_id or job.session_id == session_id)
+    ]
+
+
+def newest_first(jobs: Iterable[pb.Job]) -> list[pb.Job]:
     return sorted(jobs, key=lambda job: (job.start_time.ToNanoseconds(), job.id), reverse=True)

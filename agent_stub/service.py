@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import grpc
@@ -28,7 +29,11 @@ class Jobs(Protocol):
 
     def get(self, job_id: str) -> pb.Job: ...
 
-    def list(self, policy_id: str) -> list[pb.Job]: ...
+    def list(self, policy_id: str, session_id: str = "") -> list[pb.Job]: ...
+
+    def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
+        """The job's snapshots until its end (agent_stub.watching); NotFound if unknown."""
+        ...
 
 
 class RestorePoints(Protocol):
@@ -89,7 +94,16 @@ class AgentControl(api_grpc.AgentControlServicer):
         self, request: api.ListJobsRequest, context: Context
     ) -> api.ListJobsResponse:
         validation.optional_id("policy_id", request.policy_id)
-        return api.ListJobsResponse(jobs=self._jobs.list(request.policy_id))
+        validation.optional_id("session_id", request.session_id)
+        return api.ListJobsResponse(jobs=self._jobs.list(request.policy_id, request.session_id))
+
+    @status.streaming
+    async def WatchJob(
+        self, request: api.WatchJobRequest, context: Context
+    ) -> AsyncIterator[pb.Job]:
+        validation.require_id("job_id", request.job_id)
+        async for job in self._jobs.watch(request.job_id):
+            yield job
 
     @status.unary
     async def ListRestorePoints(

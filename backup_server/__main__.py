@@ -9,6 +9,7 @@ from backup import logs, metrics, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
+from .following import AGENT_LOST_AFTER, check_lost_after
 from .notify import NOTIFY_ON
 
 
@@ -61,7 +62,19 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         default="warning",
         help="which outcomes are sent: failure, warning (and failure; the default) or always",
     )
+    parser.add_argument(
+        "--agent-lost-after",
+        type=float,
+        default=AGENT_LOST_AFTER,
+        metavar="SECONDS",
+        help="a followed job whose agent is silent this long counts as unknown "
+        f"(1 s to 7 days, default {AGENT_LOST_AFTER:.0f})",
+    )
     args = parser.parse_args(argv)
+    try:
+        check_lost_after(args.agent_lost_after)
+    except ValueError as error:
+        parser.error(str(error))
     if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
         parser.error("--agent-deadline must be a positive number of seconds")
     if args.max_in_flight < 1:
@@ -79,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         metrics_listen=args.metrics_listen,
         notify=tuple(args.notify),
         notify_on=args.notify_on,
+        agent_lost_after=args.agent_lost_after,
     )
 
 

@@ -17,12 +17,17 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 
 from . import recovery
 from .control import Control
+from .deletion import PolicyDeletion
 from .fanout import AgentTransport
+from .followed import FollowedSessions
+from .following import AGENT_LOST_AFTER, RECONCILE_FOR, AgentStreams
 from .monitoring import ServerMonitoring
 from .notify import Notifier
 from .policies import Policies
 from .queries import SessionQueries
+from .running import RunningSessions
 from .service import PolicyService
+from .statuses import ComputerStatuses
 from .storage.interface import Storage
 from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
@@ -43,6 +48,9 @@ class ServerConfig:
     tls: TlsFiles | None = None
     api_token_file: Path | None = None
     insecure: bool = False
+    agent_lost_after: float = AGENT_LOST_AFTER
+    # How long a computer whose command timed out holds the outcome while it is asked.
+    reconcile_for: float = RECONCILE_FOR
     metrics_listen: str | None = None
     notify: tuple[str, ...] = ()
     notify_on: str = "warning"
@@ -72,6 +80,7 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self.storage: Storage | None = None
         self.control: Control | None = None
+        self.followed: FollowedSessions | None = None
         self.monitoring: ServerMonitoring | None = None
         self.metrics: metrics.MetricsEndpoint | None = None
         self._grpc_metrics: list[metrics.GrpcMetrics] = []
@@ -106,19 +115,45 @@ class BackupServer:
         self.port = serving.bind(server, self.config.listen, self._server_credentials())
         try:
             storage = self.storage = await SqliteStorage.open(self.config.db)
-            await recovery.recover(storage)
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
+        running = RunningSessions()
+        # Following needs server streams: a transport without them (a test's) ends each
+        # session with its delivery, as before outcomes existed.
+        if isinstance(self.transport, AgentStreams):
+            self.followed = FollowedSessions(
+                storage,
+                self.transport,
+                running,
+                self.config.agent_deadline,
+                self.config.agent_lost_after,
+                self.config.reconcile_for,
+            )
+            if self.monitoring is not None:
+                self.monitoring.follow(self.followed)
         self.control = Control(
             storage,
             self.transport,
             self.config.agent_deadline,
             self.config.max_in_flight,
-            observer=self.monitoring,
+            running,
+            self.followed,
+            self.monitoring,
         )
         queries = SessionQueries(storage, self.control.running)
+        await recovery.recover(storage)
+        if self.followed is not None:
+            await self.followed.resume()
+        policies = Policies(storage)
         api_grpc.add_PolicyServiceServicer_to_server(
-            PolicyService(Policies(storage), self.control, queries), server
+            PolicyService(
+                policies,
+                self.control,
+                queries,
+                ComputerStatuses(storage),
+                PolicyDeletion(policies, self.control, self.followed),
+            ),
+            server,
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         if self.metrics is not None:
@@ -172,6 +207,8 @@ class BackupServer:
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
         await recovery.shutdown(self.control.running, self.config.shutdown_grace)
+        if self.followed is not None:
+            await self.followed.close()
         await stopping
         await self.transport.close()
         await storage.close()

@@ -15,8 +15,8 @@ from google.protobuf.message import DecodeError
 from backup.v1 import agent_control_pb2 as agent_pb
 from backup.v1 import resources_pb2 as pb
 
-# Reads an agent's reply into (job id, note for the detail).
-ReplyReader = Callable[[bytes], tuple[str, str]]
+# Reads an agent's reply into (the job it answered with, note for the detail).
+ReplyReader = Callable[[bytes], tuple[pb.Job, str]]
 UNREADABLE = "the agent's reply could not be read"
 
 
@@ -47,24 +47,27 @@ def agent_policy(policy: pb.BackupPolicy) -> pb.BackupPolicy:
     return view
 
 
-def read_start_reply(reply: bytes) -> tuple[str, str]:
+def read_start_reply(reply: bytes) -> tuple[pb.Job, str]:
     try:
         answer = agent_pb.StartJobResponse.FromString(reply)
     except DecodeError:
-        return "", UNREADABLE
+        return pb.Job(), UNREADABLE
     if answer.already_running:
-        return answer.job.id, f"already running as job {answer.job.id}"
-    return answer.job.id, f"job {answer.job.id} started"
+        return answer.job, f"already running as job {answer.job.id}"
+    if answer.job.state not in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_UNSPECIFIED):
+        # A resent command whose job has ended (StartJob is idempotent per session).
+        return answer.job, f"job {answer.job.id} was started by this session"
+    return answer.job, f"job {answer.job.id} started"
 
 
-def read_stop_reply(reply: bytes) -> tuple[str, str]:
+def read_stop_reply(reply: bytes) -> tuple[pb.Job, str]:
     try:
         answer = agent_pb.StopJobResponse.FromString(reply)
     except DecodeError:
-        return "", UNREADABLE
+        return pb.Job(), UNREADABLE
     if answer.was_running:
-        return answer.job.id, f"job {answer.job.id} stopped"
-    return "", "no job was running"
+        return answer.job, f"job {answer.job.id} stopped"
+    return pb.Job(), "no job was running"
 
 
 def start_command(session_id: str, policy: pb.BackupPolicy) -> Command:

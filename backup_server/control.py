@@ -15,6 +15,7 @@ from backup.v1 import resources_pb2 as pb
 
 from .commands import COMMAND_OF_ACTION
 from .fanout import AgentTransport, FanOut
+from .followed import FollowedSessions
 from .monitoring import NoObserver, SessionObserver
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
@@ -33,9 +34,13 @@ class Control:
         deadline: float,
         max_in_flight: int = 10_000,
         running: RunningSessions | None = None,
+        followed: FollowedSessions | None = None,
         observer: SessionObserver | None = None,
     ) -> None:
+        """With `followed`, each delivered session is handed over to have its jobs
+        followed to their outcome; without, a session ends with its delivery."""
         self._storage = storage
+        self._followed = followed
         self._transport = transport
         self._deadline = deadline
         self._max_in_flight = max_in_flight
@@ -63,6 +68,8 @@ class Control:
             [target.computer.address for target in targets if not target.skipped_because]
         )
         session = new_session(session_id or new_session_id(), policy_id, action, targets)
+        if self._followed is not None:
+            session.outcome = pb.SESSION_STATE_RUNNING
         command = COMMAND_OF_ACTION[action](session.id, policy)
         took = await self._storage.insert_session(session)
         if command.cancels_queued_starts:
@@ -123,14 +130,23 @@ class Control:
             # Whatever the storage says, every watcher hears the end and the session
             # leaves the running set once its end is stored (or the server stops).
             stored = await writer.end()
-            live.publish()
             self._observer.session_delivered(live.session)
-            if stored:
-                del self.running.live[session_id]
+            if stored and self._followed is not None:
+                self._followed.take_over(writer)
             else:
-                self.running.keep(asyncio.create_task(self._store_later(writer)))
+                if live.session.outcome == pb.SESSION_STATE_RUNNING:
+                    # Its record could not be stored: nothing is followed from a record
+                    # that does not exist, and the outcome is what watchers are told.
+                    live.session.outcome = pb.SESSION_STATE_FAILED
+                    live.session.outcome_time.GetCurrentTime()
+                if stored:
+                    del self.running.live[session_id]
+                else:
+                    self.running.keep(asyncio.create_task(self._store_later(writer)))
+            live.publish()
             self._log_end(live)
-        return live.session
+        # A copy: following goes on changing the live record after the reply is sent.
+        return live.snapshot()
 
     async def _store_later(self, writer: SessionWriter) -> None:
         try:

@@ -164,5 +164,5 @@ class FanOut:
                 self.live.record(position, pb.DELIVERY_REJECTED, detail, latency)
             return
         latency = time.perf_counter_ns() - started
-        job_id, note = self.command.read_reply(reply)
-        self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job_id)
+        job, note = self.command.read_reply(reply)
+        self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job=job)

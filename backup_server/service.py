@@ -12,17 +12,28 @@ from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 
 from .control import Control
+from .deletion import PolicyDeletion
 from .policies import Policies
 from .queries import SessionQueries
+from .statuses import ComputerStatuses
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class PolicyService(api_grpc.PolicyServiceServicer):
-    def __init__(self, policies: Policies, control: Control, queries: SessionQueries) -> None:
+    def __init__(
+        self,
+        policies: Policies,
+        control: Control,
+        queries: SessionQueries,
+        statuses: ComputerStatuses,
+        deletion: PolicyDeletion,
+    ) -> None:
         self._policies = policies
         self._control = control
         self._queries = queries
+        self._statuses = statuses
+        self._deletion = deletion
 
     @status.unary
     async def CreateProtectionGroup(
@@ -79,7 +90,7 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def DeletePolicy(
         self, request: api.DeletePolicyRequest, context: Context
     ) -> empty_pb2.Empty:
-        await self._policies.delete_policy(request.policy_id)
+        await self._deletion.delete(request.policy_id, request.force)
         return empty_pb2.Empty()
 
     @status.unary
@@ -115,3 +126,12 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     ) -> AsyncIterator[pb.PolicySession]:
         async for snapshot in self._queries.watch_session(request.session_id):
             yield snapshot
+
+    @status.unary
+    async def ListComputerStatuses(
+        self, request: api.ListComputerStatusesRequest, context: Context
+    ) -> api.ListComputerStatusesResponse:
+        rows, token = await self._statuses.list(
+            request.policy_id, request.page_size, request.page_token
+        )
+        return api.ListComputerStatusesResponse(computer_statuses=rows, next_page_token=token)

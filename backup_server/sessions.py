@@ -44,6 +44,21 @@ class ResultChange:
     detail: str
     latency_ns: int
     job_id: str
+    job: bytes = b""  # the serialized Job as last seen; empty when there is none
+    reconciled: bool = False
+    contact_ns: int = 0
+    job_unknown: bool = False
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    """A followed job's end, for the computer's protection status; an empty job is a
+    start the computer did not receive or refused."""
+
+    policy_id: str
+    computer: pb.Computer
+    job: pb.Job
+    contact_ns: int
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,9 @@ class Progress:
     warnings: tuple[str, ...]
     statistics: pb.SessionStatistics
     results: tuple[ResultChange, ...]
+    outcome: pb.SessionState = pb.SESSION_STATE_UNSPECIFIED
+    outcome_ns: int = 0  # 0 while the outcome is RUNNING
+    job_ends: tuple[JobEnd, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,7 @@ class LiveSession:
     def __init__(self, session: pb.PolicySession) -> None:
         self.session = session
         self.dirty: list[int] = []
+        self.job_ends: list[JobEnd] = []
         self._changed = asyncio.Event()
         # What the storage spent on this session's writes, for the log and the bench.
         self.storage_seconds = 0.0
@@ -150,7 +169,10 @@ class LiveSession:
 
     @property
     def finished(self) -> bool:
-        return self.session.state != pb.SESSION_STATE_RUNNING
+        """Delivered, and the outcome final (or never followed: sessions stored before)."""
+        return self.session.state != pb.SESSION_STATE_RUNNING and (
+            self.session.outcome != pb.SESSION_STATE_RUNNING
+        )
 
     def record(
         self,
@@ -159,8 +181,9 @@ class LiveSession:
         detail: str,
         latency_ns: int = 0,
         job_id: str = "",
+        job: pb.Job | None = None,
     ) -> None:
-        """Sets one computer's outcome; a computer's outcome is recorded once."""
+        """Sets one computer's delivery (and the job it answered with); recorded once."""
         result = self.session.computer_results[position]
         if result.delivery != pb.DELIVERY_PENDING:
             return
@@ -173,14 +196,19 @@ class LiveSession:
         )
         result.delivery = delivery
         result.detail = detail
-        result.job_id = job_id
+        result.job_id = job.id if job is not None else job_id
+        if job is not None and job.id:
+            result.job.CopyFrom(job)
+            result.last_contact_time.GetCurrentTime()
         if latency_ns:
             result.latency.FromNanoseconds(latency_ns)
         self.dirty.append(position)
 
     def take_progress(self) -> Progress:
         """The changes since the last call, for one storage write."""
-        dirty, self.dirty = self.dirty, []
+        # A position changed many times since the last batch is written once.
+        dirty, self.dirty = list(dict.fromkeys(self.dirty)), []
+        job_ends, self.job_ends = self.job_ends, []
         results = self.session.computer_results
         changes = []
         for position in dirty:
@@ -192,6 +220,10 @@ class LiveSession:
                     result.detail,
                     result.latency.ToNanoseconds(),
                     result.job_id,
+                    result.job.SerializeToString() if result.job.id else b"",
+                    result.reconciled,
+                    result.last_contact_time.ToNanoseconds(),
+                    result.job_unknown,
                 )
             )
         statistics = pb.SessionStatistics()
@@ -205,11 +237,19 @@ class LiveSession:
             warnings=tuple(self.session.warnings),
             statistics=statistics,
             results=tuple(changes),
+            outcome=self.session.outcome,
+            outcome_ns=(
+                self.session.outcome_time.ToNanoseconds()
+                if self.session.HasField("outcome_time")
+                else 0
+            ),
+            job_ends=tuple(job_ends),
         )
 
     def give_back(self, progress: Progress) -> None:
         """A batch that could not be stored: its results go into the next one."""
         self.dirty[:0] = [change.position for change in progress.results]
+        self.job_ends[:0] = progress.job_ends
 
     def finish(self) -> None:
         """Marks anything still pending as cancelled and fixes the final state."""

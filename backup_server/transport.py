@@ -3,7 +3,7 @@
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
 import grpc
@@ -143,6 +143,23 @@ class GrpcAgentTransport(AgentTransport):
                 self._forget(address, agent)
             raise AgentCallError(error.code().name, message) from None
         return reply
+
+    async def stream(self, address: str, method: str, request: bytes) -> AsyncIterator[bytes]:
+        """A server-streaming call without a deadline (following a job lasts as long as
+        the job); the channel's keepalive breaks it if the agent vanishes."""
+        agent = self._agent(address)
+        call = agent.channel.unary_stream(
+            SERVICE + method, request_serializer=_identity, response_deserializer=_identity
+        )(request)
+        try:
+            async for reply in call:
+                yield reply
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                self._forget(address, agent)
+            raise AgentCallError(error.code().name, error.details() or "") from None
+        finally:
+            call.cancel()
 
     def _forget(self, address: str, agent: _Agent) -> None:
         """Drops a channel that could not connect, so the next session connects afresh.

@@ -1,7 +1,9 @@
 """Real servers on loopback port 0, real agents, real SQLite files, real unreachable ports."""
 
 import asyncio
+import contextlib
 import os
+import random
 import re
 import signal
 import socket
@@ -18,6 +20,7 @@ from security_support import Pki, make_pki
 
 from agent_stub import engine
 from agent_stub.app import AgentConfig, AgentServer
+from agent_stub.fleet import Fleet, FleetConfig
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2_grpc as api_grpc
@@ -25,6 +28,7 @@ from backup.v1 import resources_pb2 as pb
 from backup_server.app import BackupServer, ServerConfig
 
 DEADLINE = 1.0
+RECONCILE_FOR = 3.0
 
 
 @pytest.fixture
@@ -37,6 +41,21 @@ def closed_address() -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         yield f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def stable_port() -> int:
+    """A free port below the ephemeral range, for a process restarted on the same address:
+    no outgoing connection on the machine can take it between the two runs."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(max(1024, low // 2), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 @pytest.fixture
@@ -77,7 +96,11 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
 
     async def start(**overrides: object) -> BackupServer:
         config = ServerConfig(
-            listen="127.0.0.1:0", db=tmp_path / "server.db", agent_deadline=DEADLINE
+            listen="127.0.0.1:0",
+            db=tmp_path / "server.db",
+            agent_deadline=DEADLINE,
+            # A hung computer holds a session's outcome this long (a minute in production).
+            reconcile_for=RECONCILE_FOR,
         )
         for key, value in overrides.items():
             setattr(config, key, value)
@@ -118,6 +141,20 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[A
     yield start
     for agent in agents:
         await agent.stop()
+
+
+@pytest.fixture
+async def start_fleet() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
+    """Starts in-process fleets on system-chosen ports (stopped at the end)."""
+    async with contextlib.AsyncExitStack() as started:
+
+        async def start(**fields: object) -> Fleet:
+            fleet = Fleet(FleetConfig(**{"count": 2, "job_seconds": 60.0, **fields}))
+            await fleet.start()
+            started.push_async_callback(fleet.stop)
+            return fleet
+
+        yield start
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
-from backup_server.sessions import LiveSession, Target, new_session
+from backup_server.sessions import JobEnd, LiveSession, Target, new_session
 from backup_server.storage import INTERRUPTED, OUTCOME_UNKNOWN, Storage
 
 Reopen = Callable[[], Awaitable[Storage]]
@@ -310,6 +310,90 @@ async def test_what_is_stored_survives_a_reopen(storage: Storage, reopen: Reopen
         {"web": a_group("web")},
     )
     assert await again.get_session("s-1") == session
+
+
+# Outcomes: followed jobs, resumed sessions, computer statuses
+
+
+def a_job(job_id: str, state: pb.JobState, start_s: int = 1_700_000_000) -> pb.Job:
+    job = pb.Job(id=job_id, policy_id="p", session_id="s-1", state=state)
+    job.start_time.FromSeconds(start_s)
+    if state != pb.JOB_STATE_RUNNING:
+        job.end_time.FromSeconds(start_s + 60)
+    if state == pb.JOB_STATE_SUCCEEDED:
+        job.restore_point_id = f"rp-{job_id}"
+    return job
+
+
+async def test_job_records_outcome_and_jobs_statistics_round_trip(storage: Storage) -> None:
+    """A result's job, reconciled, contact time and unknown flag, and the session's outcome and jobs_*, read back as saved."""
+    session = a_session("s-1")
+    session.outcome = pb.SESSION_STATE_RUNNING
+    live = LiveSession(session)
+    await storage.insert_session(live.snapshot())
+    live.record(0, pb.DELIVERY_RECEIVED, "OK", 1_000, job=a_job("j-0", pb.JOB_STATE_RUNNING))
+    live.record(1, pb.DELIVERY_NOT_RECEIVED, "DEADLINE_EXCEEDED: late", 2_000)
+    live.finish()
+    await storage.save_progress(live.take_progress())
+    assert await storage.get_session("s-1") == live.session
+    result = live.session.computer_results[1]
+    result.delivery, result.reconciled = pb.DELIVERY_RECEIVED, True
+    result.job.CopyFrom(a_job("j-1", pb.JOB_STATE_SUCCEEDED))
+    live.session.computer_results[0].job_unknown = True
+    live.session.statistics.jobs_succeeded, live.session.statistics.jobs_unknown = 1, 1
+    live.session.outcome = pb.SESSION_STATE_WARNING
+    live.session.outcome_time.FromNanoseconds(1_800_000_000_000_000_000)
+    live.dirty.extend([0, 1])
+    await storage.save_progress(live.take_progress())
+    assert await storage.get_session("s-1") == live.session
+
+
+async def test_sessions_whose_outcome_runs_are_listed_for_resuming(storage: Storage) -> None:
+    """list_followed_sessions returns, oldest first with results, the sessions whose outcome is RUNNING, interrupted ones too."""
+    for session_id, outcome in (
+        ("s-a", pb.SESSION_STATE_RUNNING),
+        ("s-b", pb.SESSION_STATE_SUCCESS),
+        ("s-c", pb.SESSION_STATE_RUNNING),
+        ("s-old", pb.SESSION_STATE_UNSPECIFIED),
+    ):
+        session = a_session(session_id)
+        session.outcome = outcome
+        await storage.insert_session(session)
+    await storage.fail_interrupted_sessions()
+    followed = await storage.list_followed_sessions()
+    assert [s.id for s in followed] == ["s-a", "s-c"]
+    assert all(len(s.computer_results) == 3 for s in followed)
+
+
+async def test_job_ends_update_computer_statuses(storage: Storage) -> None:
+    """Ends fold into one status per policy and computer: failures in a row, last success, counted once, never older over newer."""
+    live = LiveSession(a_session("s-1"))
+    await storage.insert_session(live.snapshot())
+    computer = live.session.computer_results[0].computer
+    other = live.session.computer_results[1].computer
+
+    async def ends(*items: tuple[pb.Computer, pb.Job]) -> None:
+        live.job_ends.extend(JobEnd("p", c, job, 1_700_000_100_000_000_000) for c, job in items)
+        await storage.save_progress(live.take_progress())
+
+    await ends((computer, a_job("j-1", pb.JOB_STATE_SUCCEEDED, 100)))
+    await ends((computer, a_job("j-2", pb.JOB_STATE_FAILED, 200)), (other, pb.Job()))
+    await ends((computer, a_job("j-2", pb.JOB_STATE_FAILED, 200)))  # seen twice: once
+    await ends((computer, a_job("j-0", pb.JOB_STATE_SUCCEEDED, 50)))  # older: ignored
+    [first, second] = await storage.list_computer_statuses("", ("", ""), 10)
+    assert first.computer == computer and first.policy_id == "p"
+    assert first.last_job.id == "j-2" and first.consecutive_failures == 1
+    assert first.last_restore_point_id == "rp-j-1"
+    assert first.last_success_time.ToSeconds() == 160
+    assert first.last_contact_time.ToNanoseconds() == 1_700_000_100_000_000_000
+    assert second.computer == other and not second.last_job.id
+    assert second.consecutive_failures == 1
+    await ends((computer, a_job("j-3", pb.JOB_STATE_SUCCEEDED, 300)))
+    [again] = await storage.list_computer_statuses("p", ("", ""), 1)
+    assert again.consecutive_failures == 0 and again.last_restore_point_id == "rp-j-3"
+    after = await storage.list_computer_statuses("p", ("p", computer.address), 10)
+    assert [s.computer.address for s in after] == [other.address]
+    assert await storage.list_computer_statuses("q", ("", ""), 10) == []
 
 
 # Errors

@@ -1,19 +1,17 @@
 """The fleet simulator answers like an agent, over real gRPC, in-process and as a command."""
 
 import asyncio
-import contextlib
 import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from security_support import Pki
 
-from agent_stub.fleet import Fleet, FleetConfig
+from agent_stub.fleet import Fleet
 from backup.ctl.credentials import OperatorCredentials
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
@@ -21,20 +19,6 @@ from backup.v1 import resources_pb2 as pb
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_SECONDS = 0.5
-
-
-@pytest.fixture
-async def start_fleet() -> AsyncIterator[Callable[..., Awaitable[Fleet]]]:
-    """Starts in-process fleets on system-chosen ports (stopped at the end)."""
-    async with contextlib.AsyncExitStack() as started:
-
-        async def start(**fields: object) -> Fleet:
-            fleet = Fleet(FleetConfig(**{"count": 2, "job_seconds": 60.0, **fields}))
-            await fleet.start()
-            started.push_async_callback(fleet.stop)
-            return fleet
-
-        yield start
 
 
 def agents_of(fleet: Fleet) -> list[str]:
@@ -71,7 +55,7 @@ async def test_start_stop_list_get_like_an_agent(start_fleet, agent_control) -> 
     )
     idle = await agent.StopJob(agent_api.StopJobRequest(policy_id="nightly"))
     assert not idle.was_running and not idle.job.id
-    restarted = await agent.StartJob(start_request())
+    restarted = await agent.StartJob(start_request(session_id="s-3"))
     assert not restarted.already_running and restarted.job.id != first.job.id
     points = await agent.ListRestorePoints(agent_api.ListRestorePointsRequest())
     assert not points.restore_points  # nothing was written

@@ -171,9 +171,9 @@ def test_database_is_wal_with_busy_timeout_and_migrations_apply_once(tmp_path) -
     assert storage.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert storage.db.execute("pragma busy_timeout").fetchone()[0] >= 1000
     versions = [row[0] for row in storage.db.execute("select version from migrations")]
-    assert versions == [1]
+    assert versions == [1, 2]
     storage.close()
-    assert sqlite3.connect(database).execute("select count(*) from migrations").fetchone()[0] == 1
+    assert sqlite3.connect(database).execute("select count(*) from migrations").fetchone()[0] == 2
 
 
 async def test_results_are_written_in_batches(

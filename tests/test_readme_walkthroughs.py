@@ -51,6 +51,8 @@ SECTIONS = {
             3,
             ("start nightly: WARNING - 3 computers: 2 received, 1 not received",),
         ),
+        Step("backupctl start nightly --wait", 3, ("outcome: WARNING", "succeeded")),
+        Step("backupctl status nightly", 3, ("never ran", "succeeded")),
         Step("backupctl stop nightly -o json", 3, ('"action": "SESSION_ACTION_STOP"',)),
         Step("backupctl sessions nightly", prints=("stop", "start")),
         Step("backupctl jobs 127.0.0.1:50061", prints=("nightly",)),

@@ -6,6 +6,7 @@ import json
 
 import grpc
 import pytest
+from outcome_support import watch_outcome
 
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
@@ -59,9 +60,12 @@ async def test_running_session_is_visible_and_watchable(
         running = await service.GetSession(api.GetSessionRequest(session_id=session_id))
         assert running.state == pb.SESSION_STATE_RUNNING and not running.HasField("end_time")
         assert running.statistics.total == 8 and running.statistics.pending > 0
-        snapshots = [
-            s async for s in service.WatchSession(api.WatchSessionRequest(session_id=session_id))
-        ]
+        # Up to the end of delivery: the stream goes on until the jobs' outcome is final.
+        snapshots = []
+        async for s in service.WatchSession(api.WatchSessionRequest(session_id=session_id)):
+            snapshots.append(s)
+            if s.state != pb.SESSION_STATE_RUNNING:
+                break
         final = await starting
     pending = [s.statistics.pending for s in snapshots]
     assert len(snapshots) >= 3, pending
@@ -81,7 +85,10 @@ async def test_watching_a_finished_session_sends_it_once(
             policy_id="nightly", policy=policy_over([("a1", agent.address)], tmp_path, source_tree)
         )
     )
-    session = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    # Ended: delivered, and its job followed to the final outcome.
+    await watch_outcome(policy_service, started.id)
+    session = await policy_service.GetSession(api.GetSessionRequest(session_id=started.id))
     watched = [
         s async for s in policy_service.WatchSession(api.WatchSessionRequest(session_id=session.id))
     ]

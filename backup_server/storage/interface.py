@@ -119,7 +119,22 @@ class Storage(Protocol):
     async def fail_interrupted_sessions(self) -> list[str]:
         """Marks sessions a stopped server left RUNNING as FAILED with the INTERRUPTED
         warning, ending each at its last stored activity, and their pending computers
-        OUTCOME_UNKNOWN; returns their ids."""
+        OUTCOME_UNKNOWN; returns their ids. Their outcome is left as it is: jobs they
+        started may still run, and are followed again."""
+        ...
+
+    async def list_followed_sessions(self) -> list[pb.PolicySession]:
+        """Every session whose outcome is still RUNNING, with its results, oldest first:
+        what a starting server resumes following."""
+        ...
+
+    # Computer statuses (updated by `Progress.job_ends` inside `save_progress`)
+
+    async def list_computer_statuses(
+        self, policy_id: str, after: tuple[str, str], limit: int
+    ) -> list[pb.ComputerStatus]:
+        """At most `limit` statuses (of `policy_id`, or all when empty) after the
+        (policy id, address) `after`, in that order; ("", "") is the first page."""
         ...
 
 

@@ -64,9 +64,41 @@ def _migration_1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_2_outcomes(db: sqlite_utils.Database) -> None:
+    sessions = db.table("sessions")
+    # Sessions stored before have outcome 0 (unspecified): never resumed, never followed.
+    for column in (
+        "outcome",
+        "outcome_ns",
+        "jobs_running",
+        "jobs_succeeded",
+        "jobs_failed",
+        "jobs_stopped",
+        "jobs_unknown",
+    ):
+        sessions.add_column(column, int, not_null_default=0)
+    sessions.create_index(["outcome"])
+    results = db.table("computer_results")
+    results.add_column("job", bytes)  # the serialized Job as last seen; NULL when none
+    for column in ("reconciled", "contact_ns", "job_unknown"):
+        results.add_column(column, int, not_null_default=0)
+    db.table("computer_statuses").create(
+        {
+            "policy_id": str,
+            "address": str,
+            "name": str,
+            "consecutive_failures": int,
+            "last_success_ns": int,
+            "body": bytes,
+        },
+        pk=("policy_id", "address"),
+    )
+
+
 # Append only: a migration that has shipped is never edited, a new one is added.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial schema", _migration_1_initial),
+    ("job outcomes: session outcome, followed jobs, computer statuses", _migration_2_outcomes),
 ]
 
 

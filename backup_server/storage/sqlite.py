@@ -148,5 +148,13 @@ class SqliteStorage:
     async def fail_interrupted_sessions(self) -> list[str]:
         return await self._run(self.file.fail_interrupted_sessions)
 
+    async def list_followed_sessions(self) -> list[pb.PolicySession]:
+        return await self._run(self.file.list_followed_sessions)
+
+    async def list_computer_statuses(
+        self, policy_id: str, after: tuple[str, str], limit: int
+    ) -> list[pb.ComputerStatus]:
+        return await self._run(self.file.list_computer_statuses, policy_id, after, limit)
+
 
 __all__ = ["SqliteFile", "SqliteStorage", "storage_error"]

@@ -20,10 +20,27 @@ from backup.v1 import resources_pb2 as pb
 from ..sessions import Progress
 from .interface import INTERRUPTED, OUTCOME_UNKNOWN, PolicyChange, PolicyCheck
 from .migrations import migrate
+from .statuses import apply_job_ends, list_statuses
 
 BUSY_TIMEOUT_SECONDS = 10.0
-STAT_FIELDS = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled")
-RESULT_COLUMNS = "name, address, protection_group_id, delivery, detail, latency_ns, job_id"
+STAT_FIELDS = (
+    "total",
+    "pending",
+    "received",
+    "not_received",
+    "skipped",
+    "rejected",
+    "cancelled",
+    "jobs_running",
+    "jobs_succeeded",
+    "jobs_failed",
+    "jobs_stopped",
+    "jobs_unknown",
+)
+RESULT_COLUMNS = (
+    "name, address, protection_group_id, delivery, detail, latency_ns, job_id,"
+    " job, reconciled, contact_ns, job_unknown"
+)
 
 
 def open_database(path: str | Path) -> sqlite_utils.Database:
@@ -176,13 +193,20 @@ class SqliteFile:
 
     @staticmethod
     def _header(
-        state: int, end_ns: int, warnings: Sequence[str], stats: pb.SessionStatistics
+        state: int,
+        end_ns: int,
+        warnings: Sequence[str],
+        stats: pb.SessionStatistics,
+        outcome: int = 0,
+        outcome_ns: int = 0,
     ) -> dict[str, object]:
         header: dict[str, object] = {
             "state": state,
             # A running session's end_ns is its last activity, for recovery.
             "end_ns": end_ns or time.time_ns(),
             "warnings": json.dumps(list(warnings)),
+            "outcome": outcome,
+            "outcome_ns": outcome_ns,
         }
         header.update({name: getattr(stats, name) for name in STAT_FIELDS})
         return header
@@ -199,6 +223,8 @@ class SqliteFile:
                     session.end_time.ToNanoseconds(),
                     session.warnings,
                     session.statistics,
+                    session.outcome,
+                    session.outcome_time.ToNanoseconds(),
                 ),
             }
             try:
@@ -207,7 +233,7 @@ class SqliteFile:
                 raise AlreadyExists(f"session {session.id!r} already exists") from None
             self.db.conn.executemany(
                 f"insert into computer_results (session_seq, position, {RESULT_COLUMNS})"
-                " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         seq,
@@ -219,6 +245,10 @@ class SqliteFile:
                         result.detail,
                         result.latency.ToNanoseconds(),
                         result.job_id,
+                        result.job.SerializeToString() if result.job.id else None,
+                        result.reconciled,
+                        result.last_contact_time.ToNanoseconds(),
+                        result.job_unknown,
                     )
                     for position, result in enumerate(session.computer_results)
                 ),
@@ -234,19 +264,37 @@ class SqliteFile:
         with self.db.atomic():
             seq = self._seq(progress.session_id)
             self.db.conn.executemany(
-                "update computer_results set delivery = ?, detail = ?, latency_ns = ?, job_id = ?"
+                "update computer_results set delivery = ?, detail = ?, latency_ns = ?, job_id = ?,"
+                " job = ?, reconciled = ?, contact_ns = ?, job_unknown = ?"
                 " where session_seq = ? and position = ?",
                 (
-                    (c.delivery, c.detail, c.latency_ns, c.job_id, seq, c.position)
+                    (
+                        c.delivery,
+                        c.detail,
+                        c.latency_ns,
+                        c.job_id,
+                        c.job or None,
+                        c.reconciled,
+                        c.contact_ns,
+                        c.job_unknown,
+                        seq,
+                        c.position,
+                    )
                     for c in progress.results
                 ),
             )
             self.db.table("sessions").update(
                 seq,
                 self._header(
-                    progress.state, progress.end_ns, progress.warnings, progress.statistics
+                    progress.state,
+                    progress.end_ns,
+                    progress.warnings,
+                    progress.statistics,
+                    progress.outcome,
+                    progress.outcome_ns,
                 ),
             )
+            apply_job_ends(self.db, progress.job_ends)
 
     def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
         session = pb.PolicySession(
@@ -255,7 +303,10 @@ class SqliteFile:
             action=int(row["action"]),  # type: ignore[call-overload]
             state=int(row["state"]),  # type: ignore[call-overload]
             warnings=json.loads(str(row["warnings"])),
+            outcome=int(row["outcome"]),  # type: ignore[call-overload]
         )
+        if row["outcome_ns"]:
+            session.outcome_time.FromNanoseconds(int(row["outcome_ns"]))  # type: ignore[call-overload]
         session.start_time.FromNanoseconds(int(row["start_ns"]))  # type: ignore[call-overload]
         if row["end_ns"] and session.state != pb.SESSION_STATE_RUNNING:
             session.end_time.FromNanoseconds(int(row["end_ns"]))  # type: ignore[call-overload]
@@ -267,10 +318,31 @@ class SqliteFile:
                 " where session_seq = ? order by position",
                 [row["seq"]],
             )
-            for name, address, group_id, delivery, detail, latency_ns, job_id in cursor:
+            for (
+                name,
+                address,
+                group_id,
+                delivery,
+                detail,
+                latency_ns,
+                job_id,
+                job,
+                reconciled,
+                contact_ns,
+                job_unknown,
+            ) in cursor:
                 result = session.computer_results.add(
-                    protection_group_id=group_id, delivery=delivery, detail=detail, job_id=job_id
+                    protection_group_id=group_id,
+                    delivery=delivery,
+                    detail=detail,
+                    job_id=job_id,
+                    reconciled=bool(reconciled),
+                    job_unknown=bool(job_unknown),
                 )
+                if job:
+                    result.job.ParseFromString(job)
+                if contact_ns:
+                    result.last_contact_time.FromNanoseconds(contact_ns)
                 result.computer.name = name
                 result.computer.address = address
                 if latency_ns:
@@ -298,6 +370,18 @@ class SqliteFile:
             f"select * from sessions {clause} order by seq desc limit ?", [*params, limit]
         )
         return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in rows]
+
+    def list_followed_sessions(self) -> list[pb.PolicySession]:
+        """Sessions whose outcome is still RUNNING, with their results, oldest first."""
+        rows = self.db.query(
+            "select * from sessions where outcome = ? order by seq", [pb.SESSION_STATE_RUNNING]
+        )
+        return [self._session_from_row(row, with_results=True) for row in rows]
+
+    def list_computer_statuses(
+        self, policy_id: str, after: tuple[str, str], limit: int
+    ) -> list[pb.ComputerStatus]:
+        return list_statuses(self.db, policy_id, after, limit)
 
     def fail_interrupted_sessions(self) -> list[str]:
         with self.db.atomic():

@@ -6,7 +6,7 @@ import os
 # is loaded; backupctl says what failed in its own one line.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from . import actions, catalog, certificates  # noqa: E402, F401 - they register their commands
+from . import actions, catalog, certificates, status  # noqa: E402, F401 - they register commands
 from .root import cli  # noqa: E402
 
 

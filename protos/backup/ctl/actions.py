@@ -7,7 +7,7 @@ from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 from backup.ids import new_session_id
 
-from . import client, follow, render
+from . import client, follow, outcomes, render
 from .root import agent_address, cli, complete_ids, connection_options, examples, settings
 
 EXIT_INTERRUPTED = 130
@@ -63,15 +63,24 @@ POLICY = click.argument("policy_id", metavar="POLICY", shell_complete=complete_i
     )
 )
 @POLICY
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Follow the jobs to their end; exit 0 only when every targeted computer's job "
+    "succeeded, 3 otherwise.",
+)
 @connection_options(default=False)
-def start(policy_id: str) -> None:
+def start(policy_id: str, wait: bool) -> None:
     """Start POLICY now on every computer of it.
 
     Shows the deliveries live, then each computer's result and the statistics. Exit 0
     when every targeted computer received the command, 3 when some did not (not
     received, rejected, cancelled), 1 on error. Computers in pre-installed-agents groups
-    are skipped, with a warning.
+    are skipped, with a warning. With --wait, the jobs are followed to their end (live
+    progress: computers done, bytes) and each computer's job result is shown.
     """
+    if wait:
+        outcomes.start_and_wait(policy_id)
     _run(policy_id, pb.SESSION_ACTION_START)
 
 
@@ -150,7 +159,7 @@ def sessions(policy_id: str, limit: int) -> None:
 )
 @connection_options(default=False)
 def session(session_id: str, watch: bool) -> None:
-    """Show a session: each computer's delivery, statistics, warnings."""
+    """Show a session: each computer's delivery and job result, statistics, warnings."""
     options = settings()
     with client.backup_server(options) as stub:
         if not watch:
@@ -158,6 +167,8 @@ def session(session_id: str, watch: bool) -> None:
                 api.GetSessionRequest(session_id=session_id), timeout=options.timeout
             )
             _show_session(found)
+            if not options.json:
+                outcomes.show_jobs(found)
             return
         with follow.ProgressBar(f"session {session_id}") as bar:
             last = follow.watch(stub, session_id, bar.update)

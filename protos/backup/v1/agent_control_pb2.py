@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from backup.v1 import resources_pb2 as backup_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x61\x63kup/v1/agent_control.proto\x12\tbackup.v1\x1a\x19\x62\x61\x63kup/v1/resources.proto\"N\n\x0fStartJobRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x06policy\x18\x02 \x01(\x0b\x32\x17.backup.v1.BackupPolicy\"H\n\x10StartJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.backup.v1.Job\x12\x17\n\x0f\x61lready_running\x18\x02 \x01(\x08\"7\n\x0eStopJobRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\"C\n\x0fStopJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.backup.v1.Job\x12\x13\n\x0bwas_running\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x0fListJobsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.backup.v1.Job\"-\n\x18ListRestorePointsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"L\n\x19ListRestorePointsResponse\x12/\n\x0erestore_points\x18\x01 \x03(\x0b\x32\x17.backup.v1.RestorePoint2\xee\x02\n\x0c\x41gentControl\x12\x43\n\x08StartJob\x12\x1a.backup.v1.StartJobRequest\x1a\x1b.backup.v1.StartJobResponse\x12@\n\x07StopJob\x12\x19.backup.v1.StopJobRequest\x1a\x1a.backup.v1.StopJobResponse\x12\x32\n\x06GetJob\x12\x18.backup.v1.GetJobRequest\x1a\x0e.backup.v1.Job\x12\x43\n\x08ListJobs\x12\x1a.backup.v1.ListJobsRequest\x1a\x1b.backup.v1.ListJobsResponse\x12^\n\x11ListRestorePoints\x12#.backup.v1.ListRestorePointsRequest\x1a$.backup.v1.ListRestorePointsResponseB0Z.backup-control-plane/gen/go/backup/v1;backupv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x61\x63kup/v1/agent_control.proto\x12\tbackup.v1\x1a\x19\x62\x61\x63kup/v1/resources.proto\"N\n\x0fStartJobRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\'\n\x06policy\x18\x02 \x01(\x0b\x32\x17.backup.v1.BackupPolicy\"H\n\x10StartJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.backup.v1.Job\x12\x17\n\x0f\x61lready_running\x18\x02 \x01(\x08\"7\n\x0eStopJobRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\"C\n\x0fStopJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.backup.v1.Job\x12\x13\n\x0bwas_running\x18\x02 \x01(\x08\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x0fListJobsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.backup.v1.Job\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"-\n\x18ListRestorePointsRequest\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\"L\n\x19ListRestorePointsResponse\x12/\n\x0erestore_points\x18\x01 \x03(\x0b\x32\x17.backup.v1.RestorePoint2\xa8\x03\n\x0c\x41gentControl\x12\x43\n\x08StartJob\x12\x1a.backup.v1.StartJobRequest\x1a\x1b.backup.v1.StartJobResponse\x12@\n\x07StopJob\x12\x19.backup.v1.StopJobRequest\x1a\x1a.backup.v1.StopJobResponse\x12\x32\n\x06GetJob\x12\x18.backup.v1.GetJobRequest\x1a\x0e.backup.v1.Job\x12\x43\n\x08ListJobs\x12\x1a.backup.v1.ListJobsRequest\x1a\x1b.backup.v1.ListJobsResponse\x12^\n\x11ListRestorePoints\x12#.backup.v1.ListRestorePointsRequest\x1a$.backup.v1.ListRestorePointsResponse\x12\x38\n\x08WatchJob\x12\x1a.backup.v1.WatchJobRequest\x1a\x0e.backup.v1.Job0\x01\x42\x30Z.backup-control-plane/gen/go/backup/v1;backupv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,10 +47,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSREQUEST']._serialized_end=440
   _globals['_LISTJOBSRESPONSE']._serialized_start=442
   _globals['_LISTJOBSRESPONSE']._serialized_end=490
-  _globals['_LISTRESTOREPOINTSREQUEST']._serialized_start=492
-  _globals['_LISTRESTOREPOINTSREQUEST']._serialized_end=537
-  _globals['_LISTRESTOREPOINTSRESPONSE']._serialized_start=539
-  _globals['_LISTRESTOREPOINTSRESPONSE']._serialized_end=615
-  _globals['_AGENTCONTROL']._serialized_start=618
-  _globals['_AGENTCONTROL']._serialized_end=984
+  _globals['_WATCHJOBREQUEST']._serialized_start=492
+  _globals['_WATCHJOBREQUEST']._serialized_end=525
+  _globals['_LISTRESTOREPOINTSREQUEST']._serialized_start=527
+  _globals['_LISTRESTOREPOINTSREQUEST']._serialized_end=572
+  _globals['_LISTRESTOREPOINTSRESPONSE']._serialized_start=574
+  _globals['_LISTRESTOREPOINTSRESPONSE']._serialized_end=650
+  _globals['_AGENTCONTROL']._serialized_start=653
+  _globals['_AGENTCONTROL']._serialized_end=1077
 # @@protoc_insertion_point(module_scope)

@@ -59,6 +59,12 @@ class ListJobsResponse(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Job]
     def __init__(self, jobs: _Optional[_Iterable[_Union[_resources_pb2.Job, _Mapping]]] = ...) -> None: ...
 
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
 class ListRestorePointsRequest(_message.Message):
     __slots__ = ("policy_id",)
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class AgentControlStub:
                 request_serializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/backup.v1.AgentControl/WatchJob',
+                request_serializer=backup_dot_v1_dot_agent__control__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_resources__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class AgentControlServicer:
@@ -102,6 +107,15 @@ class AgentControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJob(self, request, context):
+        """Snapshots of one job: one at once, then on every state change and at most one
+        progress snapshot every few seconds, the final one last; then the stream closes OK.
+        An ended job gives one snapshot. An unknown job is NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +143,11 @@ def add_AgentControlServicer_to_server(servicer, server):
                     servicer.ListRestorePoints,
                     request_deserializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsRequest.FromString,
                     response_serializer=backup_dot_v1_dot_agent__control__pb2.ListRestorePointsResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=backup_dot_v1_dot_agent__control__pb2.WatchJobRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_resources__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +286,33 @@ class AgentControl:
             '/backup.v1.AgentControl/ListRestorePoints',
             backup_dot_v1_dot_agent__control__pb2.ListRestorePointsRequest.SerializeToString,
             backup_dot_v1_dot_agent__control__pb2.ListRestorePointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/backup.v1.AgentControl/WatchJob',
+            backup_dot_v1_dot_agent__control__pb2.WatchJobRequest.SerializeToString,
+            backup_dot_v1_dot_resources__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

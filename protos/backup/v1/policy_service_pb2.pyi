@@ -148,3 +148,21 @@ class WatchSessionRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class ListComputerStatusesRequest(_message.Message):
+    __slots__ = ("policy_id", "page_size", "page_token")
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, policy_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListComputerStatusesResponse(_message.Message):
+    __slots__ = ("computer_statuses", "next_page_token")
+    COMPUTER_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    computer_statuses: _containers.RepeatedCompositeFieldContainer[_resources_pb2.ComputerStatus]
+    next_page_token: str
+    def __init__(self, computer_statuses: _Optional[_Iterable[_Union[_resources_pb2.ComputerStatus, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -108,6 +108,11 @@ class PolicyServiceStub:
                 request_serializer=backup_dot_v1_dot_policy__service__pb2.WatchSessionRequest.SerializeToString,
                 response_deserializer=backup_dot_v1_dot_resources__pb2.PolicySession.FromString,
                 _registered_method=True)
+        self.ListComputerStatuses = channel.unary_unary(
+                '/backup.v1.PolicyService/ListComputerStatuses',
+                request_serializer=backup_dot_v1_dot_policy__service__pb2.ListComputerStatusesRequest.SerializeToString,
+                response_deserializer=backup_dot_v1_dot_policy__service__pb2.ListComputerStatusesResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -200,7 +205,15 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchSession(self, request, context):
-        """Snapshots of a session while it runs, then the final one.
+        """Snapshots of a session while it runs, then the final one: until its outcome is final.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListComputerStatuses(self, request, context):
+        """What the server has followed of each computer's protection: one row per policy and
+        computer, in (policy id, address) order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -278,6 +291,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.WatchSession,
                     request_deserializer=backup_dot_v1_dot_policy__service__pb2.WatchSessionRequest.FromString,
                     response_serializer=backup_dot_v1_dot_resources__pb2.PolicySession.SerializeToString,
+            ),
+            'ListComputerStatuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComputerStatuses,
+                    request_deserializer=backup_dot_v1_dot_policy__service__pb2.ListComputerStatusesRequest.FromString,
+                    response_serializer=backup_dot_v1_dot_policy__service__pb2.ListComputerStatusesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -660,6 +678,33 @@ class PolicyService:
             '/backup.v1.PolicyService/WatchSession',
             backup_dot_v1_dot_policy__service__pb2.WatchSessionRequest.SerializeToString,
             backup_dot_v1_dot_resources__pb2.PolicySession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListComputerStatuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/backup.v1.PolicyService/ListComputerStatuses',
+            backup_dot_v1_dot_policy__service__pb2.ListComputerStatusesRequest.SerializeToString,
+            backup_dot_v1_dot_policy__service__pb2.ListComputerStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,

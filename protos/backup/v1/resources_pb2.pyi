@@ -123,7 +123,7 @@ class BackupPolicy(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., protection_group_ids: _Optional[_Iterable[str]] = ..., source_paths: _Optional[_Iterable[str]] = ..., repository: _Optional[str] = ..., retention_points: _Optional[int] = ..., throttle_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclude_patterns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ComputerResult(_message.Message):
-    __slots__ = ("computer", "protection_group_id", "delivery", "detail", "latency", "job_id", "job", "reconciled")
+    __slots__ = ("computer", "protection_group_id", "delivery", "detail", "latency", "job_id", "job", "reconciled", "last_contact_time", "job_unknown")
     COMPUTER_FIELD_NUMBER: _ClassVar[int]
     PROTECTION_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,8 @@ class ComputerResult(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_FIELD_NUMBER: _ClassVar[int]
     RECONCILED_FIELD_NUMBER: _ClassVar[int]
+    LAST_CONTACT_TIME_FIELD_NUMBER: _ClassVar[int]
+    JOB_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     computer: Computer
     protection_group_id: str
     delivery: Delivery
@@ -140,7 +142,9 @@ class ComputerResult(_message.Message):
     job_id: str
     job: Job
     reconciled: bool
-    def __init__(self, computer: _Optional[_Union[Computer, _Mapping]] = ..., protection_group_id: _Optional[str] = ..., delivery: _Optional[_Union[Delivery, str]] = ..., detail: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., reconciled: _Optional[bool] = ...) -> None: ...
+    last_contact_time: _timestamp_pb2.Timestamp
+    job_unknown: bool
+    def __init__(self, computer: _Optional[_Union[Computer, _Mapping]] = ..., protection_group_id: _Optional[str] = ..., delivery: _Optional[_Union[Delivery, str]] = ..., detail: _Optional[str] = ..., latency: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., reconciled: _Optional[bool] = ..., last_contact_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_unknown: _Optional[bool] = ...) -> None: ...
 
 class SessionStatistics(_message.Message):
     __slots__ = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled", "jobs_running", "jobs_succeeded", "jobs_failed", "jobs_stopped", "jobs_unknown")

@@ -1,0 +1,123 @@
+"""Sessions after their delivery, until their outcome is final: the room that follows them.
+
+`FollowedSessions.take_over` receives a delivered session from `Control` (and `resume`
+every stored session whose outcome is still RUNNING at start-up); the session stays
+live (GetSession, WatchSession read it from memory) and its writer keeps storing a batch
+of changes per interval while `tracking.OutcomeTracker` follows its jobs. Once nothing of
+it is followed any more, its last batch is stored and it leaves the running set.
+
+Shutdown stores what is known and leaves the outcome as it is: the next start resumes.
+"""
+
+import asyncio
+import contextlib
+import logging
+
+from backup.v1 import resources_pb2 as pb
+
+from .following import AGENT_LOST_AFTER, AgentStreams
+from .running import RunningSessions
+from .sessions import LiveSession, SessionWriter
+from .storage.interface import Storage
+from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
+
+log = logging.getLogger("backup_server.followed")
+
+
+class FollowedSessions:
+    """Delivered sessions whose jobs are followed; `tracker.on_outcome` takes hooks."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        agents: AgentStreams,
+        running: RunningSessions,
+        deadline: float,
+        lost_after: float = AGENT_LOST_AFTER,
+        reconcile_for: float | None = None,
+    ) -> None:
+        self._storage = storage
+        self._running = running
+        self.tracker = OutcomeTracker(
+            agents, deadline, lost_after, release=self._release, reconcile_for=reconcile_for
+        )
+        self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
+        self._ends: set[asyncio.Task[None]] = set()
+
+    def add_outcome_hook(self, hook: OutcomeHook) -> None:
+        """`hook(session, corrected)` runs where an outcome becomes final (tracking.py)."""
+        self.tracker.on_outcome.append(hook)
+
+    @property
+    def followed_jobs(self) -> int:
+        """Jobs followed and computers being reconciled now (the backup_jobs_followed gauge)."""
+        return self.tracker.follower.count
+
+    def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
+        """(computer name, job id) of the policy's jobs followed as running now."""
+        return self.tracker.running_jobs(policy_id)
+
+    def take_over(self, writer: SessionWriter) -> None:
+        """Follows a delivered session's jobs; it stays live until its outcome is final."""
+        live = writer.live
+        self._running.live[live.session.id] = live
+        self._writers[live.session.id] = (writer, asyncio.ensure_future(writer.run()))
+        self.tracker.track(live)
+
+    async def resume(self) -> int:
+        """Follows again every stored session whose outcome is RUNNING; returns how many."""
+        sessions = await self._storage.list_followed_sessions()
+        for session in sessions:
+            log.info(
+                "session %s: resuming following its jobs",
+                session.id,
+                extra={"session_id": session.id},
+            )
+            self.take_over(SessionWriter(self._storage, LiveSession(session)))
+        return len(sessions)
+
+    def _release(self, live: LiveRecord) -> None:
+        entry = self._writers.pop(live.session.id, None)
+        if entry is None:
+            return
+        task = asyncio.ensure_future(self._store_end(*entry))
+        self._ends.add(task)
+        task.add_done_callback(self._ends.discard)
+
+    async def _store_end(self, writer: SessionWriter, writing: asyncio.Task[None]) -> None:
+        writing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writing
+        try:
+            await writer.store_end()
+        finally:
+            live = writer.live
+            self._running.live.pop(live.session.id, None)
+            live.publish()
+        session = live.session
+        stats = session.statistics
+        log.info(
+            "session %s outcome %s stored: %d succeeded, %d failed, %d stopped, %d unknown",
+            session.id,
+            pb.SessionState.Name(session.outcome).removeprefix("SESSION_STATE_"),
+            stats.jobs_succeeded,
+            stats.jobs_failed,
+            stats.jobs_stopped,
+            stats.jobs_unknown,
+            extra={"session_id": session.id},
+        )
+
+    async def close(self) -> None:
+        """Stops following and stores what is known; outcomes still RUNNING stay so."""
+        await self.tracker.close()
+        entries = list(self._writers.values())
+        self._writers.clear()
+        for writer, writing in entries:
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing
+            await writer.save()
+            self._running.live.pop(writer.live.session.id, None)
+            writer.live.publish()
+        if self._ends:
+            await asyncio.wait(set(self._ends), timeout=5.0)

@@ -1,0 +1,119 @@
+"""A session's outcome, from each computer's delivery and job (DESIGN rule 4).
+
+`state` stays the delivery state; `outcome` says whether the jobs did what the session
+asked. The rules, exactly as clients may rely on them:
+
+- start: SUCCESS when every targeted (non-skipped) computer ended with a SUCCEEDED job;
+  FAILED when none succeeded and none was stopped (all failed, unknown, rejected or not
+  received); WARNING otherwise (a start stopped by an operator or a window, a command
+  cancelled by a stop, is a warning, not a failure).
+- stop: SUCCESS when every targeted computer received it and no job it stopped still
+  runs; FAILED when none received it; WARNING otherwise.
+- RUNNING while a delivery is pending, a followed job still runs (and is not unknown), or
+  a computer awaits reconciliation (its command timed out; the agent is being asked).
+
+Pure functions over the session proto: no I/O, no clock.
+"""
+
+from collections.abc import Collection
+
+from backup.v1 import resources_pb2 as pb
+
+JOB_STATISTIC = {
+    pb.JOB_STATE_RUNNING: "jobs_running",
+    pb.JOB_STATE_SUCCEEDED: "jobs_succeeded",
+    pb.JOB_STATE_FAILED: "jobs_failed",
+    pb.JOB_STATE_STOPPED: "jobs_stopped",
+}
+JOB_STATISTICS = (*JOB_STATISTIC.values(), "jobs_unknown")
+
+
+def job_running(result: pb.ComputerResult) -> bool:
+    """A job the session still follows: seen running, its agent not (yet) lost."""
+    return (
+        bool(result.job.id)
+        and result.job.state == pb.JOB_STATE_RUNNING
+        and not (result.job_unknown)
+    )
+
+
+def count_jobs(session: pb.PolicySession) -> None:
+    """Sets the jobs_* statistics from the computers' jobs."""
+    counts = dict.fromkeys(JOB_STATISTICS, 0)
+    for result in session.computer_results:
+        if not result.job.id:
+            continue
+        if result.job_unknown:
+            counts["jobs_unknown"] += 1
+        elif result.job.state in JOB_STATISTIC:
+            counts[JOB_STATISTIC[result.job.state]] += 1
+    for name, count in counts.items():
+        setattr(session.statistics, name, count)
+
+
+def outcome_of(session: pb.PolicySession, awaiting: Collection[int] = ()) -> pb.SessionState:
+    """The outcome by the rules above; `awaiting` are positions still being reconciled."""
+    results = session.computer_results
+    # A pending delivery holds the outcome only while delivery runs: an interrupted
+    # session's computers without a delivery never got the command.
+    delivering = session.state == pb.SESSION_STATE_RUNNING
+    if awaiting or any(
+        (delivering and result.delivery == pb.DELIVERY_PENDING) or job_running(result)
+        for result in results
+    ):
+        return pb.SESSION_STATE_RUNNING
+    targeted = [result for result in results if result.delivery != pb.DELIVERY_SKIPPED]
+    if not targeted:
+        return pb.SESSION_STATE_WARNING
+    if session.action == pb.SESSION_ACTION_STOP:
+        return _stop_outcome(targeted)
+    return _start_outcome(targeted)
+
+
+def _ended(result: pb.ComputerResult, state: pb.JobState) -> bool:
+    return result.job.state == state and not result.job_unknown
+
+
+def _start_outcome(targeted: list[pb.ComputerResult]) -> pb.SessionState:
+    succeeded = sum(
+        1
+        for result in targeted
+        if result.delivery == pb.DELIVERY_RECEIVED and _ended(result, pb.JOB_STATE_SUCCEEDED)
+    )
+    if succeeded == len(targeted):
+        return pb.SESSION_STATE_SUCCESS
+    stopped = any(
+        _ended(result, pb.JOB_STATE_STOPPED) or result.delivery == pb.DELIVERY_CANCELLED
+        for result in targeted
+    )
+    if succeeded == 0 and not stopped:
+        return pb.SESSION_STATE_FAILED
+    return pb.SESSION_STATE_WARNING
+
+
+def _stop_outcome(targeted: list[pb.ComputerResult]) -> pb.SessionState:
+    received = [result for result in targeted if result.delivery == pb.DELIVERY_RECEIVED]
+    if not received:
+        return pb.SESSION_STATE_FAILED
+    still_running = any(result.job.id and result.job_unknown for result in received)
+    if len(received) == len(targeted) and not still_running:
+        return pb.SESSION_STATE_SUCCESS
+    return pb.SESSION_STATE_WARNING
+
+
+def ended_job(job: pb.Job) -> bool:
+    """Whether a job snapshot is final."""
+    return job.state not in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_UNSPECIFIED)
+
+
+def follows(result: pb.ComputerResult) -> bool:
+    """Whether the server should follow this computer's job: received, with a job that was
+    running when last seen (a start's job, an already-running one, or a stopped one)."""
+    return result.delivery == pb.DELIVERY_RECEIVED and job_running(result)
+
+
+def awaits_reconciliation(result: pb.ComputerResult) -> bool:
+    """A computer whose command ran out of time may have received it: ask its agent."""
+    return result.delivery == pb.DELIVERY_NOT_RECEIVED and result.detail.startswith(
+        "DEADLINE_EXCEEDED"
+    )

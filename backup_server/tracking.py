@@ -1,0 +1,295 @@
+"""A session after its delivery: its jobs followed until the outcome is final.
+
+`OutcomeTracker` is the `following.Recorder` of every session this process follows: each
+snapshot, loss, reconciliation or correction is written into the session's record in
+memory (the live session proto), the changed computer is marked for the next batch to
+storage, the jobs_* statistics and the outcome are recomputed, and watchers are woken.
+
+Where an outcome becomes final is one place, `OutcomeTracker._settle`: it sets `outcome`
+and `outcome_time` and calls every `on_outcome` hook with the session and whether this
+is a correction of an outcome already final (an agent that answered late). Metrics,
+notifications and retries hook there.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from backup.v1 import resources_pb2 as pb
+
+from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
+from .outcomes import (
+    JOB_STATISTICS,
+    awaits_reconciliation,
+    count_jobs,
+    ended_job,
+    follows,
+    job_running,
+    outcome_of,
+)
+from .sessions import JobEnd, state_of
+
+log = logging.getLogger("backup_server.tracking")
+
+RECONCILED_WARNING = "reconciled: "
+SETTLE_DELAY = 0.05
+# Streams open a moment after the delivery, so the StartPolicy reply leaves first, and
+# spread out (this many per second), so 5,000 of them do not stall the loop at once.
+FOLLOW_AFTER = 0.1
+STREAMS_PER_SECOND = 2000.0
+
+
+class LiveRecord(Protocol):
+    """What tracking needs of a live session (sessions.LiveSession)."""
+
+    session: pb.PolicySession
+    dirty: list[int]
+    job_ends: list[JobEnd]
+
+    def publish(self) -> None: ...
+
+
+# (session, corrected): corrected is True when an outcome already final changed.
+OutcomeHook = Callable[[pb.PolicySession, bool], None]
+
+
+@dataclass
+class _Tracked:
+    live: LiveRecord
+    awaiting: set[int] = field(default_factory=set)
+    settle_due: bool = False
+    counted: tuple[int, ...] = ()  # the jobs_* when the outcome was last set
+    published: tuple[int, ...] = ()  # the jobs_* watchers were last woken for
+
+
+def _job_counts(stats: pb.SessionStatistics) -> tuple[int, ...]:
+    return tuple(getattr(stats, name) for name in JOB_STATISTICS)
+
+
+class OutcomeTracker:
+    """Follows the jobs of sessions handed over by `track`; `release` when one is done."""
+
+    def __init__(
+        self,
+        agents: AgentStreams,
+        deadline: float,
+        lost_after: float = AGENT_LOST_AFTER,
+        release: Callable[[LiveRecord], None] | None = None,
+        reconcile_for: float | None = None,
+    ) -> None:
+        """`release(live)` is called once nothing of that session is followed any more."""
+        self.follower = Follower(
+            agents, self, deadline, lost_after, on_idle=self._idle, reconcile_for=reconcile_for
+        )
+        self.on_outcome: list[OutcomeHook] = []
+        self._release = release
+        self._sessions: dict[str, _Tracked] = {}
+
+    def tracking(self, session_id: str) -> bool:
+        return session_id in self._sessions
+
+    def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
+        """(computer name, job id) of each job of the policy followed as running."""
+        found: dict[str, tuple[str, str]] = {}
+        for tracked in self._sessions.values():
+            session = tracked.live.session
+            if session.policy_id != policy_id:
+                continue
+            for result in session.computer_results:
+                if job_running(result):
+                    found[result.job.id] = (result.computer.name, result.job.id)
+        return list(found.values())
+
+    def track(self, live: LiveRecord) -> None:
+        """Starts following a delivered (or resumed) session's jobs, and reconciling its
+        computers whose command timed out; settles its outcome if nothing needs following."""
+        session = live.session
+        tracked = self._sessions[session.id] = _Tracked(live)
+        policy_id = session.policy_id
+        now = time.time_ns()
+        opened = 0
+        for position, result in enumerate(session.computer_results):
+            key = JobKey(session.id, position)
+            address = result.computer.address
+            if result.delivery == pb.DELIVERY_RECEIVED and not result.HasField("last_contact_time"):
+                result.last_contact_time.FromNanoseconds(now)
+                live.dirty.append(position)
+            if follows(result) or (result.job_unknown and result.job.id):
+                after = FOLLOW_AFTER + opened / STREAMS_PER_SECOND
+                self.follower.follow(key, address, result.job, after)
+                opened += 1
+            elif result.delivery == pb.DELIVERY_RECEIVED and ended_job(result.job):
+                live.job_ends.append(JobEnd(policy_id, result.computer, result.job, now))
+            elif awaits_reconciliation(result):
+                tracked.awaiting.add(position)
+                self.follower.reconcile(key, address, policy_id)
+        self._settle(tracked)
+        if not self.follower.following(session.id):
+            self._idle(session.id)
+
+    def _idle(self, session_id: str) -> None:
+        tracked = self._sessions.pop(session_id, None)
+        if tracked is None:
+            return
+        if tracked.settle_due:
+            self._settle(tracked)
+        if self._release is not None:
+            self._release(tracked.live)
+
+    def _result(self, key: JobKey) -> tuple[_Tracked, pb.ComputerResult] | None:
+        tracked = self._sessions.get(key.session_id)
+        if tracked is None:
+            return None
+        tracked.live.dirty.append(key.position)
+        return tracked, tracked.live.session.computer_results[key.position]
+
+    # following.Recorder
+
+    def job_seen(self, key: JobKey, job: pb.Job) -> None:
+        found = self._result(key)
+        if found is None:
+            return
+        tracked, result = found
+        if result.job_unknown:
+            log.info(
+                "session %s: computer %s answered again; its job %s is %s",
+                key.session_id,
+                result.computer.name,
+                job.id,
+                pb.JobState.Name(job.state),
+                extra={"session_id": key.session_id},
+            )
+        self._record_job(tracked, result, job)
+        result.job_unknown = False
+        self._changed(tracked)
+
+    def job_lost(self, key: JobKey, why: str) -> None:
+        found = self._result(key)
+        if found is None:
+            return
+        tracked, result = found
+        result.job_unknown = True
+        log.warning(
+            "session %s: job %s on computer %s (%s) is unknown: %s",
+            key.session_id,
+            result.job.id,
+            result.computer.name,
+            result.computer.address,
+            why,
+            extra={"session_id": key.session_id},
+        )
+        self._changed(tracked)
+
+    def reconciled(self, key: JobKey, job: pb.Job) -> None:
+        found = self._result(key)
+        if found is None:
+            return
+        tracked, result = found
+        session = tracked.live.session
+        stats = session.statistics
+        if result.delivery == pb.DELIVERY_NOT_RECEIVED:
+            stats.not_received -= 1
+            stats.received += 1
+        result.delivery = pb.DELIVERY_RECEIVED
+        result.reconciled = True
+        result.detail = f"OK: reconciled: the agent's job list has job {job.id} ({result.detail})"
+        self._record_job(tracked, result, job)
+        session.state = state_of(stats)
+        count = sum(1 for r in session.computer_results if r.reconciled)
+        note = (
+            f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
+            "received the command (their agent's job list shows the job)"
+        )
+        for index, warning in enumerate(session.warnings):
+            if warning.startswith(RECONCILED_WARNING):
+                session.warnings[index] = note
+                break
+        else:
+            session.warnings.append(note)
+        log.info(
+            "session %s: computer %s reconciled: job %s",
+            session.id,
+            result.computer.name,
+            job.id,
+            extra={"session_id": session.id},
+        )
+        tracked.awaiting.discard(key.position)
+        self._changed(tracked)
+
+    def reconcile_settled(self, key: JobKey) -> None:
+        tracked = self._sessions.get(key.session_id)
+        if tracked is not None:
+            tracked.awaiting.discard(key.position)
+            self._changed(tracked)
+
+    @staticmethod
+    def _record_job(tracked: _Tracked, result: pb.ComputerResult, job: pb.Job) -> None:
+        ended_before = result.job.id == job.id and ended_job(result.job)
+        result.job.CopyFrom(job)
+        result.job_id = job.id
+        now = time.time_ns()
+        result.last_contact_time.FromNanoseconds(now)
+        if ended_job(job) and not ended_before:
+            live = tracked.live
+            live.job_ends.append(JobEnd(live.session.policy_id, result.computer, job, now))
+
+    @staticmethod
+    def _count_missed(live: LiveRecord) -> None:
+        """Computers a start did not reach count as a failure in their status."""
+        now = time.time_ns()
+        for result in live.session.computer_results:
+            if result.delivery in (pb.DELIVERY_NOT_RECEIVED, pb.DELIVERY_REJECTED):
+                live.job_ends.append(JobEnd(live.session.policy_id, result.computer, pb.Job(), now))
+
+    def _changed(self, tracked: _Tracked) -> None:
+        # Recounting is O(computers): thousands of jobs ending at once are settled in one
+        # pass per SETTLE_DELAY, not one pass each.
+        if not tracked.settle_due:
+            tracked.settle_due = True
+            asyncio.get_running_loop().call_later(SETTLE_DELAY, self._settle, tracked)
+
+    def _settle(self, tracked: _Tracked) -> None:
+        """Recomputes the statistics and the outcome; the one place an outcome is final."""
+        tracked.settle_due = False
+        live = tracked.live
+        session = live.session
+        count_jobs(session)
+        outcome = outcome_of(session, tracked.awaiting)
+        previous = session.outcome
+        counted = _job_counts(session.statistics)
+        # Watchers hear a change of counts or outcome now; progress (bytes) reaches them
+        # with the writer's next batch, at most every PROGRESS_INTERVAL.
+        wake = counted != tracked.published or outcome != previous
+        tracked.published = counted
+        # Once final, a correction of the jobs' counts is a new outcome time too.
+        if outcome != previous or (
+            outcome != pb.SESSION_STATE_RUNNING and counted != tracked.counted
+        ):
+            tracked.counted = counted
+            session.outcome = outcome
+            if outcome == pb.SESSION_STATE_RUNNING:
+                session.ClearField("outcome_time")
+            else:
+                session.outcome_time.GetCurrentTime()
+                corrected = previous not in (pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_UNSPECIFIED)
+                log.info(
+                    "session %s outcome %s%s",
+                    session.id,
+                    pb.SessionState.Name(outcome).removeprefix("SESSION_STATE_"),
+                    " (corrected)" if corrected else "",
+                    extra={"session_id": session.id},
+                )
+                if not corrected and session.action == pb.SESSION_ACTION_START:
+                    self._count_missed(live)
+                for hook in self.on_outcome:
+                    hook(session, corrected)
+        if wake:
+            live.publish()
+
+    async def close(self) -> None:
+        """Stops following (shutdown): the stored records resume at the next start."""
+        await self.follower.close()
+        self._sessions.clear()

@@ -1,0 +1,178 @@
+"""Following jobs at scale: N simulated computers whose jobs run S seconds and end together.
+
+One backup server process (`python -m backup_server`) against fleet processes
+(`python -m agent_stub.fleet --job-seconds S`), with fanout.py's helpers:
+
+- delivery ratio: StartPolicy against the floor (the bare client sending every StartJob
+  at once over warm channels), median of BENCH_FOLLOW_ROUNDS rounds; each round's jobs
+  are stopped (and followed to STOPPED) before the next;
+- then one measured start: every job runs S seconds, so all end within the fan-out's
+  spread. While they run and nothing changes, the server's CPU over the middle of the
+  run (% of one core) and its RSS against its RSS before the start, per followed job
+  (after the ratio rounds: memory the allocator kept from earlier rounds is reused, so
+  this is the extra a followed job costs a warm server), and against its RSS when idle
+  (before any session: channels and connections included), per computer;
+- once the outcome is final: per computer, when the server recorded the job's end (the
+  result's last_contact_time) less the job's end_time on the agent, p50/p99/max; and the
+  session's outcome_time less the last job's end. Stored batches follow the in-memory
+  record within the progress interval (0.25 s).
+
+BENCH_FOLLOW_COMPUTERS (default 5000), BENCH_FOLLOW_JOB_SECONDS (default 30),
+BENCH_FOLLOW_ROUNDS (default 3), BENCH_KEEP=DIR keeps the logs and the database.
+"""
+
+import asyncio
+import os
+import statistics
+import time
+
+import grpc
+from fanout import (
+    LISTEN_LINE,
+    Bench,
+    Floor,
+    agents_of,
+    bench_workdir,
+    connect_all,
+    policy_over,
+    print_rows,
+    start_fleets,
+    start_server,
+)
+
+from backup import serving
+from backup.ids import new_session_id
+from backup.v1 import agent_control_pb2 as agent_api
+from backup.v1 import policy_service_pb2 as api
+from backup.v1 import policy_service_pb2_grpc as api_grpc
+from backup.v1 import resources_pb2 as pb
+from backup_server.commands import agent_policy
+
+COMPUTERS = int(os.environ.get("BENCH_FOLLOW_COMPUTERS", "5000"))
+JOB_SECONDS = float(os.environ.get("BENCH_FOLLOW_JOB_SECONDS", "30"))
+ROUNDS = int(os.environ.get("BENCH_FOLLOW_ROUNDS", "3"))
+DEADLINE = 5.0
+# The quiet window measured for CPU: the middle of the run, away from the start's
+# fan-out and the jobs' end.
+MARGIN_S = 5.0
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+async def outcome_of(service: api_grpc.PolicyServiceStub, session_id: str) -> pb.PolicySession:
+    while True:
+        session = await service.GetSession(api.GetSessionRequest(session_id=session_id))
+        if session.outcome not in (pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_UNSPECIFIED):
+            return session
+        await asyncio.sleep(0.5)
+
+
+async def delivery_ratio(bench: Bench, policy: pb.BackupPolicy) -> dict[str, object]:
+    floor_walls, start_walls = [], []
+    for _ in range(ROUNDS):
+        start = agent_api.StartJobRequest(session_id=new_session_id(), policy=agent_policy(policy))
+        stop = agent_api.StopJobRequest(session_id=new_session_id(), policy_id=policy.id)
+        floor_walls.append(await bench.floor.send("StartJob", start.SerializeToString()))
+        await bench.floor.send("StopJob", stop.SerializeToString())
+        wall, session = await bench.session("start", policy.id)
+        start_walls.append(wall)
+        await bench.session("stop", policy.id)
+        await outcome_of(bench.service, session.id)
+    floor, start = statistics.median(floor_walls), statistics.median(start_walls)
+    return {"floor_start_s": floor, "start_policy_s": start, "start_ratio": start / floor}
+
+
+async def measured_start(bench: Bench, policy_id: str, rss_idle: int) -> dict[str, object]:
+    await asyncio.sleep(2.0)  # what the ratio rounds followed has been released
+    rss_before = bench.server.rss_kb()
+    wall, started = await bench.session("start", policy_id)
+    began = time.monotonic()
+    await asyncio.sleep(MARGIN_S)
+    cpu_before, window_began = bench.server.cpu_seconds(), time.monotonic()
+    await asyncio.sleep(max(JOB_SECONDS - 2 * MARGIN_S - wall, 1.0))
+    cpu = bench.server.cpu_seconds() - cpu_before
+    window = time.monotonic() - window_began
+    rss_during = bench.server.rss_kb()
+    final = await outcome_of(bench.service, started.id)
+    ends = [r.job.end_time.ToNanoseconds() for r in final.computer_results if r.job.id]
+    delays = [
+        (r.last_contact_time.ToNanoseconds() - r.job.end_time.ToNanoseconds()) / 1e9
+        for r in final.computer_results
+        if r.job.state == pb.JOB_STATE_SUCCEEDED
+    ]
+    stats = final.statistics
+    return {
+        "followed_jobs": stats.received,
+        "jobs_succeeded": stats.jobs_succeeded,
+        "jobs_running_s": time.monotonic() - began,
+        "end_spread_s": (max(ends) - min(ends)) / 1e9,
+        "recorded_after_end_p50_s": percentile(delays, 0.50),
+        "recorded_after_end_p99_s": percentile(delays, 0.99),
+        "recorded_after_end_max_s": max(delays),
+        "outcome_after_last_end_s": (final.outcome_time.ToNanoseconds() - max(ends)) / 1e9,
+        "idle_cpu_percent_of_a_core": 100 * cpu / window,
+        "cpu_window_s": window,
+        "server_rss_mb": rss_during / 1024,
+        "rss_kb_per_followed_job": (rss_during - rss_before) / max(stats.received, 1),
+        "rss_kb_per_computer_since_idle": (rss_during - rss_idle) / max(stats.received, 1),
+    }
+
+
+COLUMNS = [
+    ("computers", "computers", "{:,}"),
+    ("floor s", "floor_start_s", "{:.3f}"),
+    ("Start s", "start_policy_s", "{:.3f}"),
+    ("ratio", "start_ratio", "{:.2f}"),
+    ("followed", "followed_jobs", "{:,}"),
+    ("succeeded", "jobs_succeeded", "{:,}"),
+    ("end spread s", "end_spread_s", "{:.2f}"),
+    ("rec p50 s", "recorded_after_end_p50_s", "{:.3f}"),
+    ("rec p99 s", "recorded_after_end_p99_s", "{:.3f}"),
+    ("rec max s", "recorded_after_end_max_s", "{:.3f}"),
+    ("outcome s", "outcome_after_last_end_s", "{:.3f}"),
+    ("idle CPU %", "idle_cpu_percent_of_a_core", "{:.2f}"),
+    ("RSS MB", "server_rss_mb", "{:.1f}"),
+    ("KB/job", "rss_kb_per_followed_job", "{:.1f}"),
+    ("KB/computer", "rss_kb_per_computer_since_idle", "{:.1f}"),
+]
+
+
+async def run() -> dict[str, object]:
+    print(
+        f"\n== follow: {COMPUTERS:,} simulated computers, jobs of {JOB_SECONDS:.0f} s ending "
+        f"together; ratio over {ROUNDS} rounds; {os.cpu_count()} CPUs shared by client, "
+        "server and fleet",
+        flush=True,
+    )
+    with bench_workdir() as workdir:
+        fleets = await start_fleets(
+            workdir, COMPUTERS, 0, "--job-seconds", str(JOB_SECONDS), name="follow-fleet"
+        )
+        agents = agents_of(fleets)
+        server = await start_server(workdir, "follow-server", deadline=DEADLINE)
+        floor = Floor(agents)
+        try:
+            address = (await server.wait_for_log(LISTEN_LINE))[1]
+            serving.tune_garbage_collector()
+            options = [("grpc.max_receive_message_length", 64 << 20)]
+            async with grpc.aio.insecure_channel(address, options=options) as channel:
+                service = api_grpc.PolicyServiceStub(channel)
+                bench = Bench(server, [p for p, _ in fleets], floor, service, agents, [])
+                rss_idle = server.rss_kb()
+                policy = policy_over("all", agents)
+                await service.CreatePolicy(api.CreatePolicyRequest(policy_id="all", policy=policy))
+                await connect_all(service, "all", len(agents))
+                await floor.send(
+                    "StopJob", agent_api.StopJobRequest(policy_id="all").SerializeToString()
+                )
+                row: dict[str, object] = {"computers": len(agents)}
+                row.update(await delivery_ratio(bench, policy))
+                row.update(await measured_start(bench, "all", rss_idle))
+        finally:
+            await floor.close()
+            await asyncio.gather(server.stop(), *(process.stop() for process, _ in fleets))
+    print_rows([row], COLUMNS)
+    return {"job_seconds": JOB_SECONDS, "rounds": ROUNDS, "deadline_s": DEADLINE, **row}

@@ -1,0 +1,56 @@
+"""DeletePolicy of a policy with running jobs: FAILED_PRECONDITION naming them, unless force (stop first)."""
+
+import grpc
+import pytest
+from outcome_support import create, watch_outcome
+
+from backup.v1 import policy_service_pb2 as api
+from backup.v1 import resources_pb2 as pb
+
+from conftest import job_ends, policy_over
+
+
+async def test_a_policy_with_running_jobs_is_deleted_only_with_force(
+    policy_service, start_agent, agent_control, tmp_path, source_tree
+) -> None:
+    """Without force: FAILED_PRECONDITION naming the computer and job, nothing deleted; with force: a stop session, then gone."""
+    (source_tree / "big.bin").write_bytes(b"x" * 2_000_000)
+    agent = await start_agent("a1")
+    policy = policy_over(
+        [("a1", agent.address)], tmp_path, source_tree, throttle_bytes_per_second=200_000
+    )
+    await create(policy_service, policy)
+    started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    job_id = started.computer_results[0].job_id
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "a1" in refused.value.details() and job_id in refused.value.details()
+    assert (await policy_service.GetPolicy(api.GetPolicyRequest(policy_id="nightly"))).id
+
+    await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly", force=True))
+    with pytest.raises(grpc.aio.AioRpcError) as gone:
+        await policy_service.GetPolicy(api.GetPolicyRequest(policy_id="nightly"))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    stopped = await job_ends(agent_control(agent.address), job_id)
+    assert stopped.state == pb.JOB_STATE_STOPPED
+    sessions = (
+        await policy_service.ListSessions(api.ListSessionsRequest(policy_id="nightly"))
+    ).sessions
+    assert [s.action for s in sessions] == [pb.SESSION_ACTION_STOP, pb.SESSION_ACTION_START]
+    final = (await watch_outcome(policy_service, sessions[0].id))[-1]
+    assert final.outcome == pb.SESSION_STATE_SUCCESS and final.statistics.jobs_stopped == 1
+
+
+async def test_a_policy_whose_jobs_ended_is_deleted_without_force(
+    policy_service, start_agent, tmp_path, source_tree
+) -> None:
+    """Once the jobs have ended, a plain DeletePolicy deletes; an unknown policy stays NOT_FOUND."""
+    agent = await start_agent("a1")
+    await create(policy_service, policy_over([("a1", agent.address)], tmp_path, source_tree))
+    started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    await watch_outcome(policy_service, started.id)
+    await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly"))
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly", force=True))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
