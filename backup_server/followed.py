@@ -16,12 +16,15 @@ import logging
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams
+from .outcomes import awaits_reconciliation, follows
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter
 from .storage.interface import Storage
 from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
 
 log = logging.getLogger("backup_server.followed")
+
+TRACK_AFTER = 0.02
 
 
 class FollowedSessions:
@@ -43,6 +46,7 @@ class FollowedSessions:
         )
         self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
         self._ends: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, tuple[asyncio.TimerHandle, LiveSession]] = {}
 
     def add_outcome_hook(self, hook: OutcomeHook) -> None:
         """`hook(session, corrected)` runs where an outcome becomes final (tracking.py)."""
@@ -54,14 +58,33 @@ class FollowedSessions:
         return self.tracker.follower.count
 
     def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
-        """(computer name, job id) of the policy's jobs followed as running now."""
-        return self.tracker.running_jobs(policy_id)
+        """(computer name, job id) of the policy's jobs followed as running now (or about
+        to be followed: delivered a moment ago)."""
+        found = dict.fromkeys(self.tracker.running_jobs(policy_id))
+        for _, live in self._pending.values():
+            if live.session.policy_id == policy_id:
+                for result in live.session.computer_results:
+                    if follows(result):
+                        found[(result.computer.name, result.job.id)] = None
+        return list(found)
 
     def take_over(self, writer: SessionWriter) -> None:
         """Follows a delivered session's jobs; it stays live until its outcome is final."""
         live = writer.live
         self._running.live[live.session.id] = live
         self._writers[live.session.id] = (writer, asyncio.ensure_future(writer.run()))
+        results = live.session.computer_results
+        if not any(follows(result) or awaits_reconciliation(result) for result in results):
+            # Nothing to follow: the outcome is final at once, in the reply too.
+            self.tracker.track(live)
+            return
+        # A moment later, so the StartPolicy reply leaves before thousands of followers
+        # are set up.
+        handle = asyncio.get_running_loop().call_later(TRACK_AFTER, self._track, live)
+        self._pending[live.session.id] = (handle, live)
+
+    def _track(self, live: LiveSession) -> None:
+        self._pending.pop(live.session.id, None)
         self.tracker.track(live)
 
     async def resume(self) -> int:
@@ -109,6 +132,9 @@ class FollowedSessions:
 
     async def close(self) -> None:
         """Stops following and stores what is known; outcomes still RUNNING stay so."""
+        for handle, _ in self._pending.values():
+            handle.cancel()
+        self._pending.clear()
         await self.tracker.close()
         entries = list(self._writers.values())
         self._writers.clear()

@@ -36,8 +36,8 @@ log = logging.getLogger("backup_server.tracking")
 
 RECONCILED_WARNING = "reconciled: "
 SETTLE_DELAY = 0.05
-# Streams open a moment after the delivery, so the StartPolicy reply leaves first, and
-# spread out (this many per second), so 5,000 of them do not stall the loop at once.
+# Streams open a moment after tracking begins and spread out (this many per second), so
+# 5,000 of them do not stall the loop at once.
 FOLLOW_AFTER = 0.1
 STREAMS_PER_SECOND = 2000.0
 
