@@ -146,7 +146,7 @@ class BackupServer:
                 self.config.reconcile_for,
             )
             if self.monitoring is not None:
-                self.monitoring.follow_outcomes(self.followed)
+                self.monitoring.follow(self.followed)
         self.control = Control(
             storage,
             self.transport,

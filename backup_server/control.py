@@ -169,6 +169,7 @@ class Control:
             # Whatever the storage says, every watcher hears the end and the session
             # leaves the running set once its end is stored (or the server stops).
             stored = await writer.end()
+            self._observer.session_delivered(live.session)
             if stored and self._followed is not None:
                 self._followed.take_over(writer)
             else:
@@ -182,7 +183,6 @@ class Control:
                 else:
                     self.running.keep(asyncio.create_task(self._store_later(writer)))
             live.publish()
-            self._observer.session_delivered(live.session)
             self._log_end(live)
         # A copy: following goes on changing the live record after the reply is sent.
         return live.snapshot()

@@ -1,15 +1,19 @@
 """What the server tells Prometheus and the notifiers about its sessions.
 
 `Control` is handed a `SessionObserver` at construction and calls it once per session,
-when the session's delivery has finished; where jobs are followed, `follow_outcomes`
-hooks the outcome's becoming final (and later corrections) for the rest. Metric label
-values are the lower-case enum suffixes; only
-`backup_computer_last_success_timestamp_seconds` has a series per computer, so a fleet
-of 10,000 stays within what one Prometheus handles.
+when the session's delivery has finished (deliveries are counted then). The outcome
+becomes final later, once every job is followed to its end: `follow` hooks
+`session_final` where that happens (`FollowedSessions.add_outcome_hook`), which counts
+the session, its jobs and each computer's last success, and sends the notification. A
+server without following (a test transport without streams) finalises at delivery.
+
+Metric label values are the lower-case enum suffixes (API.md); only
+`backup_computer_last_success_timestamp_seconds` has a series per computer, so a fleet of
+10,000 stays within what one Prometheus handles.
 """
 
 import logging
-from collections.abc import Callable
+from collections import OrderedDict
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -17,17 +21,28 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from backup.metrics import enum_labels
 from backup.v1 import resources_pb2 as pb
 
+from .followed import FollowedSessions
 from .notify import Notifier, outcome_of, session_message, trigger_of
 
 log = logging.getLogger("backup_server.monitoring")
 
 ACTION = enum_labels(pb.SessionAction)
 DELIVERY = enum_labels(pb.Delivery)
-JOB_STATE = enum_labels(pb.JobState)
-ENDED_JOBS = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_STOPPED)
-JOB_STATISTICS = ("running", "succeeded", "failed", "stopped", "unknown")
 OUTCOME = enum_labels(pb.SessionState)
 FINAL_OUTCOMES = ("success", "warning", "failed")
+JOB = enum_labels(pb.JobState)
+# The session statistics of each job state: `backup_last_session_jobs{state}`.
+JOB_STATISTICS = {
+    "running": "jobs_running",
+    "succeeded": "jobs_succeeded",
+    "failed": "jobs_failed",
+    "stopped": "jobs_stopped",
+    "unknown": "jobs_unknown",
+}
+FINISHED = ("succeeded", "failed", "stopped")
+# Sessions whose finished jobs are remembered, so an outcome corrected later (an agent
+# that answered late) counts only the jobs whose end it adds.
+SESSIONS_REMEMBERED = 10_000
 # Delivery of one session: from about a millisecond (a few live agents) to the deadline
 # several times over (a fleet larger than --max-in-flight).
 DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -47,15 +62,6 @@ class SessionObserver(Protocol):
         ...
 
 
-class OutcomeSource(Protocol):
-    """Where outcomes become final: the sessions whose jobs the server follows."""
-
-    def add_outcome_hook(self, hook: Callable[[pb.PolicySession, bool], None]) -> None: ...
-
-    @property
-    def followed_jobs(self) -> int: ...
-
-
 class NoObserver:
     """Observes nothing: the server without metrics or notifications."""
 
@@ -68,8 +74,9 @@ class ServerMonitoring:
 
     def __init__(self, registry: CollectorRegistry, notifier: Notifier | None = None) -> None:
         self.notifier = notifier
-        # Until `follow_outcomes`, a session's outcome is final when its delivery is.
-        self._outcomes_followed = False
+        self._following = False
+        self._finished: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._last_success: dict[tuple[str, str], int] = {}
         self.sessions = Counter(
             "backup_sessions_total",
             "Sessions whose outcome became final.",
@@ -133,38 +140,53 @@ class ServerMonitoring:
             self.last_deliveries.labels(policy, action, delivery).set(count)
         took = session.end_time.ToNanoseconds() - session.start_time.ToNanoseconds()
         self.delivery_seconds.labels(action).observe(max(took, 0) / 1e9)
-        if not self._outcomes_followed:
+        if not self._following:
             self.session_final(session)
 
-    def follow_outcomes(self, source: OutcomeSource) -> None:
-        """Outcomes come from following jobs: counted and notified when they are final."""
-        self._outcomes_followed = True
-        source.add_outcome_hook(self.outcome_final)
-        self.jobs_followed.set_function(lambda: source.followed_jobs)
+    def follow(self, followed: FollowedSessions) -> None:
+        """Outcomes become final where `followed` settles them; the followed-jobs gauge."""
+        self._following = True
+        followed.add_outcome_hook(self.session_final)
+        self.jobs_followed.set_function(lambda: followed.followed_jobs)
 
-    def outcome_final(self, session: pb.PolicySession, corrected: bool) -> None:
-        """The outcome became final, or (`corrected`) was corrected from an agent's answer
-        later: the session is counted and notified once, job series follow each change."""
-        policy, action = session.policy_id, ACTION[session.action]
-        stats = session.statistics
-        for state in JOB_STATISTICS:
-            self.last_jobs.labels(policy, action, state).set(getattr(stats, f"jobs_{state}"))
-        for result in session.computer_results:
-            job = result.job
-            if job.state == pb.JOB_STATE_SUCCEEDED and job.HasField("end_time"):
-                self.last_success.labels(policy, result.computer.name).set(
-                    job.end_time.ToNanoseconds() / 1e9
-                )
-            if not corrected and job.state in ENDED_JOBS:
-                self.jobs_finished.labels(policy, JOB_STATE[job.state]).inc()
-        if not corrected:
-            self.session_final(session)
-
-    def session_final(self, session: pb.PolicySession) -> None:
-        """The session's outcome is final: count it, and notify when --notify-on says so."""
+    def session_final(self, session: pb.PolicySession, corrected: bool = False) -> None:
+        """The session's outcome is final (or `corrected` later): count it, its jobs and
+        each computer's last success; notify the first time, when --notify-on says so."""
         policy, action, outcome = session.policy_id, ACTION[session.action], outcome_of(session)
-        self.sessions.labels(policy, action, trigger_of(session), outcome).inc()
+        if not corrected:
+            self.sessions.labels(policy, action, trigger_of(session), outcome).inc()
         for each in FINAL_OUTCOMES:
             self.last_outcome.labels(policy, action, each).set(int(each == outcome))
-        if self.notifier is not None and self.notifier.wants(outcome):
+        stats = session.statistics
+        for delivery in DELIVERY_STATISTICS:
+            # Reconciliation may have moved computers from not received to received.
+            self.last_deliveries.labels(policy, action, delivery).set(getattr(stats, delivery))
+        if session.HasField("outcome_time"):
+            self._jobs_ended(session)
+        if not corrected and self.notifier is not None and self.notifier.wants(outcome):
             self.notifier.submit(session_message(session))
+
+    def _jobs_ended(self, session: pb.PolicySession) -> None:
+        policy, action, stats = session.policy_id, ACTION[session.action], session.statistics
+        for state, field in JOB_STATISTICS.items():
+            self.last_jobs.labels(policy, action, state).set(getattr(stats, field))
+        if session.action != pb.SESSION_ACTION_START:
+            return  # a stop session's job is the start's job, counted there
+        finished = tuple(getattr(stats, JOB_STATISTICS[state]) for state in FINISHED)
+        before = self._finished.pop(session.id, (0,) * len(FINISHED))
+        for state, had, has in zip(FINISHED, before, finished, strict=True):
+            if has > had:
+                self.jobs_finished.labels(policy, state).inc(has - had)
+        self._finished[session.id] = finished
+        if len(self._finished) > SESSIONS_REMEMBERED:
+            self._finished.popitem(last=False)
+        for result in session.computer_results:
+            if result.job.state == pb.JOB_STATE_SUCCEEDED:
+                self._succeeded(policy, result.computer.name, result.job.end_time.ToNanoseconds())
+
+    def _succeeded(self, policy: str, computer: str, ended_ns: int) -> None:
+        key = (policy, computer)
+        # A late correction of an older session must not move the last success back.
+        if ended_ns > self._last_success.get(key, 0):
+            self._last_success[key] = ended_ns
+            self.last_success.labels(policy, computer).set(ended_ns / 1e9)

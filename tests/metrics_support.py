@@ -4,8 +4,12 @@ import asyncio
 import ssl
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from backup.v1 import policy_service_pb2 as api
+from backup.v1 import resources_pb2 as pb
 
 
 def fetch(url: str, context: ssl.SSLContext | None = None) -> str:
@@ -39,3 +43,15 @@ def client_context(ca: Path, cert: Path | None = None, key: Path | None = None) 
     if cert is not None:
         context.load_cert_chain(str(cert), str(key))
     return context
+
+
+async def final_session(stub: Any, session_id: str, seconds: float = 30.0) -> Any:
+    """The session once its outcome is final (every job it started has ended)."""
+    end = asyncio.get_running_loop().time() + seconds
+    while True:
+        session = await stub.GetSession(api.GetSessionRequest(session_id=session_id))
+        if session.outcome not in (pb.SESSION_STATE_UNSPECIFIED, pb.SESSION_STATE_RUNNING):
+            return session
+        if asyncio.get_running_loop().time() > end:
+            raise AssertionError(f"session {session_id} outcome not final within {seconds} s")
+        await asyncio.sleep(0.05)

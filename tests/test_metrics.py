@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from metrics_support import client_context, fetch, scrape, value
+from metrics_support import client_context, fetch, final_session, scrape, value
 from security_support import TOKEN, Pki
 
 from agent_stub.app import AgentServer
@@ -36,7 +36,7 @@ async def test_server_scrape_counts_deliveries_sessions_and_calls(
     hung_address: str,
 ) -> None:
     """A session to a live agent, a closed port and a hung computer shows in the scrape: deliveries by kind, the session's outcome, its delivery time, and the gRPC calls by code."""
-    server = await start_server(metrics_listen="127.0.0.1:0")
+    server = await start_server(metrics_listen="127.0.0.1:0", reconcile_for=0.5)
     agent = await start_agent("web-1")
     assert server.metrics is not None
     computers = [("web-1", agent.address), ("down", closed_address), ("hung", hung_address)]
@@ -50,7 +50,9 @@ async def test_server_scrape_counts_deliveries_sessions_and_calls(
         session = await stub.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.GetPolicy(api.GetPolicyRequest(policy_id="missing"))
+        session = await final_session(stub, session.id)
     assert session.statistics.received == 1 and session.statistics.not_received == 2
+    assert session.outcome == pb.SESSION_STATE_WARNING
 
     text = await scrape(server.metrics.url)
     start = {"policy": "nightly", "action": "start"}

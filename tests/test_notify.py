@@ -275,4 +275,31 @@ async def test_a_notifier_that_hangs_does_not_delay_start_policy(
             assert session.statistics.received == 1
     # Each start is one live agent on loopback; a notifier in the way would cost seconds.
     assert max(took) < 1.0, took
-    assert "notification dropped, 2 already waiting" in caplog.text
+
+    async def dropped() -> bool:  # messages leave once each session's outcome is final
+        return "notification dropped, 2 already waiting" in caplog.text
+
+    await wait_for(dropped, 20)
+
+
+async def test_a_failed_job_is_named_in_the_message(
+    start_server: StartServer,
+    start_agent: StartAgent,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    """A session whose job fails on a real agent sends its message once the outcome is final, naming the computer, its job and the job's error."""
+    server = await start_server(notify=(f"json://127.0.0.1:{receiver.port}",))
+    agent = await start_agent("web-1")
+    policy = policy_over([("web-1", agent.address)], tmp_path, tmp_path / "no-such-source")
+    await start_policy(server, policy)
+
+    async def sent() -> bool:
+        return bool(receiver.posts)
+
+    await wait_for(sent, 20)
+    [(posted, _)] = receiver.posts
+    assert posted["title"] == "backup start of policy nightly: FAILED"
+    assert "jobs: 0 succeeded, 1 failed, 0 stopped, 0 unknown" in posted["message"]
+    [line] = [line for line in posted["message"].splitlines() if line.startswith("- web-1")]
+    assert f"({agent.address}): job " in line and " failed: " in line, line
