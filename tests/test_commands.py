@@ -46,14 +46,19 @@ def test_a_stop_names_the_policy_and_cancels_queued_starts() -> None:
 
 
 def test_replies_are_read_into_a_job_and_a_note() -> None:
-    """Each reply reader gives the job id and a note, and says so when the reply cannot be read."""
+    """Each reply reader gives the job and a note, and says so when the reply cannot be read."""
     start = COMMAND_OF_ACTION[pb.SESSION_ACTION_START]("s-1", a_policy()).read_reply
     stop = COMMAND_OF_ACTION[pb.SESSION_ACTION_STOP]("s-2", a_policy()).read_reply
     started = agent_pb.StartJobResponse(job=pb.Job(id="j-1")).SerializeToString()
     again = agent_pb.StartJobResponse(job=pb.Job(id="j-1"), already_running=True)
     stopped = agent_pb.StopJobResponse(job=pb.Job(id="j-1"), was_running=True)
-    assert start(started) == ("j-1", "job j-1 started")
-    assert start(again.SerializeToString()) == ("j-1", "already running as job j-1")
-    assert stop(stopped.SerializeToString()) == ("j-1", "job j-1 stopped")
-    assert stop(agent_pb.StopJobResponse().SerializeToString()) == ("", "no job was running")
-    assert start(b"\xff\xff") == ("", UNREADABLE) == stop(b"\xff\xff")
+
+    def read(reader, reply: bytes) -> tuple[str, str]:
+        job, note = reader(reply)
+        return job.id, note
+
+    assert read(start, started) == ("j-1", "job j-1 started")
+    assert read(start, again.SerializeToString()) == ("j-1", "already running as job j-1")
+    assert read(stop, stopped.SerializeToString()) == ("j-1", "job j-1 stopped")
+    assert read(stop, agent_pb.StopJobResponse().SerializeToString()) == ("", "no job was running")
+    assert read(start, b"\xff\xff") == ("", UNREADABLE) == read(stop, b"\xff\xff")
