@@ -212,6 +212,8 @@ class Deployment:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         self._log_file.close()
 
 
