@@ -4,9 +4,10 @@
 `make fuzz` runs many more with fresh randomness.
 """
 
-import asyncio
-import logging
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,14 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from security_support import AGENT_CONTROL, POLICY_SERVICE
 
-from agent_stub.app import AgentConfig, AgentServer
 from backup.v1 import agent_control_pb2 as agent_api
 from backup.v1 import agent_control_pb2_grpc as agent_grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.app import BackupServer, ServerConfig
-from backup_server.fanout import AgentCallError
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "80"))
 RANDOM = os.environ.get("FUZZ_RANDOM", "") == "1"  # make fuzz: new examples each run
@@ -150,32 +148,30 @@ def malformed(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
 
 
 class Deployment:
-    """A server and an agent on their own event loop thread, for Hypothesis's sync tests."""
+    """A server and an agent in a process of their own (tests/fuzz_deployment.py), so the
+    fuzzing's sync client shares no event loop with the tests after it; its log is a file."""
 
     def __init__(self, root: Path, closed_port: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
         self.allowed = root / "allowed"
         (self.allowed / "source").mkdir(parents=True)
         (self.allowed / "source" / "file").write_bytes(b"fuzz\n")
-        self.server = BackupServer(
-            ServerConfig(listen="127.0.0.1:0", db=root / "server.db", agent_deadline=1.0),
-            transport=NoAgents(),
+        self.log = root / "deployment.log"
+        self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in close()
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("fuzz_deployment.py")), str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            text=True,
         )
-        self.agent = AgentServer(
-            AgentConfig("127.0.0.1:0", "fuzz", root / "agent", allow_paths=(self.allowed,))
-        )
-        self.run(self.server.start())
-        self.run(self.agent.start())
+        assert self.process.stdout is not None
+        addresses = json.loads(self.process.stdout.readline() or "{}")
+        assert addresses, self.log.read_text()
         self.channels = {
-            POLICY_SERVICE.full_name: grpc.insecure_channel(self.server.address),
-            AGENT_CONTROL.full_name: grpc.insecure_channel(self.agent.address),
+            POLICY_SERVICE.full_name: grpc.insecure_channel(addresses["server"]),
+            AGENT_CONTROL.full_name: grpc.insecure_channel(addresses["agent"]),
         }
         self.values = Values(self.allowed, closed_port)
-
-    def run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
     def call(self, method: MethodDescriptor, request: bytes) -> grpc.StatusCode:
         """Sends raw bytes to `method`; returns the status (OK after a first reply)."""
@@ -198,26 +194,27 @@ class Deployment:
             return error.code()  # type: ignore[no-any-return]
         return grpc.StatusCode.OK
 
+    def crashes(self) -> list[str]:
+        """Log lines of the deployment that are tracebacks or errors."""
+        return [
+            line
+            for line in self.log.read_text().splitlines()
+            if "Traceback" in line or " ERROR " in line or " CRITICAL " in line
+        ]
+
     def close(self) -> None:
         for channel in self.channels.values():
             channel.close()
-        self.run(self.agent.stop())
-        self.run(self.server.stop())
-        self.run(self.loop.shutdown_default_executor())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
-class NoAgents:
-    """The fan-out's transport here: every computer is unreachable, nothing is dialled
-    (fuzzed addresses must never send traffic anywhere)."""
-
-    async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
-        raise AgentCallError("UNAVAILABLE", "the fuzz test dials no agent")
-
-    async def close(self) -> None:
-        return None
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log_file.close()
 
 
 @pytest.fixture(scope="module")
@@ -287,13 +284,13 @@ def fuzz_settings() -> Callable[[Any], Any]:
     )
 
 
-def assert_clean_log(records: list[logging.LogRecord]) -> None:
-    crashes = [r.getMessage() for r in records if r.exc_info or r.levelno >= logging.ERROR]
+def assert_clean_log(deployment: Deployment) -> None:
+    crashes = deployment.crashes()
     assert not crashes, crashes[:3]
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda method: method.name)
-def test_fuzzed_fields(deployment: Deployment, method: MethodDescriptor, caplog) -> None:
+def test_fuzzed_fields(deployment: Deployment, method: MethodDescriptor) -> None:
     """Requests with random and boundary values in every field get a precise status, never UNKNOWN or INTERNAL, and nothing is logged as a crash."""
     answers: dict[grpc.StatusCode, int] = {}
 
@@ -304,15 +301,14 @@ def test_fuzzed_fields(deployment: Deployment, method: MethodDescriptor, caplog)
         answers[code] = answers.get(code, 0) + 1
         assert code not in FORBIDDEN, f"{code.name} for {request}"
 
-    with caplog.at_level(logging.WARNING):
-        one()
-    assert_clean_log(caplog.records)
+    one()
+    assert_clean_log(deployment)
     assert_intact(deployment)
     assert sum(answers.values()) >= min(EXAMPLES, 10)
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda method: method.name)
-def test_malformed_bytes(deployment: Deployment, method: MethodDescriptor, caplog) -> None:
+def test_malformed_bytes(deployment: Deployment, method: MethodDescriptor) -> None:
     """Raw bytes and damaged encodings are INVALID_ARGUMENT or a precise status, never UNKNOWN or INTERNAL, with no traceback."""
     valid = deployment.values.message(method.input_type).map(lambda m: m.SerializeToString())
 
@@ -322,9 +318,8 @@ def test_malformed_bytes(deployment: Deployment, method: MethodDescriptor, caplo
         code = deployment.call(method, request)
         assert code not in FORBIDDEN, f"{code.name} for {request!r}"
 
-    with caplog.at_level(logging.WARNING):
-        one()
-    assert_clean_log(caplog.records)
+    one()
+    assert_clean_log(deployment)
     assert_intact(deployment)
 
 
