@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from backup import formats
 from backup.ids import new_session_id
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
@@ -50,29 +51,31 @@ def job_state(result: pb.ComputerResult) -> Text:
     return Text(render.word(pb.JobState.Name(state), "JOB_STATE_"), JOB_STYLE.get(state, ""))
 
 
-def jobs_table(session: pb.PolicySession) -> Table:
-    """Each computer's delivery and job result; ids and addresses are never cut."""
-    table = Table()
-    for column in ("computer", "address", "delivery", "job", "job state"):
-        table.add_column(column, no_wrap=column != "computer")
-    table.add_column("bytes", justify="right")
-    table.add_column("files", justify="right")
-    table.add_column("restore point or error", overflow="fold")
+def jobs_table(session: pb.PolicySession, wide: bool = False) -> Table:
+    """Each computer's delivery and job result. Names and ids are never cut; the delivery
+    and the restore point or error wrap. -o wide adds the address and the files."""
+    columns = [("computer", "id")]
+    if wide:
+        columns.append(("address", "id"))
+    columns += [("delivery", "text"), ("job", "id"), ("job state", "id"), ("bytes", "number")]
+    if wide:
+        columns.append(("files", "number"))
+    columns.append(("restore point or error", "text"))
+    table = render.table(*columns)
     for result in session.computer_results:
         job = result.job
         delivery = render.delivery_text(result.delivery)
         if result.reconciled:
             delivery.append(" (reconciled)")
-        table.add_row(
-            result.computer.name,
-            result.computer.address,
-            delivery,
-            job.id,
-            job_state(result),
-            f"{job.bytes_done:,}" if job.id else "",
-            str(job.files_done) if job.id else "",
-            job.restore_point_id or job.error or ("" if job.id else result.detail),
-        )
+        cells: list[str | Text] = [result.computer.name]
+        if wide:
+            cells.append(result.computer.address)
+        size = formats.size(job.bytes_done) if job.id else ""
+        cells += [delivery, job.id, job_state(result), size]
+        if wide:
+            cells.append(str(job.files_done) if job.id else "")
+        cells.append(job.restore_point_id or job.error or ("" if job.id else result.detail))
+        table.add_row(*cells)
     return table
 
 
@@ -93,7 +96,7 @@ def show_jobs(session: pb.PolicySession) -> None:
     if session.outcome == pb.SESSION_STATE_UNSPECIFIED:
         return
     out = render.console()
-    out.print(jobs_table(session))
+    out.print(jobs_table(session, settings().wide))
     out.print(outcome_line(session))
 
 
@@ -212,7 +215,7 @@ def start_and_wait(
     else:
         out = render.console()
         out.print(f"session {session.id}")
-        out.print(jobs_table(session))
+        out.print(jobs_table(session, options.wide))
         out.print(render.statistics_line(session))
         out.print(outcome_line(session))
         for warning in session.warnings:
