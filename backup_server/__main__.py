@@ -1,4 +1,4 @@
-"""backup-server: python -m backup_server --listen HOST:PORT --db PATH --agent-deadline SECONDS"""
+"""backup-server: python -m backup_server --listen HOST:PORT --db PATH|URL --agent-deadline S"""
 
 import argparse
 import asyncio
@@ -9,6 +9,8 @@ from backup import logs, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
+from .storage.backends import DEFAULT_POOL_SIZE
+from .storage.postgres import is_postgres_url
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -17,7 +19,20 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         description="The backup server: holds policies and starts or stops them on agents.",
     )
     parser.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT to serve on")
-    parser.add_argument("--db", type=Path, default=Path("backup-server.db"), help="SQLite file")
+    parser.add_argument(
+        "--db",
+        default="backup-server.db",
+        metavar="PATH|URL",
+        help="a SQLite file (default backup-server.db), or a PostgreSQL URL"
+        " postgresql://USER@HOST:PORT/DB that several server replicas share",
+    )
+    parser.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=DEFAULT_POOL_SIZE,
+        metavar="N",
+        help=f"PostgreSQL connections this server keeps (default {DEFAULT_POOL_SIZE})",
+    )
     parser.add_argument(
         "--agent-deadline",
         type=float,
@@ -49,11 +64,14 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     args = parser.parse_args(argv)
     if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
         parser.error("--agent-deadline must be a positive number of seconds")
+    if args.db_pool_size < 1:
+        parser.error("--db-pool-size must be at least 1")
     if args.max_in_flight < 1:
         parser.error("--max-in-flight must be at least 1")
     return ServerConfig(
         listen=args.listen,
-        db=args.db,
+        db=args.db if is_postgres_url(args.db) else Path(args.db),
+        db_pool_size=args.db_pool_size,
         agent_deadline=args.agent_deadline,
         max_in_flight=args.max_in_flight,
         shutdown_grace=args.shutdown_grace,

@@ -21,8 +21,8 @@ from .fanout import AgentTransport
 from .policies import Policies
 from .queries import SessionQueries
 from .service import PolicyService
+from .storage.backends import DEFAULT_POOL_SIZE, open_storage, shown
 from .storage.interface import Storage
-from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
 
 log = logging.getLogger("backup_server")
@@ -33,7 +33,9 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["PolicyService"].full_name
 @dataclass
 class ServerConfig:
     listen: str = "127.0.0.1:50051"
-    db: Path = Path("backup-server.db")
+    # A SQLite file, or a libpq URL (postgresql://...) that several replicas share.
+    db: Path | str = Path("backup-server.db")
+    db_pool_size: int = DEFAULT_POOL_SIZE
     agent_deadline: float = 5.0
     max_in_flight: int = 10_000
     shutdown_grace: float = 5.0
@@ -85,10 +87,10 @@ class BackupServer:
         # database file behind (`backup-server` run with no arguments, say).
         self.port = serving.bind(server, self.config.listen, self._server_credentials())
         try:
-            storage = self.storage = await SqliteStorage.open(self.config.db)
+            storage = self.storage = await open_storage(self.config.db, self.config.db_pool_size)
             await recovery.recover(storage)
         except (OSError, BackupError) as error:
-            raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
+            raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
         self.control = Control(
             storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
         )
@@ -105,7 +107,7 @@ class BackupServer:
             "open-file limit %d",
             self.address,
             self.mode,
-            self.config.db,
+            shown(self.config.db),
             self.config.agent_deadline,
             open_files,
         )

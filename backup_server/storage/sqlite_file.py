@@ -5,10 +5,8 @@ that queries need; sessions as a header row plus one row per computer (the schem
 `migrations.py`). `sqlite.SqliteStorage` calls these methods off the event loop.
 """
 
-import json
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,12 +16,12 @@ from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import Progress
-from .interface import INTERRUPTED, OUTCOME_UNKNOWN, PolicyChange, PolicyCheck
+from . import rows
+from .interface import OUTCOME_UNKNOWN, PolicyChange, PolicyCheck
 from .migrations import migrate
+from .rows import RESULT_COLUMNS
 
 BUSY_TIMEOUT_SECONDS = 10.0
-STAT_FIELDS = ("total", "pending", "received", "not_received", "skipped", "rejected", "cancelled")
-RESULT_COLUMNS = "name, address, protection_group_id, delivery, detail, latency_ns, job_id"
 
 
 def open_database(path: str | Path) -> sqlite_utils.Database:
@@ -53,15 +51,7 @@ class SqliteFile:
 
     def insert_group(self, group: pb.ProtectionGroup) -> None:
         try:
-            self.db.table("protection_groups").insert(
-                {
-                    "id": group.id,
-                    "name": group.name,
-                    "kind": group.kind,
-                    "body": group.SerializeToString(),
-                    "create_ns": group.create_time.ToNanoseconds(),
-                }
-            )
+            self.db.table("protection_groups").insert(rows.group_row(group))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"protection group {group.id!r} already exists") from None
 
@@ -112,20 +102,11 @@ class SqliteFile:
             for group_id in policy.protection_group_ids
         )
 
-    def _policy_row(self, policy: pb.BackupPolicy) -> dict[str, object]:
-        return {
-            "id": policy.id,
-            "name": policy.name,
-            "body": policy.SerializeToString(),
-            "create_ns": policy.create_time.ToNanoseconds(),
-            "update_ns": policy.update_time.ToNanoseconds(),
-        }
-
     def insert_policy(self, policy: pb.BackupPolicy, check: PolicyCheck) -> None:
         with self.db.atomic():
             check(policy, self.get_groups(policy.protection_group_ids))
             try:
-                self.db.table("policies").insert(self._policy_row(policy))
+                self.db.table("policies").insert(rows.policy_row(policy))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"policy {policy.id!r} already exists") from None
             self._write_policy_groups(policy)
@@ -136,7 +117,7 @@ class SqliteFile:
         with self.db.atomic():
             policy = change(self.get_policy(policy_id))
             check(policy, self.get_groups(policy.protection_group_ids))
-            self.db.table("policies").update(policy_id, self._policy_row(policy))
+            self.db.table("policies").update(policy_id, rows.policy_row(policy))
             self._write_policy_groups(policy)
             return policy
 
@@ -174,54 +155,17 @@ class SqliteFile:
 
     # Sessions
 
-    @staticmethod
-    def _header(
-        state: int, end_ns: int, warnings: Sequence[str], stats: pb.SessionStatistics
-    ) -> dict[str, object]:
-        header: dict[str, object] = {
-            "state": state,
-            # A running session's end_ns is its last activity, for recovery.
-            "end_ns": end_ns or time.time_ns(),
-            "warnings": json.dumps(list(warnings)),
-        }
-        header.update({name: getattr(stats, name) for name in STAT_FIELDS})
-        return header
-
     def insert_session(self, session: pb.PolicySession) -> None:
         with self.db.atomic():
-            row = {
-                "id": session.id,
-                "policy_id": session.policy_id,
-                "action": session.action,
-                "start_ns": session.start_time.ToNanoseconds(),
-                **self._header(
-                    session.state,
-                    session.end_time.ToNanoseconds(),
-                    session.warnings,
-                    session.statistics,
-                ),
-            }
             try:
-                seq = int(self.db.table("sessions").insert(row).last_rowid or 0)
+                inserted = self.db.table("sessions").insert(rows.session_row(session))
+                seq = int(inserted.last_rowid or 0)
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"session {session.id!r} already exists") from None
             self.db.conn.executemany(
                 f"insert into computer_results (session_seq, position, {RESULT_COLUMNS})"
                 " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        seq,
-                        position,
-                        result.computer.name,
-                        result.computer.address,
-                        result.protection_group_id,
-                        result.delivery,
-                        result.detail,
-                        result.latency.ToNanoseconds(),
-                        result.job_id,
-                    )
-                    for position, result in enumerate(session.computer_results)
-                ),
+                ((seq, *row) for row in rows.result_rows(session)),
             )
 
     def _seq(self, session_id: str) -> int:
@@ -243,39 +187,20 @@ class SqliteFile:
             )
             self.db.table("sessions").update(
                 seq,
-                self._header(
+                rows.header(
                     progress.state, progress.end_ns, progress.warnings, progress.statistics
                 ),
             )
 
     def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
-        session = pb.PolicySession(
-            id=str(row["id"]),
-            policy_id=str(row["policy_id"]),
-            action=int(row["action"]),  # type: ignore[call-overload]
-            state=int(row["state"]),  # type: ignore[call-overload]
-            warnings=json.loads(str(row["warnings"])),
-        )
-        session.start_time.FromNanoseconds(int(row["start_ns"]))  # type: ignore[call-overload]
-        if row["end_ns"] and session.state != pb.SESSION_STATE_RUNNING:
-            session.end_time.FromNanoseconds(int(row["end_ns"]))  # type: ignore[call-overload]
-        for name in STAT_FIELDS:
-            setattr(session.statistics, name, row[name])
+        session = rows.session_from_row(row)
         if with_results:
             cursor = self.db.execute(
                 f"select {RESULT_COLUMNS} from computer_results"
                 " where session_seq = ? order by position",
                 [row["seq"]],
             )
-            for name, address, group_id, delivery, detail, latency_ns, job_id in cursor:
-                result = session.computer_results.add(
-                    protection_group_id=group_id, delivery=delivery, detail=detail, job_id=job_id
-                )
-                result.computer.name = name
-                result.computer.address = address
-                if latency_ns:
-                    # As the live session has it: no latency for a computer never called.
-                    result.latency.FromNanoseconds(latency_ns)
+            rows.add_results(session, cursor)
         return session
 
     def get_session(self, session_id: str) -> pb.PolicySession:
@@ -294,31 +219,30 @@ class SqliteFile:
             where.append("policy_id = ?")
             params.append(policy_id)
         clause = f"where {' and '.join(where)}" if where else ""
-        rows = self.db.query(
+        found = self.db.query(
             f"select * from sessions {clause} order by seq desc limit ?", [*params, limit]
         )
-        return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in rows]
+        return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in found]
 
     def fail_interrupted_sessions(self) -> list[str]:
         with self.db.atomic():
-            rows = list(
+            running = list(
                 self.db.query(
                     "select seq, id, warnings, start_ns, end_ns from sessions where state = ?",
                     [pb.SESSION_STATE_RUNNING],
                 )
             )
-            for row in rows:
-                warnings = [*json.loads(row["warnings"]), INTERRUPTED]
+            for row in running:
                 self.db.table("sessions").update(
                     row["seq"],
                     {
                         "state": pb.SESSION_STATE_FAILED,
                         "end_ns": row["end_ns"] or row["start_ns"],
-                        "warnings": json.dumps(warnings),
+                        "warnings": rows.interrupted_warnings(row["warnings"]),
                     },
                 )
                 self.db.execute(
                     "update computer_results set detail = ? where session_seq = ? and delivery = ?",
                     [OUTCOME_UNKNOWN, row["seq"], pb.DELIVERY_PENDING],
                 )
-        return [row["id"] for row in rows]
+        return [row["id"] for row in running]

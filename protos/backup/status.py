@@ -21,6 +21,7 @@ from .errors import (
     LocalFault,
     NotFound,
     ResourceExhausted,
+    Unavailable,
 )
 
 STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
@@ -30,6 +31,7 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     LocalFault: grpc.StatusCode.INTERNAL,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 
