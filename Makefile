@@ -4,13 +4,16 @@ PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 PROTOS := $(wildcard protos/backup/v1/*.proto)
 
-.PHONY: demo test lint proto bench clean
+.PHONY: demo test slow lint proto bench clean
 
 demo: $(READY)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
 test: $(READY) examples/node/node_modules/.ready
 	$(PY) -m pytest
+
+slow: $(READY)
+	$(PY) -m pytest -m slow
 
 lint: $(READY) node_modules/.ready
 	node_modules/.bin/buf lint && $(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports

@@ -20,6 +20,8 @@ from .control import Control
 from .fanout import AgentTransport
 from .policies import Policies
 from .queries import SessionQueries
+from .scheduler import Clock, Leadership, Scheduler
+from .scheduling import ServerActions
 from .service import PolicyService
 from .storage.backends import DEFAULT_POOL_SIZE, open_storage, shown
 from .storage.interface import Storage
@@ -57,8 +59,17 @@ def operator_rules(authenticate: bool) -> dict[str, authz.Access]:
 class BackupServer:
     """Starts and stops the whole server; `port` is known once started."""
 
-    def __init__(self, config: ServerConfig, transport: AgentTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        transport: AgentTransport | None = None,
+        clock: Clock | None = None,
+        leadership: Leadership | None = None,
+    ) -> None:
         self.config = config
+        # The scheduler's time and its one-per-deployment check; tests move time themselves.
+        self._clock = clock
+        self._leadership = leadership
         self._tls = tls.TlsMaterial.load(config.tls, Role.SERVER) if config.tls else None
         self._token = authz.load_token(config.api_token_file) if config.api_token_file else None
         self.transport = transport or GrpcAgentTransport(
@@ -69,6 +80,8 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self.storage: Storage | None = None
         self.control: Control | None = None
+        self.scheduler: Scheduler | None = None
+        self._scheduling: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -95,13 +108,25 @@ class BackupServer:
             storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
         )
         queries = SessionQueries(storage, self.control.running)
+        self.scheduler = Scheduler(
+            ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
+            self._clock,
+            self._leadership,
+        )
         api_grpc.add_PolicyServiceServicer_to_server(
-            PolicyService(Policies(storage), self.control, queries), server
+            PolicyService(
+                Policies(storage, self.scheduler.clock.now, self.scheduler.wake),
+                self.control,
+                queries,
+            ),
+            server,
         )
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         await server.start()
         self._server = server
         await serving.mark_serving(health, [SERVICE_NAME])
+        # After recovery, so missed runs and due retries see the sessions as they ended.
+        self._scheduling = asyncio.create_task(self.scheduler.run())
         log.info(
             "backup server listening on %s (%s), database %s, agent deadline %.1f s, "
             "open-file limit %d",
@@ -142,6 +167,8 @@ class BackupServer:
         server, storage, self._server, self.storage = self._server, self.storage, None, None
         if server is None or storage is None or self.control is None:
             return
+        if self.scheduler is not None:
+            await self.scheduler.close(self._scheduling)
         # Stop accepting at once; running sessions get the grace, then are cancelled.
         stopping = asyncio.ensure_future(server.stop(self.config.shutdown_grace))
         await recovery.shutdown(self.control.running, self.config.shutdown_grace)

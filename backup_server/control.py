@@ -7,14 +7,16 @@ Answers about sessions are `backup_server.queries`; recovery and shutdown are
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
 from backup import validation
-from backup.errors import FailedPrecondition
+from backup.errors import FailedPrecondition, NotFound
 from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
 from .commands import COMMAND_OF_ACTION
 from .fanout import AgentTransport, FanOut
+from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
 from .storage.interface import Storage
@@ -39,27 +41,64 @@ class Control:
         self._max_in_flight = max_in_flight
         self.running = running or RunningSessions()
 
-    async def start_policy(self, policy_id: str, session_id: str = "") -> pb.PolicySession:
+    async def start_policy(
+        self,
+        policy_id: str,
+        session_id: str = "",
+        computer_names: Sequence[str] = (),
+        retry_of_session_id: str = "",
+    ) -> pb.PolicySession:
+        """An operator's start: of every computer, of the named ones, or of those that did
+        not succeed in `retry_of_session_id` (trigger OPERATOR, attempt 0)."""
         validation.require_id("policy_id", policy_id)
         validation.optional_id("session_id", session_id)
-        return await self._run(policy_id, pb.SESSION_ACTION_START, session_id)
+        check_computer_names(computer_names)
+        origin = Origin()
+        if validation.optional_id("retry_of_session_id", retry_of_session_id):
+            try:
+                retried = await self._storage.get_session(retry_of_session_id)
+            except NotFound:
+                raise NotFound(
+                    f"retry_of_session_id: session {retry_of_session_id!r} not found",
+                    field="retry_of_session_id",
+                ) from None
+            origin = operator_retry(retried, policy_id, computer_names)
+        return await self._run(
+            policy_id, pb.SESSION_ACTION_START, session_id, origin, computer_names
+        )
 
     async def stop_policy(self, policy_id: str, session_id: str = "") -> pb.PolicySession:
         validation.require_id("policy_id", policy_id)
         validation.optional_id("session_id", session_id)
-        return await self._run(policy_id, pb.SESSION_ACTION_STOP, session_id)
+        return await self._run(policy_id, pb.SESSION_ACTION_STOP, session_id, Origin())
+
+    async def run_as(
+        self, policy_id: str, action: pb.SessionAction, origin: Origin
+    ) -> pb.PolicySession:
+        """A session the scheduler runs: the operator's path, with its trigger and targets."""
+        return await self._run(policy_id, action, "", origin)
 
     async def _run(
-        self, policy_id: str, action: pb.SessionAction, session_id: str
+        self,
+        policy_id: str,
+        action: pb.SessionAction,
+        session_id: str,
+        origin: Origin,
+        computer_names: Sequence[str] = (),
     ) -> pb.PolicySession:
         policy, groups = await self._storage.get_policy_and_groups(policy_id)
-        targets = resolve_targets(policy, groups)
+        targets = narrow(
+            resolve_targets(policy, groups), computer_names, policy_id, field_name="computer_names"
+        )
+        if origin.computer_names:
+            targets = reachable(targets, origin)
         if not targets:
             raise FailedPrecondition(f"policy {policy_id!r} has no computers to send to")
         self._transport.check_capacity(
             [target.computer.address for target in targets if not target.skipped_because]
         )
         session = new_session(session_id or new_session_id(), policy_id, action, targets)
+        origin.stamp(session)
         command = COMMAND_OF_ACTION[action](session.id, policy)
         took = await self._storage.insert_session(session)
         if command.cancels_queued_starts:

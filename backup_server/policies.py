@@ -2,6 +2,7 @@
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from google.protobuf import field_mask_pb2
@@ -11,6 +12,8 @@ from backup.errors import FailedPrecondition, InvalidArgument
 from backup.ids import new_resource_id
 from backup.v1 import resources_pb2 as pb
 
+from .automation import UPDATE_PATHS, check_automation
+from .schedule import fill_next_run_time
 from .sessions import resolve_targets
 from .storage.interface import Storage
 
@@ -27,6 +30,14 @@ MUTABLE_POLICY_FIELDS = (
     "repository",
     "retention_points",
     "throttle_bytes_per_second",
+    "schedule",
+    "backup_window",
+    "retry",
+)
+# Paths an update mask may name: the fields above and the nested ones of AIP-161.
+UPDATABLE_PATHS = (
+    *MUTABLE_POLICY_FIELDS,
+    *(path for path in UPDATE_PATHS if path not in MUTABLE_POLICY_FIELDS),
 )
 
 
@@ -62,8 +73,17 @@ def check_references(policy: pb.BackupPolicy, groups: Mapping[str, pb.Protection
 class Policies:
     """The catalogue of protection groups and policies."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
         self._storage = storage
+        # next_run_time is computed on every read, for this clock's now.
+        self._now = now
+        # Tells the scheduler that a policy was created, changed or deleted.
+        self._changed = changed
 
     async def create_group(self, group_id: str, group: pb.ProtectionGroup) -> pb.ProtectionGroup:
         validation.optional_id("protection_group_id", group_id)
@@ -91,22 +111,30 @@ class Policies:
     async def create_policy(self, policy_id: str, policy: pb.BackupPolicy) -> pb.BackupPolicy:
         validation.optional_id("policy_id", policy_id)
         validation.check_policy(policy)
+        check_automation(policy)
         stored = pb.BackupPolicy()
         stored.CopyFrom(policy)
+        stored.ClearField("next_run_time")
         stored.id = policy_id or new_resource_id("policy")
         stored.create_time.GetCurrentTime()
         stored.update_time.CopyFrom(stored.create_time)
         await self._storage.insert_policy(stored, check_references)
-        return stored
+        self._changed()
+        return fill_next_run_time(stored, self._now())
 
     async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
         validation.require_id("policy_id", policy_id)
-        return await self._storage.get_policy(policy_id)
+        policy = await self._storage.get_policy(policy_id)
+        return fill_next_run_time(policy, self._now())
 
     async def list_policies(
         self, page_size: int, page_token: str
     ) -> tuple[list[pb.BackupPolicy], str]:
-        return await self._list(self._storage.list_policies, "policies", page_size, page_token)
+        policies, token = await self._list(
+            self._storage.list_policies, "policies", page_size, page_token
+        )
+        now = self._now()
+        return [fill_next_run_time(policy, now) for policy in policies], token
 
     async def _list(
         self,
@@ -128,13 +156,17 @@ class Policies:
     ) -> pb.BackupPolicy:
         validation.require_id("policy.id", policy.id)
         paths = _mutable_paths(update_mask.paths)
-        return await self._storage.update_policy(
-            policy.id, functools.partial(_apply_change, policy, paths), check_references
+        change = _with_nested_parents(policy, paths)
+        updated = await self._storage.update_policy(
+            policy.id, functools.partial(_apply_change, change, paths), check_references
         )
+        self._changed()
+        return fill_next_run_time(updated, self._now())
 
     async def delete_policy(self, policy_id: str) -> None:
         validation.require_id("policy_id", policy_id)
         await self._storage.delete_policy(policy_id)
+        self._changed()
 
 
 def _apply_change(
@@ -145,6 +177,7 @@ def _apply_change(
         change, stored, replace_message_field=True, replace_repeated_field=True
     )
     validation.check_policy(stored)
+    check_automation(stored)
     stored.update_time.GetCurrentTime()
     return stored
 
@@ -154,10 +187,26 @@ def _mutable_paths(paths: Sequence[str]) -> list[str]:
     if not paths or list(paths) == ["*"]:
         return list(MUTABLE_POLICY_FIELDS)
     for path in paths:
-        if path not in MUTABLE_POLICY_FIELDS:
+        if path not in UPDATABLE_PATHS:
             raise InvalidArgument(
                 "update_mask",
                 f"{path[:80]!r} is not a field that can be updated "
-                f"({', '.join(MUTABLE_POLICY_FIELDS)})",
+                f"({', '.join(MUTABLE_POLICY_FIELDS)}, or a nested one such as "
+                "schedule.paused or retry.attempts)",
             )
     return list(paths)
+
+
+def _with_nested_parents(change: pb.BackupPolicy, paths: Sequence[str]) -> pb.BackupPolicy:
+    """AIP-161: `schedule.paused` in the mask with no schedule in the request means false.
+
+    FieldMask.MergeMessage skips a nested path whose parent the source lacks, which would
+    make a resume (paused = false, sent as the default) change nothing.
+    """
+    complete = pb.BackupPolicy()
+    complete.CopyFrom(change)
+    for path in paths:
+        parent, dot, _ = path.partition(".")
+        if dot:
+            getattr(complete, parent).SetInParent()
+    return complete

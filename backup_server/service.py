@@ -86,7 +86,12 @@ class PolicyService(api_grpc.PolicyServiceServicer):
     async def StartPolicy(
         self, request: api.StartPolicyRequest, context: Context
     ) -> pb.PolicySession:
-        return await self._control.start_policy(request.policy_id, request.session_id)
+        return await self._control.start_policy(
+            request.policy_id,
+            request.session_id,
+            request.computer_names,
+            request.retry_of_session_id,
+        )
 
     @status.unary
     async def StopPolicy(

@@ -87,9 +87,10 @@ async def start_server(server_db: str | Path) -> AsyncIterator[Callable[..., Awa
 
     async def start(**overrides: object) -> BackupServer:
         config = ServerConfig(listen="127.0.0.1:0", db=server_db, agent_deadline=DEADLINE)
+        clock = overrides.pop("clock", None)  # the scheduler's, when a test moves time itself
         for key, value in overrides.items():
             setattr(config, key, value)
-        server = BackupServer(config)
+        server = BackupServer(config, clock=clock)  # type: ignore[arg-type]
         await server.start()
         servers.append(server)
         return server

@@ -230,6 +230,36 @@ async def test_a_session_round_trips_with_its_results(storage: Storage) -> None:
         await storage.get_session("s-2")
 
 
+async def test_a_session_keeps_its_trigger_retry_link_and_attempt(storage: Storage, reopen: Reopen) -> None:
+    """trigger, retry_of_session_id and attempt read back, also after a reopen."""
+    session = a_session("s-2")
+    session.trigger = pb.SESSION_TRIGGER_RETRY
+    session.retry_of_session_id = "s-1"
+    session.attempt = 2
+    await storage.insert_session(session)
+    again = await reopen()
+    stored = await again.get_session("s-2")
+    assert (stored.trigger, stored.retry_of_session_id, stored.attempt) == (pb.SESSION_TRIGGER_RETRY, "s-1", 2)
+    [(_, listed)] = await again.list_sessions("p", 0, 10, with_results=False)
+    assert listed.trigger == pb.SESSION_TRIGGER_RETRY and listed.attempt == 2
+
+
+async def test_the_last_start_of_a_trigger_is_the_newest_sessions(storage: Storage) -> None:
+    """last_session_start gives the newest session's start of that trigger and policy, None without one."""
+    assert await storage.last_session_start("p", pb.SESSION_TRIGGER_SCHEDULE) is None
+    for index, (policy_id, trigger) in enumerate(
+        [("p", pb.SESSION_TRIGGER_SCHEDULE), ("p", pb.SESSION_TRIGGER_SCHEDULE),
+         ("p", pb.SESSION_TRIGGER_OPERATOR), ("q", pb.SESSION_TRIGGER_SCHEDULE)]
+    ):
+        session = a_session(f"s-{index}", policy_id)
+        session.trigger = trigger
+        session.start_time.FromNanoseconds(1_700_000_000_000_000_000 + index)
+        await storage.insert_session(session)
+    assert await storage.last_session_start("p", pb.SESSION_TRIGGER_SCHEDULE) == 1_700_000_000_000_000_001
+    assert await storage.last_session_start("p", pb.SESSION_TRIGGER_OPERATOR) == 1_700_000_000_000_000_002
+    assert await storage.last_session_start("p", pb.SESSION_TRIGGER_WINDOW) is None
+
+
 async def test_progress_batches_update_results_and_the_header(storage: Storage) -> None:
     """Each saved batch changes the named results and the header; the stored session ends equal to the live one."""
     live = LiveSession(a_session("s-1", computers=4))

@@ -11,6 +11,7 @@ import grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
+from backup_server.storage.migrations import MIGRATIONS
 from backup_server.storage.sqlite import SqliteFile as Storage
 
 from conftest import policy_over, wait_for
@@ -171,9 +172,9 @@ def test_database_is_wal_with_busy_timeout_and_migrations_apply_once(tmp_path) -
     assert storage.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     assert storage.db.execute("pragma busy_timeout").fetchone()[0] >= 1000
     versions = [row[0] for row in storage.db.execute("select version from migrations")]
-    assert versions == [1]
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
     storage.close()
-    assert sqlite3.connect(database).execute("select count(*) from migrations").fetchone()[0] == 1
+    assert sqlite3.connect(database).execute("select count(*) from migrations").fetchone()[0] == len(MIGRATIONS)
 
 
 async def test_results_are_written_in_batches(

@@ -42,6 +42,8 @@ async def test_server_reflection_carries_json_names(server: BackupServer) -> Non
     assert json_names(service, "StartPolicyRequest") == {
         "policy_id": "policyId",
         "session_id": "sessionId",
+        "computer_names": "computerNames",
+        "retry_of_session_id": "retryOfSessionId",
     }
     resources = files["backup/v1/resources.proto"]
     assert json_names(resources, "SessionStatistics")["not_received"] == "notReceived"

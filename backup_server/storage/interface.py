@@ -116,6 +116,11 @@ class Storage(Protocol):
         Cursors are opaque to callers: they only hand them back."""
         ...
 
+    async def last_session_start(self, policy_id: str, trigger: pb.SessionTrigger) -> int | None:
+        """When the policy's newest session of that trigger started (Unix nanoseconds);
+        None when it has none. The scheduler's memory of its last scheduled run."""
+        ...
+
     async def fail_interrupted_sessions(self) -> list[str]:
         """Marks sessions a stopped server left RUNNING as FAILED with the INTERRUPTED
         warning, ending each at its last stored activity, and their pending computers

@@ -64,9 +64,20 @@ def _migration_1_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_session_origin(db: sqlite_utils.Database) -> None:
+    """Why a session ran (SessionTrigger), the session it retries and its attempt."""
+    sessions = db.table("sessions")
+    sessions.add_column("trigger", int, not_null_default=0)
+    sessions.add_column("retry_of_session_id", str, not_null_default="")
+    sessions.add_column("attempt", int, not_null_default=0)
+    # The scheduler asks for a policy's last session of a trigger (its last scheduled run).
+    sessions.create_index(["policy_id", "trigger", "seq"])
+
+
 # Append only: a migration that has shipped is never edited, a new one is added.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial schema", _migration_1_initial),
+    ("session trigger, retry link and attempt", _migration_session_origin),
 ]
 
 

@@ -300,6 +300,16 @@ class PostgresStorage:
                 (int(row["seq"]), await _session_from_row(cur, row, with_results)) for row in found
             ]
 
+    async def last_session_start(self, policy_id: str, trigger: pb.SessionTrigger) -> int | None:
+        async with self._unit() as cur:
+            await cur.execute(
+                "select start_ns from sessions where policy_id = %s and trigger = %s"
+                " order by seq desc limit 1",
+                [policy_id, trigger],
+            )
+            row = await cur.fetchone()
+            return None if row is None else int(row["start_ns"])
+
     async def fail_interrupted_sessions(self) -> list[str]:
         async with self._unit() as cur:
             await cur.execute(

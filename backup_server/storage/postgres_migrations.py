@@ -43,9 +43,19 @@ MIGRATION_1_INITIAL = [
         primary key (session_seq, position))""",
 ]
 
+# Why a session ran (SessionTrigger), the session it retries and its attempt.
+MIGRATION_2_SESSION_ORIGIN = [
+    "alter table sessions add column trigger integer not null default 0",
+    "alter table sessions add column retry_of_session_id text not null default ''",
+    "alter table sessions add column attempt integer not null default 0",
+    # The scheduler asks for a policy's last session of a trigger (its last scheduled run).
+    "create index sessions_policy_id_trigger_seq on sessions (policy_id, trigger, seq)",
+]
+
 # Append only, in step with migrations.MIGRATIONS: (name, statements).
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial schema", MIGRATION_1_INITIAL),
+    ("session trigger, retry link and attempt", MIGRATION_2_SESSION_ORIGIN),
 ]
 
 

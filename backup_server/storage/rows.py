@@ -68,6 +68,9 @@ def session_row(session: pb.PolicySession) -> dict[str, Any]:
         "id": session.id,
         "policy_id": session.policy_id,
         "action": session.action,
+        "trigger": session.trigger,
+        "retry_of_session_id": session.retry_of_session_id,
+        "attempt": session.attempt,
         "start_ns": session.start_time.ToNanoseconds(),
         **header(
             session.state, session.end_time.ToNanoseconds(), session.warnings, session.statistics
@@ -98,6 +101,9 @@ def session_from_row(row: Mapping[str, Any]) -> pb.PolicySession:
         action=row["action"],
         state=row["state"],
         warnings=json.loads(str(row["warnings"])),
+        trigger=row["trigger"],
+        retry_of_session_id=str(row["retry_of_session_id"]),
+        attempt=row["attempt"],
     )
     session.start_time.FromNanoseconds(int(row["start_ns"]))
     if row["end_ns"] and session.state != pb.SESSION_STATE_RUNNING:

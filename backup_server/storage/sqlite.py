@@ -145,6 +145,9 @@ class SqliteStorage:
     ) -> list[tuple[int, pb.PolicySession]]:
         return await self._run(self.file.list_sessions, policy_id, before, limit, with_results)
 
+    async def last_session_start(self, policy_id: str, trigger: pb.SessionTrigger) -> int | None:
+        return await self._run(self.file.last_session_start, policy_id, trigger)
+
     async def fail_interrupted_sessions(self) -> list[str]:
         return await self._run(self.file.fail_interrupted_sessions)
 

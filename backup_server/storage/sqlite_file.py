@@ -224,6 +224,14 @@ class SqliteFile:
         )
         return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in found]
 
+    def last_session_start(self, policy_id: str, trigger: int) -> int | None:
+        row = self.db.execute(
+            "select start_ns from sessions where policy_id = ? and trigger = ?"
+            " order by seq desc limit 1",
+            [policy_id, trigger],
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def fail_interrupted_sessions(self) -> list[str]:
         with self.db.atomic():
             running = list(

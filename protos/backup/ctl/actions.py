@@ -13,7 +13,12 @@ from .root import agent_address, cli, complete_ids, connection_options, examples
 EXIT_INTERRUPTED = 130
 
 
-def _run(policy_id: str, action: pb.SessionAction) -> None:
+def _run(
+    policy_id: str,
+    action: pb.SessionAction,
+    computer_names: tuple[str, ...] = (),
+    retry_of_session_id: str = "",
+) -> None:
     """Sends the start or stop, shows its progress, then the results; exits 0 or 3."""
     options = settings()
     session_id = new_session_id()
@@ -23,7 +28,12 @@ def _run(policy_id: str, action: pb.SessionAction) -> None:
         stub.GetPolicy(api.GetPolicyRequest(policy_id=policy_id), timeout=options.timeout)
         if action == pb.SESSION_ACTION_START:
             call = stub.StartPolicy.future(
-                api.StartPolicyRequest(policy_id=policy_id, session_id=session_id)
+                api.StartPolicyRequest(
+                    policy_id=policy_id,
+                    session_id=session_id,
+                    computer_names=computer_names,
+                    retry_of_session_id=retry_of_session_id,
+                )
             )
         else:
             call = stub.StopPolicy.future(
@@ -60,19 +70,35 @@ POLICY = click.argument("policy_id", metavar="POLICY", shell_complete=complete_i
         "backupctl start nightly",
         "backupctl start nightly -o json | jq '.statistics'",
         "backupctl start nightly || echo 'not every computer received it'",
+        "backupctl start nightly --computer db --computer web   # only these two",
+        "backupctl start nightly --retry-of s-20260101-020000-1a2b3c4d",
     )
 )
 @POLICY
+@click.option(
+    "--computer",
+    "computer_names",
+    multiple=True,
+    metavar="NAME",
+    help="Start only this computer of the policy (repeat the flag).",
+)
+@click.option(
+    "--retry-of",
+    "retry_of_session_id",
+    default="",
+    metavar="SESSION",
+    help="Start only the computers of that session that did not succeed.",
+)
 @connection_options(default=False)
-def start(policy_id: str) -> None:
-    """Start POLICY now on every computer of it.
+def start(policy_id: str, computer_names: tuple[str, ...], retry_of_session_id: str) -> None:
+    """Start POLICY now on every computer of it (or only those --computer names).
 
     Shows the deliveries live, then each computer's result and the statistics. Exit 0
     when every targeted computer received the command, 3 when some did not (not
     received, rejected, cancelled), 1 on error. Computers in pre-installed-agents groups
     are skipped, with a warning.
     """
-    _run(policy_id, pb.SESSION_ACTION_START)
+    _run(policy_id, pb.SESSION_ACTION_START, computer_names, retry_of_session_id)
 
 
 @cli.command(

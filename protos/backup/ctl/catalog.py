@@ -12,7 +12,7 @@ from rich.table import Table
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
-from . import client, inputs, render
+from . import client, inputs, render, scheduling
 from .root import Backupctl, cli, complete_ids, connection_options, examples, settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -239,6 +239,7 @@ def _policy_options(command: F) -> F:
                 metavar="BYTES",
                 help="Read limit per second, e.g. 10MiB (0: none).",
             ),
+            scheduling.options,
             _file_option,
         )
     ):
@@ -261,6 +262,7 @@ def _policy_options(command: F) -> F:
 def policy_create(policy_id: str, file: Path | None, **fields: Any) -> None:
     """Create a policy (ID: 1-63 of a-z, 0-9, '-'; generated when omitted)."""
     new = pb.BackupPolicy()
+    scheduling.apply(new, fields)
     _from_input(new, file, fields)
     options = settings()
     with client.backup_server(options) as stub:
@@ -312,7 +314,8 @@ def policy_update(policy_id: str, file: Path | None, **fields: Any) -> None:
     A repeated flag (--computer, --group, --source) replaces the whole list.
     """
     change = pb.BackupPolicy()
-    paths = [path for path in _from_input(change, file, fields) if path != "id"]
+    nested = scheduling.apply(change, fields)
+    paths = [path for path in _from_input(change, file, fields) if path != "id"] + nested
     if not paths:
         raise click.UsageError("nothing to change: give a flag such as --description, or -f FILE")
     change.id = policy_id
@@ -338,3 +341,6 @@ def policy_delete(policy_id: str) -> None:
             api.DeletePolicyRequest(policy_id=policy_id), timeout=options.timeout
         )
     _show(reply, lambda: None, f"deleted policy {policy_id}")
+
+
+scheduling.register(policy)

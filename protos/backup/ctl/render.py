@@ -138,8 +138,9 @@ def show_session(session: pb.PolicySession) -> None:
 
 def sessions_table(sessions: list[pb.PolicySession]) -> Table:
     table = Table()
-    for column in ("session", "policy", "action", "state", "started", "seconds"):
-        table.add_column(column)
+    for column in ("session", "policy", "action", "trigger", "attempt", "state", "started"):
+        table.add_column(column, justify="right" if column == "attempt" else "left")
+    table.add_column("seconds")
     for column in ("total", "received", "not received", "skipped", "rejected", "cancelled"):
         table.add_column(column, justify="right")
     for session in sessions:
@@ -148,6 +149,8 @@ def sessions_table(sessions: list[pb.PolicySession]) -> Table:
             session.id,
             session.policy_id,
             word(pb.SessionAction.Name(session.action), "SESSION_ACTION_"),
+            trigger_text(session),
+            str(session.attempt),
             state_text(session.state),
             when(session.start_time),
             f"{session_seconds(session):.2f}",
@@ -164,6 +167,32 @@ def sessions_table(sessions: list[pb.PolicySession]) -> Table:
             ),
         )
     return table
+
+
+def schedule_text(policy: pb.BackupPolicy) -> str:
+    if not policy.HasField("schedule"):
+        return ""
+    schedule = policy.schedule
+    text = f"{schedule.cron} ({schedule.time_zone or 'UTC'})"
+    return f"{text}, paused" if schedule.paused else text
+
+
+def window_text(policy: pb.BackupPolicy) -> str:
+    if not policy.HasField("backup_window"):
+        return ""
+    window = policy.backup_window
+    zone = window.time_zone or policy.schedule.time_zone or "UTC"
+    return f"{window.start}-{window.end} ({zone})"
+
+
+def retry_text(policy: pb.BackupPolicy) -> str:
+    if not policy.retry.attempts:
+        return ""
+    return f"{policy.retry.attempts} times, {policy.retry.interval.seconds} s apart"
+
+
+def trigger_text(session: pb.PolicySession) -> str:
+    return word(pb.SessionTrigger.Name(session.trigger), "SESSION_TRIGGER_")
 
 
 def computers_table(computers: list[pb.Computer]) -> Table:
@@ -205,6 +234,8 @@ def policies_table(policies: list[pb.BackupPolicy]) -> Table:
     table = Table()
     for column in ("id", "name", "computers", "groups", "sources", "repository", "updated"):
         table.add_column(column, justify="right" if column == "computers" else "left")
+    for column in ("schedule", "window", "next run"):
+        table.add_column(column)
     for policy in policies:
         table.add_row(
             policy.id,
@@ -214,6 +245,9 @@ def policies_table(policies: list[pb.BackupPolicy]) -> Table:
             ", ".join(policy.source_paths),
             policy.repository,
             when(policy.update_time),
+            schedule_text(policy),
+            window_text(policy),
+            when(policy.next_run_time),
         )
     return table
 
@@ -233,6 +267,10 @@ def show_policy(policy: pb.BackupPolicy) -> None:
         ("retention", f"{retention} restore points"),
         ("throttle", f"{throttle} bytes/s" if throttle else "unlimited"),
         ("groups", ", ".join(policy.protection_group_ids)),
+        ("schedule", schedule_text(policy)),
+        ("window", window_text(policy)),
+        ("retries", retry_text(policy)),
+        ("next run", when(policy.next_run_time)),
         ("created", when(policy.create_time)),
         ("updated", when(policy.update_time)),
     ):

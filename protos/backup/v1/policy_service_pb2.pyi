@@ -102,12 +102,16 @@ class DeletePolicyRequest(_message.Message):
     def __init__(self, policy_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class StartPolicyRequest(_message.Message):
-    __slots__ = ("policy_id", "session_id")
+    __slots__ = ("policy_id", "session_id", "computer_names", "retry_of_session_id")
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    RETRY_OF_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     policy_id: str
     session_id: str
-    def __init__(self, policy_id: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
+    computer_names: _containers.RepeatedScalarFieldContainer[str]
+    retry_of_session_id: str
+    def __init__(self, policy_id: _Optional[str] = ..., session_id: _Optional[str] = ..., computer_names: _Optional[_Iterable[str]] = ..., retry_of_session_id: _Optional[str] = ...) -> None: ...
 
 class StopPolicyRequest(_message.Message):
     __slots__ = ("policy_id", "session_id")

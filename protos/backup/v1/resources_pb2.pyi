@@ -17,6 +17,14 @@ class ProtectionGroupKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROTECTION_GROUP_KIND_MANUAL: _ClassVar[ProtectionGroupKind]
     PROTECTION_GROUP_KIND_PREINSTALLED_AGENTS: _ClassVar[ProtectionGroupKind]
 
+class SessionTrigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SESSION_TRIGGER_UNSPECIFIED: _ClassVar[SessionTrigger]
+    SESSION_TRIGGER_OPERATOR: _ClassVar[SessionTrigger]
+    SESSION_TRIGGER_SCHEDULE: _ClassVar[SessionTrigger]
+    SESSION_TRIGGER_RETRY: _ClassVar[SessionTrigger]
+    SESSION_TRIGGER_WINDOW: _ClassVar[SessionTrigger]
+
 class SessionAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SESSION_ACTION_UNSPECIFIED: _ClassVar[SessionAction]
@@ -51,6 +59,11 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 PROTECTION_GROUP_KIND_UNSPECIFIED: ProtectionGroupKind
 PROTECTION_GROUP_KIND_MANUAL: ProtectionGroupKind
 PROTECTION_GROUP_KIND_PREINSTALLED_AGENTS: ProtectionGroupKind
+SESSION_TRIGGER_UNSPECIFIED: SessionTrigger
+SESSION_TRIGGER_OPERATOR: SessionTrigger
+SESSION_TRIGGER_SCHEDULE: SessionTrigger
+SESSION_TRIGGER_RETRY: SessionTrigger
+SESSION_TRIGGER_WINDOW: SessionTrigger
 SESSION_ACTION_UNSPECIFIED: SessionAction
 SESSION_ACTION_START: SessionAction
 SESSION_ACTION_STOP: SessionAction
@@ -95,7 +108,7 @@ class ProtectionGroup(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[ProtectionGroupKind, str]] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BackupPolicy(_message.Message):
-    __slots__ = ("id", "name", "description", "computers", "protection_group_ids", "source_paths", "repository", "retention_points", "throttle_bytes_per_second", "create_time", "update_time", "exclude_patterns")
+    __slots__ = ("id", "name", "description", "computers", "protection_group_ids", "source_paths", "repository", "retention_points", "throttle_bytes_per_second", "create_time", "update_time", "exclude_patterns", "schedule", "backup_window", "retry", "next_run_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +121,10 @@ class BackupPolicy(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RUN_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -120,7 +137,39 @@ class BackupPolicy(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     exclude_patterns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., protection_group_ids: _Optional[_Iterable[str]] = ..., source_paths: _Optional[_Iterable[str]] = ..., repository: _Optional[str] = ..., retention_points: _Optional[int] = ..., throttle_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclude_patterns: _Optional[_Iterable[str]] = ...) -> None: ...
+    schedule: Schedule
+    backup_window: BackupWindow
+    retry: RetryPolicy
+    next_run_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., computers: _Optional[_Iterable[_Union[Computer, _Mapping]]] = ..., protection_group_ids: _Optional[_Iterable[str]] = ..., source_paths: _Optional[_Iterable[str]] = ..., repository: _Optional[str] = ..., retention_points: _Optional[int] = ..., throttle_bytes_per_second: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exclude_patterns: _Optional[_Iterable[str]] = ..., schedule: _Optional[_Union[Schedule, _Mapping]] = ..., backup_window: _Optional[_Union[BackupWindow, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., next_run_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Schedule(_message.Message):
+    __slots__ = ("cron", "time_zone", "paused")
+    CRON_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    cron: str
+    time_zone: str
+    paused: bool
+    def __init__(self, cron: _Optional[str] = ..., time_zone: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+
+class BackupWindow(_message.Message):
+    __slots__ = ("start", "end", "time_zone")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    time_zone: str
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
+
+class RetryPolicy(_message.Message):
+    __slots__ = ("attempts", "interval")
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    attempts: int
+    interval: _duration_pb2.Duration
+    def __init__(self, attempts: _Optional[int] = ..., interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ComputerResult(_message.Message):
     __slots__ = ("computer", "protection_group_id", "delivery", "detail", "latency", "job_id", "job", "reconciled")
@@ -171,7 +220,7 @@ class SessionStatistics(_message.Message):
     def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., received: _Optional[int] = ..., not_received: _Optional[int] = ..., skipped: _Optional[int] = ..., rejected: _Optional[int] = ..., cancelled: _Optional[int] = ..., jobs_running: _Optional[int] = ..., jobs_succeeded: _Optional[int] = ..., jobs_failed: _Optional[int] = ..., jobs_stopped: _Optional[int] = ..., jobs_unknown: _Optional[int] = ...) -> None: ...
 
 class PolicySession(_message.Message):
-    __slots__ = ("id", "policy_id", "action", "state", "start_time", "end_time", "computer_results", "statistics", "warnings", "outcome", "outcome_time")
+    __slots__ = ("id", "policy_id", "action", "state", "start_time", "end_time", "computer_results", "statistics", "warnings", "outcome", "outcome_time", "trigger", "retry_of_session_id", "attempt")
     ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +232,9 @@ class PolicySession(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_TIME_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    RETRY_OF_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     id: str
     policy_id: str
     action: SessionAction
@@ -194,7 +246,10 @@ class PolicySession(_message.Message):
     warnings: _containers.RepeatedScalarFieldContainer[str]
     outcome: SessionState
     outcome_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., action: _Optional[_Union[SessionAction, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computer_results: _Optional[_Iterable[_Union[ComputerResult, _Mapping]]] = ..., statistics: _Optional[_Union[SessionStatistics, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., outcome: _Optional[_Union[SessionState, str]] = ..., outcome_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    trigger: SessionTrigger
+    retry_of_session_id: str
+    attempt: int
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., action: _Optional[_Union[SessionAction, str]] = ..., state: _Optional[_Union[SessionState, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., computer_results: _Optional[_Iterable[_Union[ComputerResult, _Mapping]]] = ..., statistics: _Optional[_Union[SessionStatistics, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ..., outcome: _Optional[_Union[SessionState, str]] = ..., outcome_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., trigger: _Optional[_Union[SessionTrigger, str]] = ..., retry_of_session_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "policy_id", "session_id", "state", "start_time", "end_time", "bytes_total", "bytes_done", "files_done", "restore_point_id", "error", "warnings", "bytes_read", "bytes_written")

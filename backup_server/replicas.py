@@ -1,0 +1,83 @@
+"""This server among its replicas: its lease in the storage, and the sessions dead ones left.
+
+Every server process is a replica with an id of its own (new at each start) and a lease:
+a row in the storage it renews every third of `--replica-lease`. A replica whose lease
+ran out is dead; any live replica marks the sessions it left RUNNING as FAILED
+(interrupted), so no session stays RUNNING past a lease after its replica died. With
+SQLite there is one replica, and what the previous process left is swept at start-up.
+The scheduler runs on the one replica that holds the storage's leadership lock.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from backup.errors import LocalFault
+
+from .storage.interface import Storage
+
+log = logging.getLogger("backup_server.replicas")
+
+DEFAULT_LEASE_SECONDS = 10.0
+
+
+class Replicas:
+    """Keeps this replica's lease and sweeps the sessions of replicas whose lease ran out."""
+
+    def __init__(self, storage: Storage, address: str, lease: float = DEFAULT_LEASE_SECONDS):
+        self.storage = storage
+        self.id = f"r-{uuid.uuid4().hex[:12]}"
+        self.address = address
+        self.lease = lease
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> list[str]:
+        """Takes this replica's lease, sweeps once, and keeps both going; returns the ids
+        of the sessions the first sweep failed."""
+        await self.storage.renew_lease(self.id, self.address, self.lease)
+        swept = await self.sweep()
+        self._task = asyncio.create_task(self._keep())
+        return swept
+
+    async def sweep(self) -> list[str]:
+        """Fails the sessions whose replica's lease ran out; returns their ids."""
+        interrupted = await self.storage.fail_interrupted_sessions()
+        for session_id in interrupted:
+            log.warning(
+                "session %s was running on a server that stopped: marked FAILED (interrupted)",
+                session_id,
+                extra={"session_id": session_id},
+            )
+        return interrupted
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.storage.renew_lease(self.id, self.address, self.lease)
+                await self.sweep()
+            except LocalFault as error:
+                # The database is out of reach: the lease may lapse, and the others
+                # will take over; this replica goes on trying.
+                log.warning("replica %s: lease not renewed: %s", self.id, error.message)
+
+    async def live(self) -> list[str]:
+        """The ids of the replicas whose lease holds, in order."""
+        return await self.storage.live_replicas()
+
+    async def is_leader(self) -> bool:
+        """Whether this replica is the deployment's one scheduler (the storage's lock)."""
+        try:
+            return await self.storage.hold_leadership()
+        except LocalFault:
+            return False
+
+    async def stop(self) -> None:
+        """Stops renewing and gives the lease up, so the others need not wait it out."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(LocalFault):
+            await self.storage.end_lease(self.id)
