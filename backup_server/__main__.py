@@ -9,6 +9,7 @@ from backup import logs, serving
 from backup.security import tls
 
 from .app import BackupServer, ServerConfig
+from .replicas import DEFAULT_LEASE_SECONDS
 from .storage.backends import DEFAULT_POOL_SIZE
 from .storage.postgres import is_postgres_url
 
@@ -41,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         help="deadline of each command sent to an agent (default 5)",
     )
     parser.add_argument(
+        "--replica-lease",
+        type=float,
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="SECONDS",
+        help="how soon the other replicas sweep the sessions of one that stopped answering"
+        f" (default {DEFAULT_LEASE_SECONDS:g})",
+    )
+    parser.add_argument(
         "--max-in-flight",
         type=int,
         default=10_000,
@@ -64,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     args = parser.parse_args(argv)
     if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
         parser.error("--agent-deadline must be a positive number of seconds")
+    if not math.isfinite(args.replica_lease) or args.replica_lease <= 0:
+        parser.error("--replica-lease must be a positive number of seconds")
     if args.db_pool_size < 1:
         parser.error("--db-pool-size must be at least 1")
     if args.max_in_flight < 1:
@@ -72,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         listen=args.listen,
         db=args.db if is_postgres_url(args.db) else Path(args.db),
         db_pool_size=args.db_pool_size,
+        replica_lease=args.replica_lease,
         agent_deadline=args.agent_deadline,
         max_in_flight=args.max_in_flight,
         shutdown_grace=args.shutdown_grace,

@@ -20,6 +20,7 @@ from .control import Control
 from .fanout import AgentTransport
 from .policies import Policies
 from .queries import SessionQueries
+from .replicas import DEFAULT_LEASE_SECONDS, Replicas
 from .scheduler import Clock, Leadership, Scheduler
 from .scheduling import ServerActions
 from .service import PolicyService
@@ -38,6 +39,8 @@ class ServerConfig:
     # A SQLite file, or a libpq URL (postgresql://...) that several replicas share.
     db: Path | str = Path("backup-server.db")
     db_pool_size: int = DEFAULT_POOL_SIZE
+    # How long a replica that stopped answering keeps its sessions before others sweep them.
+    replica_lease: float = DEFAULT_LEASE_SECONDS
     agent_deadline: float = 5.0
     max_in_flight: int = 10_000
     shutdown_grace: float = 5.0
@@ -80,6 +83,7 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self.storage: Storage | None = None
         self.control: Control | None = None
+        self.replicas: Replicas | None = None
         self.scheduler: Scheduler | None = None
         self._scheduling: asyncio.Task[None] | None = None
 
@@ -101,17 +105,23 @@ class BackupServer:
         self.port = serving.bind(server, self.config.listen, self._server_credentials())
         try:
             storage = self.storage = await open_storage(self.config.db, self.config.db_pool_size)
-            await recovery.recover(storage)
+            replicas = self.replicas = Replicas(storage, self.address, self.config.replica_lease)
+            # Takes this replica's lease and fails what stopped replicas left RUNNING.
+            await replicas.start()
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
         self.control = Control(
-            storage, self.transport, self.config.agent_deadline, self.config.max_in_flight
+            storage,
+            self.transport,
+            self.config.agent_deadline,
+            self.config.max_in_flight,
+            replica_id=replicas.id,
         )
         queries = SessionQueries(storage, self.control.running)
         self.scheduler = Scheduler(
             ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
             self._clock,
-            self._leadership,
+            self._leadership or replicas,
         )
         api_grpc.add_PolicyServiceServicer_to_server(
             PolicyService(
@@ -174,5 +184,7 @@ class BackupServer:
         await recovery.shutdown(self.control.running, self.config.shutdown_grace)
         await stopping
         await self.transport.close()
+        if self.replicas is not None:
+            await self.replicas.stop()
         await storage.close()
         log.info("backup server stopped")

@@ -10,13 +10,14 @@ import logging
 from collections.abc import Sequence
 
 from backup import validation
-from backup.errors import FailedPrecondition, NotFound
+from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
 from .commands import COMMAND_OF_ACTION
 from .fanout import AgentTransport, FanOut
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
+from .queries import delivered
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
 from .storage.interface import Storage
@@ -34,12 +35,15 @@ class Control:
         deadline: float,
         max_in_flight: int = 10_000,
         running: RunningSessions | None = None,
+        replica_id: str = "",
     ) -> None:
         self._storage = storage
         self._transport = transport
         self._deadline = deadline
         self._max_in_flight = max_in_flight
         self.running = running or RunningSessions()
+        # Stored as each session's owner: the replica whose lease keeps it RUNNING.
+        self._replica_id = replica_id
 
     async def start_policy(
         self,
@@ -86,6 +90,11 @@ class Control:
         origin: Origin,
         computer_names: Sequence[str] = (),
     ) -> pb.PolicySession:
+        if session_id:
+            # A client retrying (on this or another replica) gets the session it started.
+            existing = await self._existing(session_id, policy_id, action)
+            if existing is not None:
+                return existing
         policy, groups = await self._storage.get_policy_and_groups(policy_id)
         targets = narrow(
             resolve_targets(policy, groups), computer_names, policy_id, field_name="computer_names"
@@ -100,7 +109,14 @@ class Control:
         session = new_session(session_id or new_session_id(), policy_id, action, targets)
         origin.stamp(session)
         command = COMMAND_OF_ACTION[action](session.id, policy)
-        took = await self._storage.insert_session(session)
+        try:
+            took = await self._storage.insert_session(session, self._replica_id)
+        except AlreadyExists:
+            # Another replica stored a session with this id a moment ago.
+            existing = await self._existing(session.id, policy_id, action)
+            if existing is None:
+                raise
+            return existing
         if command.cancels_queued_starts:
             # After the insert, so a stop refused for a taken session id cancels nothing.
             self._cancel_queued_starts(policy_id, session.id)
@@ -129,6 +145,23 @@ class Control:
         run = asyncio.create_task(self._deliver(SessionWriter(self._storage, live), fanout))
         self.running.keep(run)
         return await asyncio.shield(run)
+
+    async def _existing(
+        self, session_id: str, policy_id: str, action: pb.SessionAction
+    ) -> pb.PolicySession | None:
+        """The session `session_id` names once its delivery has ended, if it is one of
+        `policy_id` and `action`; None if there is none; AlreadyExists if it is another's."""
+        try:
+            stored = await self._storage.get_session(session_id)
+        except NotFound:
+            return None
+        if (stored.policy_id, stored.action) != (policy_id, action):
+            raise AlreadyExists(
+                f"session {session_id!r} already exists, a "
+                f"{pb.SessionAction.Name(stored.action).removeprefix('SESSION_ACTION_').lower()}"
+                f" of policy {stored.policy_id!r}; choose another session_id"
+            )
+        return await delivered(self._storage, self.running.live, session_id)
 
     def _cancel_queued_starts(self, policy_id: str, stop_session_id: str) -> None:
         for fanout in self.running.starts.get(policy_id, set()):

@@ -15,6 +15,7 @@ import uuid
 
 from backup.errors import LocalFault
 
+from . import recovery
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.replicas")
@@ -42,14 +43,7 @@ class Replicas:
 
     async def sweep(self) -> list[str]:
         """Fails the sessions whose replica's lease ran out; returns their ids."""
-        interrupted = await self.storage.fail_interrupted_sessions()
-        for session_id in interrupted:
-            log.warning(
-                "session %s was running on a server that stopped: marked FAILED (interrupted)",
-                session_id,
-                extra={"session_id": session_id},
-            )
-        return interrupted
+        return await recovery.recover(self.storage, self.id)
 
     async def _keep(self) -> None:
         while True:

@@ -81,16 +81,19 @@ class PostgresServer:
 
     def _run(self, tool: str, *args: str) -> None:
         owner = pwd.getpwnam(self.user) if self.user else None
-        subprocess.run(
+        ran = subprocess.run(
             [str(self.bin / tool), *args],
-            check=True,
             capture_output=True,
+            text=True,
             user=owner.pw_uid if owner else None,
             group=owner.pw_gid if owner else None,
             extra_groups=[] if owner else None,
             cwd=self.root,
             timeout=120,
         )
+        if ran.returncode != 0:
+            log = self.log.read_text()[-2000:] if self.log.exists() else ""
+            raise RuntimeError(f"{tool} {' '.join(args)}: {ran.stderr.strip()}\n{log}")
 
     def initialise(self) -> None:
         self.root.chmod(0o755)
@@ -144,7 +147,14 @@ def start_postgres() -> PostgresServer:
     """A started server in a new temp dir (the caller stops it)."""
     server = PostgresServer(Path(tempfile.mkdtemp(prefix="backup-tests-postgres-")))
     server.initialise()
-    server.start()
+    try:
+        server.start()
+    except RuntimeError:
+        # The free port was taken between choosing it and the server binding it.
+        server.port = free_port()
+        with (server.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"port = {server.port}\n")
+        server.start()
     server.admin(f"create role {PASSWORD_ROLE} login superuser password '{PASSWORD}'")
     return server
 

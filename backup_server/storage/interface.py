@@ -94,9 +94,10 @@ class Storage(Protocol):
 
     # Sessions
 
-    async def insert_session(self, session: pb.PolicySession) -> float:
-        """Stores a new session with every computer's result; AlreadyExists if its id is
-        taken. Returns the seconds the write itself took, for the log and the bench."""
+    async def insert_session(self, session: pb.PolicySession, owner: str = "") -> float:
+        """Stores a new session with every computer's result, run by replica `owner`;
+        AlreadyExists if its id is taken. Returns the seconds the write itself took, for
+        the log and the bench."""
         ...
 
     async def save_progress(self, progress: Progress) -> float:
@@ -121,10 +122,31 @@ class Storage(Protocol):
         None when it has none. The scheduler's memory of its last scheduled run."""
         ...
 
-    async def fail_interrupted_sessions(self) -> list[str]:
+    async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
         """Marks sessions a stopped server left RUNNING as FAILED with the INTERRUPTED
         warning, ending each at its last stored activity, and their pending computers
-        OUTCOME_UNKNOWN; returns their ids."""
+        OUTCOME_UNKNOWN; returns their ids. Never the sessions of `replica_id` (the
+        caller) nor, where replicas share the storage, of a replica whose lease holds."""
+        ...
+
+    # Replicas (backup_server.replicas)
+
+    async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
+        """Records that the replica is alive for `lease_seconds` from now."""
+        ...
+
+    async def end_lease(self, replica_id: str) -> None:
+        """Gives the replica's lease up (a clean stop)."""
+        ...
+
+    async def live_replicas(self) -> list[str]:
+        """The ids of the replicas whose lease holds, in id order."""
+        ...
+
+    async def hold_leadership(self) -> bool:
+        """Whether this process holds the deployment's one leadership lock (the
+        scheduler's), taking it if it is free; a storage only one process uses always
+        does. A holder that dies loses it, so another takes it over."""
         ...
 
 

@@ -8,19 +8,20 @@ error leaves as the project's error (`storage_error`): a lost or refused connect
 `Unavailable`, a full disk `ResourceExhausted`, anything else `LocalFault`.
 """
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, AsyncCursor, errors, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from backup.errors import (
-    AlreadyExists,
     BackupError,
     FailedPrecondition,
     LocalFault,
@@ -31,6 +32,7 @@ from backup.errors import (
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import Progress
+from . import postgres_statements as statements
 from . import rows
 from .interface import OUTCOME_UNKNOWN, PolicyChange, PolicyCheck
 from .postgres_migrations import migrate
@@ -47,6 +49,8 @@ DISK_FULL = "53100"
 # SQLSTATE classes meaning the server is gone or going: connection exception, operator
 # intervention (shutdown, restart), and insufficient resources other than a full disk.
 UNAVAILABLE_CLASSES = ("08", "57", "53")
+# The advisory lock whose holder is the deployment's one scheduler.
+LEADERSHIP_LOCK = 0x6261636B7570_02  # "backup" + 2
 
 
 def is_postgres_url(db: object) -> bool:
@@ -72,9 +76,15 @@ def storage_error(error: Exception) -> BackupError:
 class PostgresStorage:
     """The `Storage` over one PostgreSQL database, shared by every replica."""
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
         self.pool = pool
+        self._url = url
         self._logged: dict[str, float] = {}
+        # The leadership lock lives on a connection of its own, outside the pool: the
+        # lock is the connection's, released by PostgreSQL when the connection is lost.
+        self._leader: AsyncConnection | None = None
+        self._leading = False
+        self._leader_guard = asyncio.Lock()
 
     @classmethod
     async def open(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> "PostgresStorage":
@@ -103,9 +113,12 @@ class PostgresStorage:
             name="backup-server",
         )
         await pool.open()
-        return cls(pool)
+        return cls(pool, url)
 
     async def close(self) -> None:
+        if self._leader is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._leader.close()
         await self.pool.close()
 
     @asynccontextmanager
@@ -129,13 +142,13 @@ class PostgresStorage:
 
     async def insert_group(self, group: pb.ProtectionGroup) -> None:
         async with self._unit() as cur:
-            await _insert(
+            await statements.insert(
                 cur, "protection_groups", rows.group_row(group), f"protection group {group.id!r}"
             )
 
     async def get_group(self, group_id: str) -> pb.ProtectionGroup:
         async with self._unit() as cur:
-            return await _get_group(cur, group_id)
+            return await statements.get_group(cur, group_id)
 
     async def list_groups(self, after_id: str, limit: int) -> list[pb.ProtectionGroup]:
         async with self._unit() as cur:
@@ -149,7 +162,7 @@ class PostgresStorage:
         async with self._unit() as cur:
             # Locked first: a policy naming it waits for this unit of work, or this one
             # for the policy's, and then sees it (see _get_groups).
-            await _get_group(cur, group_id, lock="for update")
+            await statements.get_group(cur, group_id, lock="for update")
             await cur.execute(
                 "select policy_id from policy_groups where group_id = %s"
                 " order by policy_id limit 5",
@@ -167,35 +180,37 @@ class PostgresStorage:
 
     async def insert_policy(self, policy: pb.BackupPolicy, check: PolicyCheck) -> None:
         async with self._unit() as cur:
-            check(policy, await _get_groups(cur, policy.protection_group_ids))
-            await _insert(cur, "policies", rows.policy_row(policy), f"policy {policy.id!r}")
-            await _write_policy_groups(cur, policy)
+            check(policy, await statements.get_groups(cur, policy.protection_group_ids))
+            await statements.insert(
+                cur, "policies", rows.policy_row(policy), f"policy {policy.id!r}"
+            )
+            await statements.write_policy_groups(cur, policy)
 
     async def update_policy(
         self, policy_id: str, change: PolicyChange, check: PolicyCheck
     ) -> pb.BackupPolicy:
         async with self._unit() as cur:
-            policy = change(await _get_policy(cur, policy_id, lock="for update"))
-            check(policy, await _get_groups(cur, policy.protection_group_ids))
+            policy = change(await statements.get_policy(cur, policy_id, lock="for update"))
+            check(policy, await statements.get_groups(cur, policy.protection_group_ids))
             row = rows.policy_row(policy)
             await cur.execute(
                 "update policies set name = %s, body = %s, create_ns = %s, update_ns = %s"
                 " where id = %s",
                 [row["name"], row["body"], row["create_ns"], row["update_ns"], policy_id],
             )
-            await _write_policy_groups(cur, policy)
+            await statements.write_policy_groups(cur, policy)
             return policy
 
     async def get_policy(self, policy_id: str) -> pb.BackupPolicy:
         async with self._unit() as cur:
-            return await _get_policy(cur, policy_id)
+            return await statements.get_policy(cur, policy_id)
 
     async def get_policy_and_groups(
         self, policy_id: str
     ) -> tuple[pb.BackupPolicy, dict[str, pb.ProtectionGroup]]:
         async with self._unit() as cur:
-            policy = await _get_policy(cur, policy_id, lock="for share")
-            return policy, await _get_groups(cur, policy.protection_group_ids)
+            policy = await statements.get_policy(cur, policy_id, lock="for share")
+            return policy, await statements.get_groups(cur, policy.protection_group_ids)
 
     async def list_policies(self, after_id: str, limit: int) -> list[pb.BackupPolicy]:
         async with self._unit() as cur:
@@ -223,11 +238,12 @@ class PostgresStorage:
 
     # Sessions
 
-    async def insert_session(self, session: pb.PolicySession) -> float:
+    async def insert_session(self, session: pb.PolicySession, owner: str = "") -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
-            await _insert(cur, "sessions", rows.session_row(session), f"session {session.id!r}")
-            seq = await _seq(cur, session.id)
+            row = rows.session_row(session, owner)
+            await statements.insert(cur, "sessions", row, f"session {session.id!r}")
+            seq = await statements.seq(cur, session.id)
             # COPY: a 10,000-computer session is one round trip, not 10,000 inserts.
             async with cur.copy(
                 f"copy computer_results (session_seq, position, {RESULT_COLUMNS}) from stdin"
@@ -239,7 +255,7 @@ class PostgresStorage:
     async def save_progress(self, progress: Progress) -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
-            seq = await _seq(cur, progress.session_id)
+            seq = await statements.seq(cur, progress.session_id)
             if progress.results:
                 # One statement for the whole batch: the changes travel as arrays.
                 changes = progress.results
@@ -277,7 +293,7 @@ class PostgresStorage:
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"session {session_id!r} not found")
-            return await _session_from_row(cur, row, with_results=True)
+            return await statements.session_from_row(cur, row, with_results=True)
 
     async def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool
@@ -297,7 +313,8 @@ class PostgresStorage:
             )
             found = await cur.fetchall()
             return [
-                (int(row["seq"]), await _session_from_row(cur, row, with_results)) for row in found
+                (int(row["seq"]), await statements.session_from_row(cur, row, with_results))
+                for row in found
             ]
 
     async def last_session_start(self, policy_id: str, trigger: pb.SessionTrigger) -> int | None:
@@ -310,12 +327,16 @@ class PostgresStorage:
             row = await cur.fetchone()
             return None if row is None else int(row["start_ns"])
 
-    async def fail_interrupted_sessions(self) -> list[str]:
+    async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
+        """Those whose replica's lease ran out (and never `replica_id`'s); `skip locked`
+        lets replicas sweep at once without waiting for each other."""
         async with self._unit() as cur:
             await cur.execute(
-                "select seq, id, warnings, start_ns, end_ns from sessions where state = %s"
-                " order by seq for update",
-                [pb.SESSION_STATE_RUNNING],
+                "select seq, id, warnings, start_ns, end_ns from sessions"
+                " where state = %s and owner is distinct from nullif(%s, '') and owner not in"
+                " (select id from replicas where expires_ns > %s)"
+                " order by seq for update skip locked",
+                [pb.SESSION_STATE_RUNNING, replica_id, time.time_ns()],
             )
             running = await cur.fetchall()
             for row in running:
@@ -335,94 +356,47 @@ class PostgresStorage:
                 )
         return [row["id"] for row in running]
 
+    # Replicas
 
-# The statements more than one method runs, on the unit of work's cursor.
-
-
-async def _insert(
-    cur: AsyncCursor[dict[str, Any]], table: str, row: dict[str, Any], what: str
-) -> None:
-    """Inserts a row; AlreadyExists naming `what` if its key is taken."""
-    statement = sql.SQL("insert into {} ({}) values ({})").format(
-        sql.Identifier(table),
-        sql.SQL(", ").join(map(sql.Identifier, row)),
-        sql.SQL(", ").join(sql.Placeholder() * len(row)),
-    )
-    try:
-        async with cur.connection.transaction():  # a savepoint: the unit of work goes on
-            await cur.execute(statement, list(row.values()))
-    except errors.UniqueViolation:
-        raise AlreadyExists(f"{what} already exists") from None
-
-
-async def _body(
-    cur: AsyncCursor[dict[str, Any]], table: str, key: str, what: str, lock: str
-) -> bytes:
-    """The serialized proto stored under `key`; NotFound naming `what` if none is."""
-    await cur.execute(
-        sql.SQL("select body from {} where id = %s " + lock).format(sql.Identifier(table)), [key]
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFound(f"{what} {key!r} not found")
-    return bytes(row["body"])
-
-
-async def _get_group(
-    cur: AsyncCursor[dict[str, Any]], group_id: str, lock: str = ""
-) -> pb.ProtectionGroup:
-    body = await _body(cur, "protection_groups", group_id, "protection group", lock)
-    return pb.ProtectionGroup.FromString(body)
-
-
-async def _get_groups(
-    cur: AsyncCursor[dict[str, Any]], group_ids: Sequence[str]
-) -> dict[str, pb.ProtectionGroup]:
-    """The named groups that exist, share-locked until the unit of work ends, so none
-    can be deleted between the check that needs it and the write."""
-    if not group_ids:
-        return {}
-    await cur.execute(
-        "select id, body from protection_groups where id = any(%s) for share", [list(group_ids)]
-    )
-    return {row["id"]: pb.ProtectionGroup.FromString(row["body"]) for row in await cur.fetchall()}
-
-
-async def _get_policy(
-    cur: AsyncCursor[dict[str, Any]], policy_id: str, lock: str = ""
-) -> pb.BackupPolicy:
-    return pb.BackupPolicy.FromString(await _body(cur, "policies", policy_id, "policy", lock))
-
-
-async def _write_policy_groups(cur: AsyncCursor[dict[str, Any]], policy: pb.BackupPolicy) -> None:
-    await cur.execute("delete from policy_groups where policy_id = %s", [policy.id])
-    if policy.protection_group_ids:
-        await cur.execute(
-            "insert into policy_groups (policy_id, group_id)"
-            " select %s, unnest(%s::text[]) on conflict do nothing",
-            [policy.id, list(policy.protection_group_ids)],
-        )
-
-
-async def _seq(cur: AsyncCursor[dict[str, Any]], session_id: str) -> int:
-    await cur.execute("select seq from sessions where id = %s", [session_id])
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFound(f"session {session_id!r} not found")
-    return int(row["seq"])
-
-
-async def _session_from_row(
-    cur: AsyncCursor[dict[str, Any]], row: dict[str, Any], with_results: bool
-) -> pb.PolicySession:
-    session = rows.session_from_row(row)
-    if with_results:
-        # Tuples, in RESULT_FIELDS order, as rows.add_results takes them.
-        async with cur.connection.cursor() as results:
-            await results.execute(
-                f"select {RESULT_COLUMNS} from computer_results"
-                " where session_seq = %s order by position",
-                [row["seq"]],
+    async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
+        async with self._unit() as cur:
+            await cur.execute(
+                "insert into replicas (id, address, expires_ns) values (%s, %s, %s)"
+                " on conflict (id) do update set address = excluded.address,"
+                " expires_ns = excluded.expires_ns",
+                [replica_id, address, time.time_ns() + int(lease_seconds * 1e9)],
             )
-            rows.add_results(session, await results.fetchall())
-    return session
+
+    async def end_lease(self, replica_id: str) -> None:
+        async with self._unit() as cur:
+            await cur.execute("delete from replicas where id = %s", [replica_id])
+
+    async def live_replicas(self) -> list[str]:
+        async with self._unit() as cur:
+            await cur.execute(
+                "select id from replicas where expires_ns > %s order by id", [time.time_ns()]
+            )
+            return [row["id"] for row in await cur.fetchall()]
+
+    async def hold_leadership(self) -> bool:
+        async with self._leader_guard:
+            try:
+                if self._leader is None or self._leader.closed:
+                    self._leader, self._leading = None, False
+                    self._leader = await AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                    )
+                if self._leading:
+                    await self._leader.execute("select 1")  # still connected, still held
+                    return True
+                cursor = await self._leader.execute(
+                    "select pg_try_advisory_lock(%s)", [LEADERSHIP_LOCK]
+                )
+                self._leading = bool((await cursor.fetchone() or (False,))[0])
+                return self._leading
+            except psycopg.Error as error:
+                if self._leader is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await self._leader.close()
+                self._leader, self._leading = None, False
+                raise storage_error(error) from None

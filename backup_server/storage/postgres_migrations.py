@@ -52,10 +52,18 @@ MIGRATION_2_SESSION_ORIGIN = [
     "create index sessions_policy_id_trigger_seq on sessions (policy_id, trigger, seq)",
 ]
 
+# Replicas' leases, and which replica runs each session (see backup_server.replicas).
+MIGRATION_3_REPLICAS = [
+    """create table replicas (
+        id text primary key, address text not null, expires_ns bigint not null)""",
+    "alter table sessions add column owner text not null default ''",
+]
+
 # Append only, in step with migrations.MIGRATIONS: (name, statements).
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial schema", MIGRATION_1_INITIAL),
     ("session trigger, retry link and attempt", MIGRATION_2_SESSION_ORIGIN),
+    ("replica leases and session owners", MIGRATION_3_REPLICAS),
 ]
 
 

@@ -62,10 +62,11 @@ def header(
     return row
 
 
-def session_row(session: pb.PolicySession) -> dict[str, Any]:
+def session_row(session: pb.PolicySession, owner: str) -> dict[str, Any]:
     """A new session's header row (without the sequence number the backend assigns)."""
     return {
         "id": session.id,
+        "owner": owner,
         "policy_id": session.policy_id,
         "action": session.action,
         "trigger": session.trigger,

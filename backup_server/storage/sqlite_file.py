@@ -7,6 +7,7 @@ that queries need; sessions as a header row plus one row per computer (the schem
 
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -155,10 +156,10 @@ class SqliteFile:
 
     # Sessions
 
-    def insert_session(self, session: pb.PolicySession) -> None:
+    def insert_session(self, session: pb.PolicySession, owner: str = "") -> None:
         with self.db.atomic():
             try:
-                inserted = self.db.table("sessions").insert(rows.session_row(session))
+                inserted = self.db.table("sessions").insert(rows.session_row(session, owner))
                 seq = int(inserted.last_rowid or 0)
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"session {session.id!r} already exists") from None
@@ -232,12 +233,15 @@ class SqliteFile:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def fail_interrupted_sessions(self) -> list[str]:
+    def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
+        """Every RUNNING session but `replica_id`'s: one server uses a file, so any other
+        owner has stopped, whatever its lease said."""
         with self.db.atomic():
             running = list(
                 self.db.query(
-                    "select seq, id, warnings, start_ns, end_ns from sessions where state = ?",
-                    [pb.SESSION_STATE_RUNNING],
+                    "select seq, id, warnings, start_ns, end_ns from sessions"
+                    " where state = ? and owner is not nullif(?, '')",
+                    [pb.SESSION_STATE_RUNNING, replica_id],
                 )
             )
             for row in running:
@@ -254,3 +258,20 @@ class SqliteFile:
                     [OUTCOME_UNKNOWN, row["seq"], pb.DELIVERY_PENDING],
                 )
         return [row["id"] for row in running]
+
+    # Replicas: kept as on PostgreSQL (one schema), though a file has one server.
+
+    def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
+        expires_ns = time.time_ns() + int(lease_seconds * 1e9)
+        self.db.table("replicas").upsert(
+            {"id": replica_id, "address": address, "expires_ns": expires_ns}, pk="id"
+        )
+
+    def end_lease(self, replica_id: str) -> None:
+        self.db.execute("delete from replicas where id = ?", [replica_id])
+
+    def live_replicas(self) -> list[str]:
+        found = self.db.execute(
+            "select id from replicas where expires_ns > ? order by id", [time.time_ns()]
+        )
+        return [row[0] for row in found]
