@@ -106,17 +106,17 @@ class BackupServer:
         try:
             storage = self.storage = await open_storage(self.config.db, self.config.db_pool_size)
             replicas = self.replicas = Replicas(storage, self.address, self.config.replica_lease)
-            # Takes this replica's lease and fails what stopped replicas left RUNNING.
-            await replicas.start()
+            self.control = Control(
+                storage,
+                self.transport,
+                self.config.agent_deadline,
+                self.config.max_in_flight,
+                replica_id=replicas.id,
+            )
+            # Takes this replica's lease and what stopped replicas left RUNNING.
+            await replicas.start(self.control.adopt)
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
-        self.control = Control(
-            storage,
-            self.transport,
-            self.config.agent_deadline,
-            self.config.max_in_flight,
-            replica_id=replicas.id,
-        )
         queries = SessionQueries(storage, self.control.running)
         self.scheduler = Scheduler(
             ServerActions(storage, self.control, self.transport, self.config.agent_deadline),

@@ -14,7 +14,7 @@ from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
-from .commands import COMMAND_OF_ACTION
+from .commands import COMMAND_OF_ACTION, Command
 from .fanout import AgentTransport, FanOut
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
 from .queries import delivered
@@ -122,15 +122,6 @@ class Control:
             self._cancel_queued_starts(policy_id, session.id)
         live = LiveSession(session)
         live.storage_seconds, live.storage_writes = took, 1
-        # Registered before any await, so a watcher never finds it stored but not live.
-        self.running.live[session.id] = live
-        # A stop follows the commands a running start of the policy has on the wire.
-        follow = (
-            list(self.running.starts.get(policy_id, ())) if command.cancels_queued_starts else []
-        )
-        fanout = FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
-        if command.registers_as_start:
-            self.running.add_start(policy_id, fanout)
         log.info(
             "session %s: %s policy %s on %d computers (%d skipped)",
             session.id,
@@ -140,11 +131,52 @@ class Control:
             session.statistics.skipped,
             extra={"session_id": session.id},
         )
-        # The fan-out is not tied to the caller's RPC: a client that hangs up does not
-        # stop commands half-way, and shutdown finishes or cancels it explicitly.
+        return await asyncio.shield(self._launch(live, command))
+
+    def _launch(
+        self, live: LiveSession, command: Command, cancel_reason: str = ""
+    ) -> "asyncio.Task[pb.PolicySession]":
+        """Runs the fan-out of a stored session's pending computers (or, with a
+        `cancel_reason`, records them all cancelled), not tied to the caller's RPC: a
+        client that hangs up does not stop commands half-way, and shutdown finishes or
+        cancels it explicitly."""
+        session, policy_id = live.session, live.session.policy_id
+        # Registered before any await, so a watcher never finds it stored but not live.
+        self.running.live[session.id] = live
+        # A stop follows the commands a running start of the policy has on the wire.
+        follow = (
+            list(self.running.starts.get(policy_id, ())) if command.cancels_queued_starts else []
+        )
+        fanout = FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
+        if cancel_reason:
+            fanout.cancel_queued(cancel_reason)
+        if command.registers_as_start:
+            self.running.add_start(policy_id, fanout)
         run = asyncio.create_task(self._deliver(SessionWriter(self._storage, live), fanout))
         self.running.keep(run)
-        return await asyncio.shield(run)
+        return run
+
+    async def adopt(self, session_id: str) -> None:
+        """Takes over a session a stopped replica left running (its owner is now this
+        replica) and returns at once: its computers still pending get the command again,
+        which is safe because StartJob is idempotent per session and StopJob harmless
+        twice."""
+        session = await self._storage.get_session(session_id)
+        reason = ""
+        try:
+            policy, _ = await self._storage.get_policy_and_groups(session.policy_id)
+        except NotFound:
+            policy = pb.BackupPolicy(id=session.policy_id)
+            reason = "cancelled: the policy was deleted before this replica took the session over"
+        log.warning(
+            "session %s: taken over from a replica that stopped; %d computers still to deliver",
+            session.id,
+            session.statistics.pending,
+            extra={"session_id": session.id},
+        )
+        self._launch(
+            LiveSession(session), COMMAND_OF_ACTION[session.action](session.id, policy), reason
+        )
 
     async def _existing(
         self, session_id: str, policy_id: str, action: pb.SessionAction

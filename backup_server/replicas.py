@@ -2,9 +2,10 @@
 
 Every server process is a replica with an id of its own (new at each start) and a lease:
 a row in the storage it renews every third of `--replica-lease`. A replica whose lease
-ran out is dead; any live replica marks the sessions it left RUNNING as FAILED
-(interrupted), so no session stays RUNNING past a lease after its replica died. With
-SQLite there is one replica, and what the previous process left is swept at start-up.
+ran out is dead; a live replica claims each session it left RUNNING and finishes it
+(its pending computers get the command again), so no session stays RUNNING much past a
+lease after its replica died. With SQLite there is one server: what the previous process
+left RUNNING is marked FAILED (interrupted) at start-up.
 The scheduler runs on the one replica that holds the storage's leadership lock.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from backup.errors import LocalFault
 
@@ -32,18 +34,23 @@ class Replicas:
         self.address = address
         self.lease = lease
         self._task: asyncio.Task[None] | None = None
+        self._adopt: Callable[[str], Awaitable[None]] | None = None
 
-    async def start(self) -> list[str]:
-        """Takes this replica's lease, sweeps once, and keeps both going; returns the ids
-        of the sessions the first sweep failed."""
+    async def start(self, adopt: Callable[[str], Awaitable[None]]) -> None:
+        """Takes this replica's lease, sweeps once, and keeps both going; `adopt(id)`
+        takes over a session this replica claimed from a dead one."""
+        self._adopt = adopt
         await self.storage.renew_lease(self.id, self.address, self.lease)
-        swept = await self.sweep()
+        await self.sweep()
         self._task = asyncio.create_task(self._keep())
-        return swept
 
-    async def sweep(self) -> list[str]:
-        """Fails the sessions whose replica's lease ran out; returns their ids."""
-        return await recovery.recover(self.storage, self.id)
+    async def sweep(self) -> None:
+        """Takes over the sessions of replicas whose lease ran out (PostgreSQL), or fails
+        what a stopped server left RUNNING (SQLite)."""
+        if self._adopt is not None:
+            for session_id in await self.storage.claim_sessions(self.id):
+                await self._adopt(session_id)
+        await recovery.recover(self.storage, self.id)
 
     async def _keep(self) -> None:
         while True:

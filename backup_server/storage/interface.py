@@ -131,6 +131,13 @@ class Storage(Protocol):
 
     # Replicas (backup_server.replicas)
 
+    async def claim_sessions(self, replica_id: str) -> list[str]:
+        """Makes `replica_id` the owner of the RUNNING sessions of replicas whose lease
+        ran out, each claimed by one replica only, and returns their ids for it to finish.
+        A storage only one server uses claims none: it fails them instead
+        (`fail_interrupted_sessions`)."""
+        ...
+
     async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
         """Records that the replica is alive for `lease_seconds` from now."""
         ...

@@ -358,6 +358,19 @@ class PostgresStorage:
 
     # Replicas
 
+    async def claim_sessions(self, replica_id: str) -> list[str]:
+        """`skip locked`: replicas sweeping at once claim different sessions, never one
+        twice."""
+        async with self._unit() as cur:
+            await cur.execute(
+                "update sessions set owner = %s where seq in (select seq from sessions"
+                " where state = %s and owner is distinct from %s and owner not in"
+                " (select id from replicas where expires_ns > %s)"
+                " order by seq for update skip locked) returning id",
+                [replica_id, pb.SESSION_STATE_RUNNING, replica_id, time.time_ns()],
+            )
+            return sorted(row["id"] for row in await cur.fetchall())
+
     async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
         async with self._unit() as cur:
             await cur.execute(

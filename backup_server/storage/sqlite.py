@@ -151,6 +151,9 @@ class SqliteStorage:
     async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
         return await self._run(self.file.fail_interrupted_sessions, replica_id)
 
+    async def claim_sessions(self, replica_id: str) -> list[str]:
+        return []  # one server per file: what a stopped one left is failed at start-up
+
     async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
         await self._run(self.file.renew_lease, replica_id, address, lease_seconds)
 
