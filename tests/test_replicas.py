@@ -194,3 +194,17 @@ async def test_repeated_kills_mid_fan_out_leave_every_computer_delivered(
         )
         assert ended.state == pb.SESSION_STATE_WARNING, ended
         assert (ended.statistics.received, ended.statistics.not_received) == (2, 2)
+
+
+async def test_the_scheduler_runs_on_one_replica_and_moves_when_it_stops(
+    start_server, postgres_url: str
+) -> None:
+    """Of two replicas exactly one is the scheduler's leader; when it stops, the other takes over."""
+    first = await start_server(db=postgres_url)
+    second = await start_server(db=postgres_url)
+    leaders = [await server.replicas.is_leader() for server in (first, second)]
+    assert sorted(leaders) == [False, True]
+    leader, other = (first, second) if leaders[0] else (second, first)
+    assert await leader.replicas.is_leader() and not await other.replicas.is_leader()
+    await leader.stop()
+    await wait_for(other.replicas.is_leader)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS: list[str] = ["engine", "fanout", "tls"]
+SECTIONS: list[str] = ["engine", "fanout", "tls", "replicas"]
 
 
 def main() -> None:
