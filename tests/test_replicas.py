@@ -3,6 +3,7 @@ replicas, retries with the same session id, leases, leadership, and a replica ki
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -17,11 +18,14 @@ from backup_server.storage.postgres import PostgresStorage
 
 from conftest import policy_over, wait_for
 
+Stubs = tuple[api_grpc.PolicyServiceStub, api_grpc.PolicyServiceStub]
 
-async def test_every_rpc_works_on_every_replica_and_watch_follows_a_session_run_elsewhere(
+
+@pytest.fixture
+async def two_replicas(
     start_server, start_agent, postgres_url: str, slow_address: str, tmp_path: Path, source_tree: Path
-) -> None:
-    """A policy made on one replica is served by the other, whose WatchSession streams the session the first runs, ending within a second of it."""
+) -> AsyncIterator[Stubs]:
+    """Two replicas over one database, policy "p" (a live agent and a slow computer) made on the first."""
     first = await start_server(db=postgres_url, agent_deadline=2.0)
     second = await start_server(db=postgres_url, agent_deadline=2.0)
     agent = await start_agent("a1")
@@ -32,52 +36,50 @@ async def test_every_rpc_works_on_every_replica_and_watch_follows_a_session_run_
     ):
         on_first, on_second = api_grpc.PolicyServiceStub(one), api_grpc.PolicyServiceStub(two)
         await on_first.CreatePolicy(api.CreatePolicyRequest(policy_id="p", policy=policy))
-        assert (await on_second.GetPolicy(api.GetPolicyRequest(policy_id="p"))).name == "nightly"
-        running = asyncio.ensure_future(
-            on_first.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="s1"))
-        )
+        yield on_first, on_second
 
-        async def stored() -> bool:
-            listed = await on_second.ListSessions(api.ListSessionsRequest(policy_id="p"))
-            return [session.id for session in listed.sessions] == ["s1"]
 
-        await wait_for(stored)
-        seen: list[pb.PolicySession] = []
-        async for snapshot in on_second.WatchSession(api.WatchSessionRequest(session_id="s1")):
-            seen.append(snapshot)
-        watch_ended = time.monotonic()
-        ended = await running
-        assert time.monotonic() - watch_ended < 1.5
-        assert seen[0].state == pb.SESSION_STATE_RUNNING
-        assert seen[-1] == ended and ended.statistics.received == 1
-        assert await on_second.GetSession(api.GetSessionRequest(session_id="s1")) == ended
+async def test_every_rpc_works_on_every_replica_and_watch_follows_a_session_run_elsewhere(
+    two_replicas: Stubs,
+) -> None:
+    """A policy made on one replica is served by the other, whose WatchSession streams the session the first runs, ending within a second of it."""
+    on_first, on_second = two_replicas
+    assert (await on_second.GetPolicy(api.GetPolicyRequest(policy_id="p"))).name == "nightly"
+    running = asyncio.ensure_future(
+        on_first.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="s1"))
+    )
+
+    async def stored() -> bool:
+        listed = await on_second.ListSessions(api.ListSessionsRequest(policy_id="p"))
+        return [session.id for session in listed.sessions] == ["s1"]
+
+    await wait_for(stored)
+    seen: list[pb.PolicySession] = []
+    async for snapshot in on_second.WatchSession(api.WatchSessionRequest(session_id="s1")):
+        seen.append(snapshot)
+    watch_ended = time.monotonic()
+    ended = await running
+    assert time.monotonic() - watch_ended < 1.5
+    assert seen[0].state == pb.SESSION_STATE_RUNNING
+    assert seen[-1] == ended and ended.statistics.received == 1
+    assert await on_second.GetSession(api.GetSessionRequest(session_id="s1")) == ended
 
 
 async def test_a_retry_on_another_replica_returns_the_session_the_first_runs(
-    start_server, start_agent, postgres_url: str, slow_address: str, tmp_path: Path, source_tree: Path
+    two_replicas: Stubs,
 ) -> None:
     """StartPolicy with the same session id on a second replica waits for the first's session and returns it; the agent gets one job."""
-    first = await start_server(db=postgres_url, agent_deadline=2.0)
-    second = await start_server(db=postgres_url, agent_deadline=2.0)
-    agent = await start_agent("a1")
-    policy = policy_over([("a1", agent.address), ("slow", slow_address)], tmp_path, source_tree)
-    async with (
-        grpc.aio.insecure_channel(first.address) as one,
-        grpc.aio.insecure_channel(second.address) as two,
-    ):
-        on_first, on_second = api_grpc.PolicyServiceStub(one), api_grpc.PolicyServiceStub(two)
-        await on_first.CreatePolicy(api.CreatePolicyRequest(policy_id="p", policy=policy))
-        request = api.StartPolicyRequest(policy_id="p", session_id="retried")
-        running = asyncio.ensure_future(on_first.StartPolicy(request))
-        await asyncio.sleep(0.3)
-        retried = await on_second.StartPolicy(request)
-        assert retried == await running
-        assert retried.state != pb.SESSION_STATE_RUNNING
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await on_second.StopPolicy(api.StopPolicyRequest(policy_id="p", session_id="retried"))
-        assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    jobs = [r.job_id for r in retried.computer_results if r.job_id]
-    assert len(jobs) == 1
+    on_first, on_second = two_replicas
+    request = api.StartPolicyRequest(policy_id="p", session_id="retried")
+    running = asyncio.ensure_future(on_first.StartPolicy(request))
+    await asyncio.sleep(0.3)
+    retried = await on_second.StartPolicy(request)
+    assert retried == await running
+    assert retried.state != pb.SESSION_STATE_RUNNING
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await on_second.StopPolicy(api.StopPolicyRequest(policy_id="p", session_id="retried"))
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert len([r.job_id for r in retried.computer_results if r.job_id]) == 1
 
 
 async def test_leases_list_the_live_replicas_and_leadership_has_one_holder(postgres_url: str) -> None:
