@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
-from backup.errors import LocalFault
+from backup.errors import BackupError, LocalFault
 
 from . import recovery
 from .storage.interface import Storage
@@ -58,7 +58,7 @@ class Replicas:
             try:
                 await self.storage.renew_lease(self.id, self.address, self.lease)
                 await self.sweep()
-            except LocalFault as error:
+            except BackupError as error:
                 # The database is out of reach: the lease may lapse, and the others
                 # will take over; this replica goes on trying.
                 log.warning("replica %s: lease not renewed: %s", self.id, error.message)
