@@ -22,10 +22,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from disk_support import SmallDisk, small_disk
 
 SUPERUSER = "postgres"
 # A role that must give a password (scram), to test PGPASSWORD and .pgpass.
@@ -191,3 +193,29 @@ def both_backends(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
     if request.param == "sqlite":
         return tmp_path / "server.db"
     return str(request.getfixturevalue("postgres_url"))
+
+
+@contextmanager
+def database_on_a_small_disk(postgres: PostgresServer) -> Iterator[tuple[str, SmallDisk]]:
+    """A fresh database whose tables live on a small tmpfs (a tablespace there; the WAL
+    stays on the server's own disk), with the disk to fill; skips where no tmpfs mounts."""
+    where = Path(tempfile.mkdtemp(prefix="backup-tests-pg-disk-"))
+    where.chmod(0o755)
+    name = f"small_{os.getpid()}_{next(postgres._names)}"
+    # Large enough for a new database's catalog (a copy of template0), small enough to fill.
+    with small_disk(where, size="24m", mode="0755") as disk:
+        space = where / "space"
+        space.mkdir()
+        if postgres.user:
+            owner = pwd.getpwnam(postgres.user)
+            os.chown(space, owner.pw_uid, owner.pw_gid)
+        postgres.admin(
+            f"create tablespace {name} location '{space}'",
+            f"create database {name} tablespace {name}",
+        )
+        try:
+            yield postgres.url(name), disk
+        finally:
+            disk.free()
+            postgres.admin(f"drop database if exists {name} with (force)", f"drop tablespace {name}")
+    shutil.rmtree(where, ignore_errors=True)

@@ -1,10 +1,12 @@
-"""The PostgreSQL backend passes the storage conformance suite, on a real server the tests start."""
+"""The PostgreSQL backend passes the storage conformance suite, on a real server the tests start
+(and, for the full-disk test, with its tables on a small tmpfs)."""
 
 from collections.abc import AsyncIterator
 
 import pytest
+from postgres_support import PostgresServer, database_on_a_small_disk
 from storage_conformance import *  # noqa: F403 - the suite's tests run against this backend
-from storage_conformance import Reopen
+from storage_conformance import Fillable, Reopen
 
 from backup_server.storage.postgres import PostgresStorage
 
@@ -33,5 +35,11 @@ def reopen(opened: list[PostgresStorage], postgres_url: str) -> Reopen:
 
 
 @pytest.fixture
-def fillable() -> None:
-    pytest.skip("full-disk test: the PostgreSQL server of the tests is not on a small disk")
+async def fillable(postgres: PostgresServer) -> AsyncIterator[Fillable]:
+    with database_on_a_small_disk(postgres) as (url, disk):
+        storage = await PostgresStorage.open(url, pool_size=2)
+        try:
+            yield Fillable(storage, disk.fill, disk.free)
+        finally:
+            disk.free()
+            await storage.close()
