@@ -1,6 +1,7 @@
 """The backup server process: storage, fan-out and PolicyService on one grpc.aio server."""
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from .service import PolicyService
 from .storage.backends import DEFAULT_POOL_SIZE, open_storage, shown
 from .storage.interface import Storage
 from .transport import GrpcAgentTransport
+from .warming import warm_channels
 
 log = logging.getLogger("backup_server")
 
@@ -86,6 +88,7 @@ class BackupServer:
         self.replicas: Replicas | None = None
         self.scheduler: Scheduler | None = None
         self._scheduling: asyncio.Task[None] | None = None
+        self._warming: asyncio.Task[int] | None = None
 
     @property
     def address(self) -> str:
@@ -137,6 +140,9 @@ class BackupServer:
         await serving.mark_serving(health, [SERVICE_NAME])
         # After recovery, so missed runs and due retries see the sessions as they ended.
         self._scheduling = asyncio.create_task(self.scheduler.run())
+        self._warming = asyncio.create_task(
+            warm_channels(storage, self.transport, self.config.agent_deadline)
+        )
         log.info(
             "backup server listening on %s (%s), database %s, agent deadline %.1f s, "
             "open-file limit %d",
@@ -177,6 +183,10 @@ class BackupServer:
         server, storage, self._server, self.storage = self._server, self.storage, None, None
         if server is None or storage is None or self.control is None:
             return
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         if self.scheduler is not None:
             await self.scheduler.close(self._scheduling)
         # Stop accepting at once; running sessions get the grace, then are cancelled.
