@@ -122,6 +122,9 @@ class GrpcAgentTransport(AgentTransport):
                 except TimeoutError:
                     self._forget(address, agent)
                     return False
+                except grpc.aio.UsageError:
+                    # A session's call found it down meanwhile and closed it: not warm.
+                    return False
                 return True
 
         return sum(await asyncio.gather(*(connect(address) for address in set(addresses))))
