@@ -1,4 +1,4 @@
-"""backup-server: python -m backup_server --listen HOST:PORT --db PATH --agent-deadline SECONDS"""
+"""backup-server: python -m backup_server --listen HOST:PORT --db PATH|URL --agent-deadline S"""
 
 import argparse
 import asyncio
@@ -11,6 +11,7 @@ from backup.security import tls
 from .app import BackupServer, ServerConfig
 from .following import AGENT_LOST_AFTER, check_lost_after
 from .notify import NOTIFY_ON
+from .storage.postgres import is_postgres_url
 
 
 def parse_args(argv: list[str] | None = None) -> ServerConfig:
@@ -26,7 +27,18 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         "--listen", default=defaults.listen, help=f"HOST:PORT to serve on ({defaults.listen})"
     )
     parser.add_argument(
-        "--db", type=Path, default=defaults.db, help=f"SQLite file (default {defaults.db})"
+        "--db",
+        default=str(defaults.db),
+        metavar="PATH|URL",
+        help=f"a SQLite file (default {defaults.db}), or a PostgreSQL URL"
+        " postgresql://USER@HOST:PORT/DB that several server replicas share",
+    )
+    parser.add_argument(
+        "--db-pool-size",
+        type=int,
+        default=defaults.db_pool_size,
+        metavar="N",
+        help=f"PostgreSQL connections this server keeps (default {defaults.db_pool_size})",
     )
     parser.add_argument(
         "--agent-deadline",
@@ -34,6 +46,14 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         default=defaults.agent_deadline,
         metavar="SECONDS",
         help=f"deadline of each command sent to an agent (default {defaults.agent_deadline:g})",
+    )
+    parser.add_argument(
+        "--replica-lease",
+        type=float,
+        default=defaults.replica_lease,
+        metavar="SECONDS",
+        help="how soon the other replicas sweep the sessions of one that stopped answering"
+        f" (default {defaults.replica_lease:g})",
     )
     parser.add_argument(
         "--max-in-flight",
@@ -88,11 +108,17 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         parser.error(str(error))
     if not math.isfinite(args.agent_deadline) or args.agent_deadline <= 0:
         parser.error("--agent-deadline must be a positive number of seconds")
+    if not math.isfinite(args.replica_lease) or args.replica_lease <= 0:
+        parser.error("--replica-lease must be a positive number of seconds")
+    if args.db_pool_size < 1:
+        parser.error("--db-pool-size must be at least 1")
     if args.max_in_flight < 1:
         parser.error("--max-in-flight must be at least 1")
     return ServerConfig(
         listen=args.listen,
-        db=args.db,
+        db=args.db if is_postgres_url(args.db) else Path(args.db),
+        db_pool_size=args.db_pool_size,
+        replica_lease=args.replica_lease,
         agent_deadline=args.agent_deadline,
         max_in_flight=args.max_in_flight,
         shutdown_grace=args.shutdown_grace,

@@ -1,6 +1,7 @@
 """The backup server process: storage, fan-out and PolicyService on one grpc.aio server."""
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +26,16 @@ from .monitoring import ServerMonitoring
 from .notify import Notifier
 from .policies import Policies
 from .queries import SessionQueries
+from .replicas import DEFAULT_LEASE_SECONDS, Replicas
 from .running import RunningSessions
 from .scheduler import Clock, Leadership, Scheduler
 from .scheduling import ServerActions
 from .service import PolicyService
 from .statuses import ComputerStatuses
+from .storage.backends import DEFAULT_POOL_SIZE, open_storage, shown
 from .storage.interface import Storage
-from .storage.sqlite import SqliteStorage
 from .transport import GrpcAgentTransport
+from .warming import warm_channels
 
 log = logging.getLogger("backup_server")
 
@@ -42,7 +45,11 @@ SERVICE_NAME = api.DESCRIPTOR.services_by_name["PolicyService"].full_name
 @dataclass
 class ServerConfig:
     listen: str = defaults.SERVER_ADDRESS
-    db: Path = Path("backup-server.db")
+    # A SQLite file, or a libpq URL (postgresql://...) that several replicas share.
+    db: Path | str = Path("backup-server.db")
+    db_pool_size: int = DEFAULT_POOL_SIZE
+    # How long a replica that stopped answering keeps its sessions before others sweep them.
+    replica_lease: float = DEFAULT_LEASE_SECONDS
     agent_deadline: float = defaults.AGENT_DEADLINE_SECONDS
     max_in_flight: int = defaults.MAX_IN_FLIGHT
     shutdown_grace: float = 5.0
@@ -92,6 +99,7 @@ class BackupServer:
         self._server: grpc.aio.Server | None = None
         self.storage: Storage | None = None
         self.control: Control | None = None
+        self.replicas: Replicas | None = None
         self.scheduler: Scheduler | None = None
         self._scheduling: asyncio.Task[None] | None = None
         self.followed: FollowedSessions | None = None
@@ -107,6 +115,7 @@ class BackupServer:
                 self.metrics = metrics.MetricsEndpoint(
                     registry, config.metrics_listen, config.tls, config.insecure
                 )
+        self._warming: asyncio.Task[int] | None = None
 
     @property
     def address(self) -> str:
@@ -129,40 +138,43 @@ class BackupServer:
         # database file behind (`backup-server` run with no arguments, say).
         self.port = serving.bind(server, self.config.listen, self._server_credentials())
         try:
-            storage = self.storage = await SqliteStorage.open(self.config.db)
-            await recovery.recover(storage)
-        except (OSError, BackupError) as error:
-            raise SystemExit(f"cannot open the database {self.config.db}: {error}") from None
-        running = RunningSessions()
-        # Following needs server streams: a transport without them (a test's) ends each
-        # session with its delivery, as before outcomes existed.
-        if isinstance(self.transport, AgentStreams):
-            self.followed = FollowedSessions(
+            storage = self.storage = await open_storage(self.config.db, self.config.db_pool_size)
+            replicas = self.replicas = Replicas(storage, self.address, self.config.replica_lease)
+            running = RunningSessions()
+            # Following needs server streams: a transport without them (a test's) ends each
+            # session with its delivery, as before outcomes existed.
+            if isinstance(self.transport, AgentStreams):
+                self.followed = FollowedSessions(
+                    storage,
+                    self.transport,
+                    running,
+                    self.config.agent_deadline,
+                    self.config.agent_lost_after,
+                    self.config.reconcile_for,
+                )
+                if self.monitoring is not None:
+                    self.monitoring.follow(self.followed)
+            self.control = Control(
                 storage,
                 self.transport,
-                running,
                 self.config.agent_deadline,
-                self.config.agent_lost_after,
-                self.config.reconcile_for,
+                self.config.max_in_flight,
+                running,
+                self.followed,
+                observer=self.monitoring,
+                replica_id=replicas.id,
             )
-            if self.monitoring is not None:
-                self.monitoring.follow(self.followed)
-        self.control = Control(
-            storage,
-            self.transport,
-            self.config.agent_deadline,
-            self.config.max_in_flight,
-            running,
-            self.followed,
-            observer=self.monitoring,
-        )
+            # Takes this replica's lease and what stopped replicas left RUNNING.
+            await replicas.start(self.control.adopt)
+        except (OSError, BackupError) as error:
+            raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
         queries = SessionQueries(storage, self.control.running)
         if self.followed is not None:
             await self.followed.resume()
         self.scheduler = Scheduler(
             ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
             self._clock,
-            self._leadership,
+            self._leadership or replicas,
         )
         if self.followed is not None:
             # A start's outcome that became final may call for a retry.
@@ -190,12 +202,15 @@ class BackupServer:
         await serving.mark_serving(health, [SERVICE_NAME])
         # After recovery, so missed runs and due retries see the sessions as they ended.
         self._scheduling = asyncio.create_task(self.scheduler.run())
+        self._warming = asyncio.create_task(
+            warm_channels(storage, self.transport, self.config.agent_deadline)
+        )
         log.info(
             "backup server listening on %s (%s), database %s, agent deadline %.1f s, "
             "open-file limit %d",
             self.address,
             self.mode,
-            self.config.db,
+            shown(self.config.db),
             self.config.agent_deadline,
             open_files,
         )
@@ -230,6 +245,10 @@ class BackupServer:
         server, storage, self._server, self.storage = self._server, self.storage, None, None
         if server is None or storage is None or self.control is None:
             return
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         if self.scheduler is not None:
             await self.scheduler.close(self._scheduling)
         # Stop accepting at once; running sessions get the grace, then are cancelled.
@@ -239,6 +258,8 @@ class BackupServer:
             await self.followed.close()
         await stopping
         await self.transport.close()
+        if self.replicas is not None:
+            await self.replicas.stop()
         await storage.close()
         if self.metrics is not None:
             self.metrics.stop()

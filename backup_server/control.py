@@ -10,15 +10,16 @@ import logging
 from collections.abc import Sequence
 
 from backup import defaults, validation
-from backup.errors import FailedPrecondition, NotFound
+from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
-from .commands import COMMAND_OF_ACTION
+from .commands import COMMAND_OF_ACTION, Command
 from .fanout import AgentTransport, FanOut
 from .followed import FollowedSessions
 from .monitoring import NoObserver, SessionObserver
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
+from .queries import delivered
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
 from .storage.interface import Storage
@@ -38,6 +39,7 @@ class Control:
         running: RunningSessions | None = None,
         followed: FollowedSessions | None = None,
         observer: SessionObserver | None = None,
+        replica_id: str = "",
     ) -> None:
         """With `followed`, each delivered session is handed over to have its jobs
         followed to their outcome; without, a session ends with its delivery."""
@@ -48,6 +50,8 @@ class Control:
         self._max_in_flight = max_in_flight
         self.running = running or RunningSessions()
         self._observer = observer or NoObserver()
+        # Stored as each session's owner: the replica whose lease keeps it RUNNING.
+        self._replica_id = replica_id
 
     async def start_policy(
         self,
@@ -94,6 +98,11 @@ class Control:
         origin: Origin,
         computer_names: Sequence[str] = (),
     ) -> pb.PolicySession:
+        if session_id:
+            # A client retrying (on this or another replica) gets the session it started.
+            existing = await self._existing(session_id, policy_id, action)
+            if existing is not None:
+                return existing
         policy, groups = await self._storage.get_policy_and_groups(policy_id)
         targets = narrow(
             resolve_targets(policy, groups), computer_names, policy_id, field_name="computer_names"
@@ -110,21 +119,19 @@ class Control:
         if self._followed is not None:
             session.outcome = pb.SESSION_STATE_RUNNING
         command = COMMAND_OF_ACTION[action](session.id, policy)
-        took = await self._storage.insert_session(session)
+        try:
+            took = await self._storage.insert_session(session, self._replica_id)
+        except AlreadyExists:
+            # Another replica stored a session with this id a moment ago.
+            existing = await self._existing(session.id, policy_id, action)
+            if existing is None:
+                raise
+            return existing
         if command.cancels_queued_starts:
             # After the insert, so a stop refused for a taken session id cancels nothing.
             self._cancel_queued_starts(policy_id, session.id)
         live = LiveSession(session)
         live.storage_seconds, live.storage_writes = took, 1
-        # Registered before any await, so a watcher never finds it stored but not live.
-        self.running.live[session.id] = live
-        # A stop follows the commands a running start of the policy has on the wire.
-        follow = (
-            list(self.running.starts.get(policy_id, ())) if command.cancels_queued_starts else []
-        )
-        fanout = FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
-        if command.registers_as_start:
-            self.running.add_start(policy_id, fanout)
         log.info(
             "session %s: %s policy %s on %d computers (%d skipped)",
             session.id,
@@ -134,11 +141,69 @@ class Control:
             session.statistics.skipped,
             extra={"session_id": session.id},
         )
-        # The fan-out is not tied to the caller's RPC: a client that hangs up does not
-        # stop commands half-way, and shutdown finishes or cancels it explicitly.
+        return await asyncio.shield(self._launch(live, command))
+
+    def _launch(
+        self, live: LiveSession, command: Command, cancel_reason: str = ""
+    ) -> "asyncio.Task[pb.PolicySession]":
+        """Runs the fan-out of a stored session's pending computers (or, with a
+        `cancel_reason`, records them all cancelled), not tied to the caller's RPC: a
+        client that hangs up does not stop commands half-way, and shutdown finishes or
+        cancels it explicitly."""
+        session, policy_id = live.session, live.session.policy_id
+        # Registered before any await, so a watcher never finds it stored but not live.
+        self.running.live[session.id] = live
+        # A stop follows the commands a running start of the policy has on the wire.
+        follow = (
+            list(self.running.starts.get(policy_id, ())) if command.cancels_queued_starts else []
+        )
+        fanout = FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
+        if cancel_reason:
+            fanout.cancel_queued(cancel_reason)
+        if command.registers_as_start:
+            self.running.add_start(policy_id, fanout)
         run = asyncio.create_task(self._deliver(SessionWriter(self._storage, live), fanout))
         self.running.keep(run)
-        return await asyncio.shield(run)
+        return run
+
+    async def adopt(self, session_id: str) -> None:
+        """Takes over a session a stopped replica left running (its owner is now this
+        replica) and returns at once: its computers still pending get the command again,
+        which is safe because StartJob is idempotent per session and StopJob harmless
+        twice."""
+        session = await self._storage.get_session(session_id)
+        reason = ""
+        try:
+            policy, _ = await self._storage.get_policy_and_groups(session.policy_id)
+        except NotFound:
+            policy = pb.BackupPolicy(id=session.policy_id)
+            reason = "cancelled: the policy was deleted before this replica took the session over"
+        log.warning(
+            "session %s: taken over from a replica that stopped; %d computers still to deliver",
+            session.id,
+            session.statistics.pending,
+            extra={"session_id": session.id},
+        )
+        self._launch(
+            LiveSession(session), COMMAND_OF_ACTION[session.action](session.id, policy), reason
+        )
+
+    async def _existing(
+        self, session_id: str, policy_id: str, action: pb.SessionAction
+    ) -> pb.PolicySession | None:
+        """The session `session_id` names once its delivery has ended, if it is one of
+        `policy_id` and `action`; None if there is none; AlreadyExists if it is another's."""
+        try:
+            stored = await self._storage.get_session(session_id)
+        except NotFound:
+            return None
+        if (stored.policy_id, stored.action) != (policy_id, action):
+            raise AlreadyExists(
+                f"session {session_id!r} already exists, a "
+                f"{pb.SessionAction.Name(stored.action).removeprefix('SESSION_ACTION_').lower()}"
+                f" of policy {stored.policy_id!r}; choose another session_id"
+            )
+        return await delivered(self._storage, self.running.live, session_id)
 
     def _cancel_queued_starts(self, policy_id: str, stop_session_id: str) -> None:
         for fanout in self.running.starts.get(policy_id, set()):

@@ -52,6 +52,13 @@ class AgentTransport(Protocol):
         """Releases connections; called once at shutdown."""
         ...
 
+    async def warm(self, addresses: Collection[str], connect_seconds: float) -> int:
+        """Connects ahead of the first session to the addresses (a bounded number of
+        handshakes at once), giving up on each after `connect_seconds`; returns how many are
+        connected. A transport with nothing to warm inherits this one, which does
+        nothing."""
+        return 0
+
     def check_capacity(self, addresses: Collection[str]) -> None:
         """Raises FailedPrecondition when this process cannot reach that many agents at
         once; a transport that subclasses this protocol and has no limit inherits this

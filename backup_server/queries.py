@@ -1,5 +1,11 @@
-"""Answers about sessions, running or stored: get, list (paged) and watch."""
+"""Answers about sessions, running or stored: get, list (paged) and watch.
 
+A session running on this replica is read from memory; one running on another replica
+(they share a PostgreSQL database) is followed in the storage, polled often enough that a
+watcher here lags the replica running it by at most a second.
+"""
+
+import asyncio
 from collections.abc import AsyncIterator
 
 from backup import paging, validation
@@ -8,11 +14,15 @@ from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
 
 from .running import RunningSessions
+from .sessions import LiveSession
 from .storage.interface import Storage
 
 LIST_DEFAULT = 50
 LIST_LIMIT = 1000
 LIST_LIMIT_FULL = 10
+# The running replica writes progress every 0.25 s; polled this often, a watcher on
+# another replica lags it by at most 0.25 + 0.5 s.
+STORED_POLL_SECONDS = 0.5
 
 
 class SessionQueries:
@@ -57,17 +67,54 @@ class SessionQueries:
 
     async def watch_session(self, session_id: str) -> AsyncIterator[pb.PolicySession]:
         validation.require_id("session_id", session_id)
-        live = self._live.get(session_id)
+        async for snapshot in watch(self._storage, self._live, session_id):
+            yield snapshot
+
+
+async def watch(
+    storage: Storage,
+    running: dict[str, LiveSession],
+    session_id: str,
+    delivery_only: bool = False,
+) -> AsyncIterator[pb.PolicySession]:
+    """Snapshots of a session until it is finished (delivered and its outcome final; with
+    `delivery_only`, delivered), the final one last: from memory when it runs here, else
+    from the storage (it runs on another replica, or has ended). NotFound if there is no
+    such session."""
+
+    def ended(session: pb.PolicySession) -> bool:
+        return session.state != pb.SESSION_STATE_RUNNING and (
+            delivery_only or session.outcome != pb.SESSION_STATE_RUNNING
+        )
+
+    live = running.get(session_id)
+    if live is None:
+        stored = await storage.get_session(session_id)
+        live = running.get(session_id)
         if live is None:
-            stored = await self._storage.get_session(session_id)
-            live = self._live.get(session_id)
-            if live is None:
-                yield stored
-                return
-        while True:
-            change = live.next_change()
-            finished = live.finished
-            yield live.snapshot()
-            if finished:
-                return
-            await change.wait()
+            yield stored
+            while not ended(stored):
+                await asyncio.sleep(STORED_POLL_SECONDS)
+                latest = await storage.get_session(session_id)
+                if latest != stored:
+                    stored = latest
+                    yield stored
+            return
+    while True:
+        change = live.next_change()
+        finished = ended(live.session)
+        yield live.snapshot()
+        if finished:
+            return
+        await change.wait()
+
+
+async def delivered(
+    storage: Storage, running: dict[str, LiveSession], session_id: str
+) -> pb.PolicySession:
+    """The session once its delivery has ended, wherever it runs (its jobs may still be
+    followed: what StartPolicy answers)."""
+    last = pb.PolicySession()
+    async for snapshot in watch(storage, running, session_id, delivery_only=True):
+        last = snapshot
+    return last

@@ -9,9 +9,10 @@ from .storage.interface import Storage
 log = logging.getLogger("backup_server.recovery")
 
 
-async def recover(storage: Storage) -> list[str]:
-    """Marks sessions a crash left RUNNING as FAILED, with a warning; returns their ids."""
-    interrupted = await storage.fail_interrupted_sessions()
+async def recover(storage: Storage, replica_id: str = "") -> list[str]:
+    """Marks sessions a crash left RUNNING as FAILED, with a warning; returns their ids
+    (never those of `replica_id`, nor of a replica whose lease holds)."""
+    interrupted = await storage.fail_interrupted_sessions(replica_id)
     for session_id in interrupted:
         log.warning(
             "session %s was running when the server stopped: marked FAILED (interrupted)",

@@ -30,6 +30,9 @@ from backup_server.app import BackupServer, ServerConfig
 DEADLINE = 1.0
 RECONCILE_FOR = 3.0
 
+# A real PostgreSQL for the tests that run on both backends (fixtures postgres, postgres_url).
+pytest_plugins = ["postgres_support"]
+
 
 @pytest.fixture
 def closed_address() -> Iterator[str]:
@@ -90,14 +93,21 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[BackupServer]]]:
+def server_db(tmp_path: Path) -> str | Path:
+    """What the servers' --db names: a SQLite file (a module binds `both_backends` from
+    postgres_support to this name to run over PostgreSQL as well)."""
+    return tmp_path / "server.db"
+
+
+@pytest.fixture
+async def start_server(server_db: str | Path) -> AsyncIterator[Callable[..., Awaitable[BackupServer]]]:
     """Starts backup servers on port 0 (stopped at the end); keyword args go to ServerConfig."""
     servers: list[BackupServer] = []
 
     async def start(**overrides: object) -> BackupServer:
         config = ServerConfig(
             listen="127.0.0.1:0",
-            db=tmp_path / "server.db",
+            db=server_db,
             agent_deadline=DEADLINE,
             # A hung computer holds a session's outcome this long (a minute in production).
             reconcile_for=RECONCILE_FOR,

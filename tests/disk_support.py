@@ -37,13 +37,13 @@ class SmallDisk:
 
 
 @contextmanager
-def small_disk(where: Path) -> Iterator[SmallDisk]:
+def small_disk(where: Path, size: str = SIZE, mode: str = "0700") -> Iterator[SmallDisk]:
     """Mounts a tmpfs at `where` for the block, or skips the test saying why it cannot."""
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip("full-disk test: mounting a small tmpfs needs root")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SIZE},mode=0700", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode={mode}", "tmpfs", str(where)],
         capture_output=True,
         text=True,
     )

@@ -454,6 +454,35 @@ async def test_job_ends_update_computer_statuses(storage: Storage) -> None:
     assert await storage.list_computer_statuses("q", ("", ""), 10) == []
 
 
+# Replicas
+
+
+async def test_leases_name_the_live_replicas_until_they_end_or_run_out(storage: Storage) -> None:
+    """live_replicas lists each replica whose lease holds, in id order, until it is ended or runs out."""
+    await storage.renew_lease("r-b", "127.0.0.1:2", 30)
+    await storage.renew_lease("r-a", "127.0.0.1:1", 30)
+    await storage.renew_lease("r-c", "127.0.0.1:3", 0.05)
+    await asyncio.sleep(0.1)
+    assert await storage.live_replicas() == ["r-a", "r-b"]
+    await storage.end_lease("r-a")
+    await storage.renew_lease("r-b", "127.0.0.1:2", 30)
+    assert await storage.live_replicas() == ["r-b"]
+
+
+async def test_the_sweep_spares_the_callers_sessions(storage: Storage) -> None:
+    """fail_interrupted_sessions(replica_id) leaves that replica's running sessions alone and fails the rest."""
+    await storage.insert_session(a_session("mine"), owner="r-me")
+    await storage.insert_session(a_session("theirs"), owner="r-gone")
+    assert await storage.fail_interrupted_sessions("r-me") == ["theirs"]
+    assert (await storage.get_session("mine")).state == pb.SESSION_STATE_RUNNING
+
+
+async def test_a_lone_storage_holds_the_leadership(storage: Storage) -> None:
+    """With no other replica, hold_leadership is true, and stays true when asked again."""
+    assert await storage.hold_leadership()
+    assert await storage.hold_leadership()
+
+
 # Errors
 
 

@@ -1,4 +1,5 @@
-"""The scheduler inside a real server: scheduled and missed runs, subset and retry starts, window-end stops."""
+"""The scheduler inside a real server: scheduled and missed runs, subset and retry starts, window-end stops,
+each test over SQLite and over PostgreSQL."""
 
 import asyncio
 from collections.abc import Awaitable, Callable
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 from scheduler_support import ManualClock
 
 from backup.v1 import agent_control_pb2 as agent_api

@@ -49,16 +49,32 @@ async def test_start_and_stop_take_the_session_id_given(
 async def test_a_taken_session_id_is_already_exists(
     policy_service: api_grpc.PolicyServiceStub, down_policy: str
 ) -> None:
-    """Reusing a session id is ALREADY_EXISTS for start and stop; the first session stays."""
+    """Reusing a session id for another action or policy is ALREADY_EXISTS; the first session stays."""
     first = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="s1"))
     for again in (
-        policy_service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="s1")),
         policy_service.StopPolicy(api.StopPolicyRequest(policy_id="p", session_id="s1")),
+        policy_service.StartPolicy(api.StartPolicyRequest(policy_id="q", session_id="s1")),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await again
         assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "already exists, a start of policy 'p'" in str(raised.value.details())
     assert await policy_service.GetSession(api.GetSessionRequest(session_id="s1")) == first
+
+
+async def test_a_retry_with_the_same_session_id_returns_that_session(
+    policy_service: api_grpc.PolicyServiceStub, down_policy: str
+) -> None:
+    """StartPolicy and StopPolicy repeated with a session id of the same policy and action return that session and start nothing."""
+    first = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="s1"))
+    again = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="s1"))
+    assert again == first
+    stopped = await policy_service.StopPolicy(api.StopPolicyRequest(policy_id="p", session_id="t1"))
+    assert await policy_service.StopPolicy(
+        api.StopPolicyRequest(policy_id="p", session_id="t1")
+    ) == stopped
+    listed = await policy_service.ListSessions(api.ListSessionsRequest(policy_id="p"))
+    assert [session.id for session in listed.sessions] == ["t1", "s1"]
 
 
 async def test_watch_follows_a_start_still_in_flight(

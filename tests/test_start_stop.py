@@ -1,4 +1,5 @@
-"""StartPolicy and StopPolicy across live, refused, hung, skipped and rejecting computers."""
+"""StartPolicy and StopPolicy across live, refused, hung, skipped and rejecting computers,
+each test over SQLite and over PostgreSQL."""
 
 import asyncio
 import logging
@@ -7,6 +8,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 
 from agent_stub.store import read_policy
 from backup.v1 import agent_control_pb2 as agent_api

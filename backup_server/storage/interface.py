@@ -104,9 +104,10 @@ class Storage(Protocol):
 
     # Sessions
 
-    async def insert_session(self, session: pb.PolicySession) -> float:
-        """Stores a new session with every computer's result; AlreadyExists if its id is
-        taken. Returns the seconds the write itself took, for the log and the bench."""
+    async def insert_session(self, session: pb.PolicySession, owner: str = "") -> float:
+        """Stores a new session with every computer's result, run by replica `owner`;
+        AlreadyExists if its id is taken. Returns the seconds the write itself took, for
+        the log and the bench."""
         ...
 
     async def save_progress(self, progress: Progress) -> float:
@@ -131,11 +132,13 @@ class Storage(Protocol):
         None when it has none. The scheduler's memory of its last scheduled run."""
         ...
 
-    async def fail_interrupted_sessions(self) -> list[str]:
+    async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
         """Marks sessions a stopped server left RUNNING as FAILED with the INTERRUPTED
         warning, ending each at its last stored activity, and their pending computers
-        OUTCOME_UNKNOWN; returns their ids. Their outcome is left as it is: jobs they
-        started may still run, and are followed again."""
+        OUTCOME_UNKNOWN; returns their ids. Never the sessions of `replica_id` (the
+        caller) nor, where replicas share the storage, of a replica whose lease holds.
+        Their outcome is left as it is: jobs they started may still run, and are followed
+        again."""
         ...
 
     async def list_followed_sessions(self) -> list[pb.PolicySession]:
@@ -150,6 +153,33 @@ class Storage(Protocol):
     ) -> list[pb.ComputerStatus]:
         """At most `limit` statuses (of `policy_id`, or all when empty) after the
         (policy id, address) `after`, in that order; ("", "") is the first page."""
+        ...
+
+    # Replicas (backup_server.replicas)
+
+    async def claim_sessions(self, replica_id: str) -> list[str]:
+        """Makes `replica_id` the owner of the RUNNING sessions of replicas whose lease
+        ran out, each claimed by one replica only, and returns their ids for it to finish.
+        A storage only one server uses claims none: it fails them instead
+        (`fail_interrupted_sessions`)."""
+        ...
+
+    async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
+        """Records that the replica is alive for `lease_seconds` from now."""
+        ...
+
+    async def end_lease(self, replica_id: str) -> None:
+        """Gives the replica's lease up (a clean stop)."""
+        ...
+
+    async def live_replicas(self) -> list[str]:
+        """The ids of the replicas whose lease holds, in id order."""
+        ...
+
+    async def hold_leadership(self) -> bool:
+        """Whether this process holds the deployment's one leadership lock (the
+        scheduler's), taking it if it is free; a storage only one process uses always
+        does. A holder that dies loses it, so another takes it over."""
         ...
 
 

@@ -105,11 +105,18 @@ def _migration_session_origin(db: sqlite_utils.Database) -> None:
     sessions.create_index(["policy_id", "trigger", "seq"])
 
 
+def _migration_replicas(db: sqlite_utils.Database) -> None:
+    """Replicas' leases, and which replica runs each session (see backup_server.replicas)."""
+    db.table("replicas").create({"id": str, "address": str, "expires_ns": int}, pk="id")
+    db.table("sessions").add_column("owner", str, not_null_default="")
+
+
 # Append only: a migration that has shipped is never edited, a new one is added.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial schema", _migration_1_initial),
     ("job outcomes: session outcome, followed jobs, computer statuses", _migration_2_outcomes),
     ("session trigger, retry link and attempt", _migration_session_origin),
+    ("replica leases and session owners", _migration_replicas),
 ]
 
 

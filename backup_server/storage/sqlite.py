@@ -136,8 +136,8 @@ class SqliteStorage:
     async def policy_exists_or_had_sessions(self, policy_id: str) -> bool:
         return await self._run(self.file.policy_exists_or_had_sessions, policy_id)
 
-    async def insert_session(self, session: pb.PolicySession) -> float:
-        return (await self._run_timed(self.file.insert_session, session))[1]
+    async def insert_session(self, session: pb.PolicySession, owner: str = "") -> float:
+        return (await self._run_timed(self.file.insert_session, session, owner))[1]
 
     async def save_progress(self, progress: Progress) -> float:
         return (await self._run_timed(self.file.save_progress, progress))[1]
@@ -153,8 +153,23 @@ class SqliteStorage:
     async def last_session_start(self, policy_id: str, trigger: pb.SessionTrigger) -> int | None:
         return await self._run(self.file.last_session_start, policy_id, trigger)
 
-    async def fail_interrupted_sessions(self) -> list[str]:
-        return await self._run(self.file.fail_interrupted_sessions)
+    async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
+        return await self._run(self.file.fail_interrupted_sessions, replica_id)
+
+    async def claim_sessions(self, replica_id: str) -> list[str]:
+        return []  # one server per file: what a stopped one left is failed at start-up
+
+    async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
+        await self._run(self.file.renew_lease, replica_id, address, lease_seconds)
+
+    async def end_lease(self, replica_id: str) -> None:
+        await self._run(self.file.end_lease, replica_id)
+
+    async def live_replicas(self) -> list[str]:
+        return await self._run(self.file.live_replicas)
+
+    async def hold_leadership(self) -> bool:
+        return True  # one server per file
 
     async def list_followed_sessions(self) -> list[pb.PolicySession]:
         return await self._run(self.file.list_followed_sessions)

@@ -5,7 +5,6 @@ that queries need; sessions as a header row plus one row per computer (the schem
 `migrations.py`). `sqlite.SqliteStorage` calls these methods off the event loop.
 """
 
-import json
 import os
 import sqlite3
 import time
@@ -18,29 +17,13 @@ from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import Progress
-from .interface import INTERRUPTED, OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
+from . import rows
+from .interface import OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
 from .migrations import migrate
+from .rows import CHANGE_FIELDS, RESULT_COLUMNS, RESULT_FIELDS
 from .statuses import apply_job_ends, list_statuses
 
 BUSY_TIMEOUT_SECONDS = 10.0
-STAT_FIELDS = (
-    "total",
-    "pending",
-    "received",
-    "not_received",
-    "skipped",
-    "rejected",
-    "cancelled",
-    "jobs_running",
-    "jobs_succeeded",
-    "jobs_failed",
-    "jobs_stopped",
-    "jobs_unknown",
-)
-RESULT_COLUMNS = (
-    "name, address, protection_group_id, delivery, detail, latency_ns, job_id,"
-    " job, reconciled, contact_ns, job_unknown"
-)
 
 
 def open_database(path: str | Path) -> sqlite_utils.Database:
@@ -70,15 +53,7 @@ class SqliteFile:
 
     def insert_group(self, group: pb.ProtectionGroup) -> None:
         try:
-            self.db.table("protection_groups").insert(
-                {
-                    "id": group.id,
-                    "name": group.name,
-                    "kind": group.kind,
-                    "body": group.SerializeToString(),
-                    "create_ns": group.create_time.ToNanoseconds(),
-                }
-            )
+            self.db.table("protection_groups").insert(rows.group_row(group))
         except sqlite3.IntegrityError:
             raise AlreadyExists(f"protection group {group.id!r} already exists") from None
 
@@ -150,20 +125,11 @@ class SqliteFile:
             for group_id in policy.protection_group_ids
         )
 
-    def _policy_row(self, policy: pb.BackupPolicy) -> dict[str, object]:
-        return {
-            "id": policy.id,
-            "name": policy.name,
-            "body": policy.SerializeToString(),
-            "create_ns": policy.create_time.ToNanoseconds(),
-            "update_ns": policy.update_time.ToNanoseconds(),
-        }
-
     def insert_policy(self, policy: pb.BackupPolicy, check: PolicyCheck) -> None:
         with self.db.atomic():
             check(policy, self.get_groups(policy.protection_group_ids))
             try:
-                self.db.table("policies").insert(self._policy_row(policy))
+                self.db.table("policies").insert(rows.policy_row(policy))
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"policy {policy.id!r} already exists") from None
             self._write_policy_groups(policy)
@@ -174,7 +140,7 @@ class SqliteFile:
         with self.db.atomic():
             policy = change(self.get_policy(policy_id))
             check(policy, self.get_groups(policy.protection_group_ids))
-            self.db.table("policies").update(policy_id, self._policy_row(policy))
+            self.db.table("policies").update(policy_id, rows.policy_row(policy))
             self._write_policy_groups(policy)
             return policy
 
@@ -212,70 +178,17 @@ class SqliteFile:
 
     # Sessions
 
-    @staticmethod
-    def _header(
-        state: int,
-        end_ns: int,
-        warnings: Sequence[str],
-        stats: pb.SessionStatistics,
-        outcome: int = 0,
-        outcome_ns: int = 0,
-    ) -> dict[str, object]:
-        header: dict[str, object] = {
-            "state": state,
-            # A running session's end_ns is its last activity, for recovery.
-            "end_ns": end_ns or time.time_ns(),
-            "warnings": json.dumps(list(warnings)),
-            "outcome": outcome,
-            "outcome_ns": outcome_ns,
-        }
-        header.update({name: getattr(stats, name) for name in STAT_FIELDS})
-        return header
-
-    def insert_session(self, session: pb.PolicySession) -> None:
+    def insert_session(self, session: pb.PolicySession, owner: str = "") -> None:
         with self.db.atomic():
-            row = {
-                "id": session.id,
-                "policy_id": session.policy_id,
-                "action": session.action,
-                "trigger": session.trigger,
-                "retry_of_session_id": session.retry_of_session_id,
-                "attempt": session.attempt,
-                "start_ns": session.start_time.ToNanoseconds(),
-                **self._header(
-                    session.state,
-                    session.end_time.ToNanoseconds(),
-                    session.warnings,
-                    session.statistics,
-                    session.outcome,
-                    session.outcome_time.ToNanoseconds(),
-                ),
-            }
             try:
-                seq = int(self.db.table("sessions").insert(row).last_rowid or 0)
+                inserted = self.db.table("sessions").insert(rows.session_row(session, owner))
+                seq = int(inserted.last_rowid or 0)
             except sqlite3.IntegrityError:
                 raise AlreadyExists(f"session {session.id!r} already exists") from None
             self.db.conn.executemany(
                 f"insert into computer_results (session_seq, position, {RESULT_COLUMNS})"
-                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (
-                        seq,
-                        position,
-                        result.computer.name,
-                        result.computer.address,
-                        result.protection_group_id,
-                        result.delivery,
-                        result.detail,
-                        result.latency.ToNanoseconds(),
-                        result.job_id,
-                        result.job.SerializeToString() if result.job.id else None,
-                        result.reconciled,
-                        result.last_contact_time.ToNanoseconds(),
-                        result.job_unknown,
-                    )
-                    for position, result in enumerate(session.computer_results)
-                ),
+                f" values ({', '.join('?' * (2 + len(RESULT_FIELDS)))})",
+                ((seq, *row) for row in rows.result_rows(session)),
             )
 
     def _seq(self, session_id: str) -> int:
@@ -288,93 +201,22 @@ class SqliteFile:
         with self.db.atomic():
             seq = self._seq(progress.session_id)
             self.db.conn.executemany(
-                "update computer_results set delivery = ?, detail = ?, latency_ns = ?, job_id = ?,"
-                " job = ?, reconciled = ?, contact_ns = ?, job_unknown = ?"
+                f"update computer_results set {' = ?, '.join(CHANGE_FIELDS)} = ?"
                 " where session_seq = ? and position = ?",
-                (
-                    (
-                        c.delivery,
-                        c.detail,
-                        c.latency_ns,
-                        c.job_id,
-                        c.job or None,
-                        c.reconciled,
-                        c.contact_ns,
-                        c.job_unknown,
-                        seq,
-                        c.position,
-                    )
-                    for c in progress.results
-                ),
+                ((*rows.change_row(c), seq, c.position) for c in progress.results),
             )
-            self.db.table("sessions").update(
-                seq,
-                self._header(
-                    progress.state,
-                    progress.end_ns,
-                    progress.warnings,
-                    progress.statistics,
-                    progress.outcome,
-                    progress.outcome_ns,
-                ),
-            )
+            self.db.table("sessions").update(seq, rows.progress_header(progress))
             apply_job_ends(self.db, progress.job_ends)
 
     def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
-        session = pb.PolicySession(
-            id=str(row["id"]),
-            policy_id=str(row["policy_id"]),
-            action=int(row["action"]),  # type: ignore[call-overload]
-            state=int(row["state"]),  # type: ignore[call-overload]
-            warnings=json.loads(str(row["warnings"])),
-            trigger=int(row["trigger"]),  # type: ignore[call-overload]
-            retry_of_session_id=str(row["retry_of_session_id"]),
-            attempt=int(row["attempt"]),  # type: ignore[call-overload]
-            outcome=int(row["outcome"]),  # type: ignore[call-overload]
-        )
-        if row["outcome_ns"]:
-            session.outcome_time.FromNanoseconds(int(row["outcome_ns"]))  # type: ignore[call-overload]
-        session.start_time.FromNanoseconds(int(row["start_ns"]))  # type: ignore[call-overload]
-        if row["end_ns"] and session.state != pb.SESSION_STATE_RUNNING:
-            session.end_time.FromNanoseconds(int(row["end_ns"]))  # type: ignore[call-overload]
-        for name in STAT_FIELDS:
-            setattr(session.statistics, name, row[name])
+        session = rows.session_from_row(row)
         if with_results:
             cursor = self.db.execute(
                 f"select {RESULT_COLUMNS} from computer_results"
                 " where session_seq = ? order by position",
                 [row["seq"]],
             )
-            for (
-                name,
-                address,
-                group_id,
-                delivery,
-                detail,
-                latency_ns,
-                job_id,
-                job,
-                reconciled,
-                contact_ns,
-                job_unknown,
-            ) in cursor:
-                result = session.computer_results.add(
-                    protection_group_id=group_id,
-                    delivery=delivery,
-                    detail=detail,
-                    job_id=job_id,
-                    reconciled=bool(reconciled),
-                    job_unknown=bool(job_unknown),
-                )
-                if job:
-                    result.job.ParseFromString(job)
-                if contact_ns:
-                    result.last_contact_time.FromNanoseconds(contact_ns)
-                result.computer.name = name
-                result.computer.address = address
-                if latency_ns:
-                    # As the live session has it: no latency for a computer never called.
-                    result.latency.FromNanoseconds(latency_ns)
+            rows.add_results(session, cursor)
         return session
 
     def get_session(self, session_id: str) -> pb.PolicySession:
@@ -393,10 +235,10 @@ class SqliteFile:
             where.append("policy_id = ?")
             params.append(policy_id)
         clause = f"where {' and '.join(where)}" if where else ""
-        rows = self.db.query(
+        found = self.db.query(
             f"select * from sessions {clause} order by seq desc limit ?", [*params, limit]
         )
-        return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in rows]
+        return [(int(row["seq"]), self._session_from_row(row, with_results)) for row in found]
 
     def last_session_start(self, policy_id: str, trigger: int) -> int | None:
         row = self.db.execute(
@@ -408,36 +250,55 @@ class SqliteFile:
 
     def list_followed_sessions(self) -> list[pb.PolicySession]:
         """Sessions whose outcome is still RUNNING, with their results, oldest first."""
-        rows = self.db.query(
+        found = self.db.query(
             "select * from sessions where outcome = ? order by seq", [pb.SESSION_STATE_RUNNING]
         )
-        return [self._session_from_row(row, with_results=True) for row in rows]
+        return [self._session_from_row(row, with_results=True) for row in found]
 
     def list_computer_statuses(
         self, policy_id: str, after: tuple[str, str], limit: int
     ) -> list[pb.ComputerStatus]:
         return list_statuses(self.db, policy_id, after, limit)
 
-    def fail_interrupted_sessions(self) -> list[str]:
+    def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
+        """Every RUNNING session but `replica_id`'s: one server uses a file, so any other
+        owner has stopped, whatever its lease said."""
         with self.db.atomic():
-            rows = list(
+            running = list(
                 self.db.query(
-                    "select seq, id, warnings, start_ns, end_ns from sessions where state = ?",
-                    [pb.SESSION_STATE_RUNNING],
+                    "select seq, id, warnings, start_ns, end_ns from sessions"
+                    " where state = ? and owner is not nullif(?, '')",
+                    [pb.SESSION_STATE_RUNNING, replica_id],
                 )
             )
-            for row in rows:
-                warnings = [*json.loads(row["warnings"]), INTERRUPTED]
+            for row in running:
                 self.db.table("sessions").update(
                     row["seq"],
                     {
                         "state": pb.SESSION_STATE_FAILED,
                         "end_ns": row["end_ns"] or row["start_ns"],
-                        "warnings": json.dumps(warnings),
+                        "warnings": rows.interrupted_warnings(row["warnings"]),
                     },
                 )
                 self.db.execute(
                     "update computer_results set detail = ? where session_seq = ? and delivery = ?",
                     [OUTCOME_UNKNOWN, row["seq"], pb.DELIVERY_PENDING],
                 )
-        return [row["id"] for row in rows]
+        return [row["id"] for row in running]
+
+    # Replicas: kept as on PostgreSQL (one schema), though a file has one server.
+
+    def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
+        expires_ns = time.time_ns() + int(lease_seconds * 1e9)
+        self.db.table("replicas").upsert(
+            {"id": replica_id, "address": address, "expires_ns": expires_ns}, pk="id"
+        )
+
+    def end_lease(self, replica_id: str) -> None:
+        self.db.execute("delete from replicas where id = ?", [replica_id])
+
+    def live_replicas(self) -> list[str]:
+        found = self.db.execute(
+            "select id from replicas where expires_ns > ? order by id", [time.time_ns()]
+        )
+        return [row[0] for row in found]

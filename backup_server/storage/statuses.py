@@ -1,7 +1,9 @@
-"""Computers' protection status in SQLite: one row per policy and computer address.
+"""Computers' protection status: one row per policy and computer address.
 
 Each followed job's end updates its computer's row inside the progress write that
-records it (`apply_job_ends`), so the status never disagrees with the stored session.
+records it (`apply_job_ends` here for SQLite, `postgres_statements.apply_job_ends` for
+PostgreSQL, both folding with `fold`), so the status never disagrees with the stored
+session.
 A job end seen twice (a start and a stop session follow the same job, or a late
 correction) counts once; an older job's end never replaces a newer one's.
 """
@@ -17,7 +19,7 @@ from ..sessions import JobEnd
 NOT_SUCCEEDED = (pb.JOB_STATE_FAILED, pb.JOB_STATE_STOPPED)
 
 
-def _apply(status: pb.ComputerStatus, end: JobEnd) -> bool:
+def fold(status: pb.ComputerStatus, end: JobEnd) -> bool:
     """Folds one job end into the status; False when it changes nothing."""
     job, last = end.job, status.last_job
     status.computer.CopyFrom(end.computer)
@@ -46,6 +48,18 @@ def _apply(status: pb.ComputerStatus, end: JobEnd) -> bool:
     return True
 
 
+def status_row(end: JobEnd, status: pb.ComputerStatus) -> list[object]:
+    """The columns of a computer_statuses row, in table order."""
+    return [
+        end.policy_id,
+        end.computer.address,
+        end.computer.name,
+        status.consecutive_failures,
+        status.last_success_time.ToNanoseconds(),
+        status.SerializeToString(),
+    ]
+
+
 def apply_job_ends(db: sqlite_utils.Database, ends: Iterable[JobEnd]) -> None:
     """Updates each ended job's computer row; call inside the progress transaction."""
     for end in ends:
@@ -58,19 +72,13 @@ def apply_job_ends(db: sqlite_utils.Database, ends: Iterable[JobEnd]) -> None:
             if row
             else pb.ComputerStatus(policy_id=end.policy_id)
         )
-        if not _apply(status, end):
+        if not fold(status, end):
             continue
         db.execute(
             "insert or replace into computer_statuses"
             " (policy_id, address, name, consecutive_failures, last_success_ns, body)"
             " values (?, ?, ?, ?, ?, ?)",
-            [
-                *key,
-                end.computer.name,
-                status.consecutive_failures,
-                status.last_success_time.ToNanoseconds(),
-                status.SerializeToString(),
-            ],
+            status_row(end, status),
         )
 
 

@@ -6,6 +6,7 @@
     ├── AlreadyExists        a client-chosen id that is taken
     ├── FailedPrecondition   the request is fine but the state forbids it
     ├── LocalFault           the request is fine but this process failed
+    │   └── Unavailable      ... because something it needs (its database) is out of reach now
     └── ResourceExhausted    the request is fine but a resource is used up (a full disk)
 
 Domain modules raise these; `backup.status` maps each to one gRPC status code.
@@ -48,6 +49,11 @@ class LocalFault(BackupError):
 
 class ResourceExhausted(BackupError):
     """The request was fine, but a resource this process needs is used up (a full disk)."""
+
+
+class Unavailable(LocalFault):
+    """The request was fine, but something this process needs (its database server) cannot
+    be reached now; the same request may succeed when retried."""
 
 
 # A status travels in trailers (grpc-message percent-encoded, the details in base64), which

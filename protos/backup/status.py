@@ -22,6 +22,7 @@ from .errors import (  # noqa: F401 - what a status may carry
     LocalFault,
     NotFound,
     ResourceExhausted,
+    Unavailable,
     bounded,
 )
 
@@ -32,6 +33,7 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     LocalFault: grpc.StatusCode.INTERNAL,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SECTIONS: list[str] = ["engine", "fanout", "tls", "follow", "scheduler", "monitoring"]
+SECTIONS: list[str] = ["engine", "fanout", "tls", "follow", "scheduler", "monitoring", "replicas"]
 
 
 def main() -> None:

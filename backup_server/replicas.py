@@ -1,0 +1,84 @@
+"""This server among its replicas: its lease in the storage, and the sessions dead ones left.
+
+Every server process is a replica with an id of its own (new at each start) and a lease:
+a row in the storage it renews every third of `--replica-lease`. A replica whose lease
+ran out is dead; a live replica claims each session it left RUNNING and finishes it
+(its pending computers get the command again), so no session stays RUNNING much past a
+lease after its replica died. With SQLite there is one server: what the previous process
+left RUNNING is marked FAILED (interrupted) at start-up.
+The scheduler runs on the one replica that holds the storage's leadership lock.
+"""
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from backup.errors import BackupError, LocalFault
+
+from . import recovery
+from .storage.interface import Storage
+
+log = logging.getLogger("backup_server.replicas")
+
+DEFAULT_LEASE_SECONDS = 10.0
+
+
+class Replicas:
+    """Keeps this replica's lease and sweeps the sessions of replicas whose lease ran out."""
+
+    def __init__(self, storage: Storage, address: str, lease: float = DEFAULT_LEASE_SECONDS):
+        self.storage = storage
+        self.id = f"r-{uuid.uuid4().hex[:12]}"
+        self.address = address
+        self.lease = lease
+        self._task: asyncio.Task[None] | None = None
+        self._adopt: Callable[[str], Awaitable[None]] | None = None
+
+    async def start(self, adopt: Callable[[str], Awaitable[None]]) -> None:
+        """Takes this replica's lease, sweeps once, and keeps both going; `adopt(id)`
+        takes over a session this replica claimed from a dead one."""
+        self._adopt = adopt
+        await self.storage.renew_lease(self.id, self.address, self.lease)
+        await self.sweep()
+        self._task = asyncio.create_task(self._keep())
+
+    async def sweep(self) -> None:
+        """Takes over the sessions of replicas whose lease ran out (PostgreSQL), or fails
+        what a stopped server left RUNNING (SQLite)."""
+        if self._adopt is not None:
+            for session_id in await self.storage.claim_sessions(self.id):
+                await self._adopt(session_id)
+        await recovery.recover(self.storage, self.id)
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.storage.renew_lease(self.id, self.address, self.lease)
+                await self.sweep()
+            except BackupError as error:
+                # The database is out of reach: the lease may lapse, and the others
+                # will take over; this replica goes on trying.
+                log.warning("replica %s: lease not renewed: %s", self.id, error.message)
+
+    async def live(self) -> list[str]:
+        """The ids of the replicas whose lease holds, in order."""
+        return await self.storage.live_replicas()
+
+    async def is_leader(self) -> bool:
+        """Whether this replica is the deployment's one scheduler (the storage's lock)."""
+        try:
+            return await self.storage.hold_leadership()
+        except LocalFault:
+            return False
+
+    async def stop(self) -> None:
+        """Stops renewing and gives the lease up, so the others need not wait it out."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(LocalFault):
+            await self.storage.end_lease(self.id)

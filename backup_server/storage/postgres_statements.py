@@ -1,0 +1,175 @@
+"""The statements several `PostgresStorage` methods run, each on the unit of work's cursor."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncCursor, errors, sql
+
+from backup.errors import AlreadyExists, NotFound
+from backup.v1 import resources_pb2 as pb
+
+from ..sessions import JobEnd, ResultChange
+from . import rows
+from .interface import PolicyCheck
+from .rows import RESULT_COLUMNS
+from .statuses import fold, status_row
+
+Cursor = AsyncCursor[dict[str, Any]]
+
+
+async def insert(cur: Cursor, table: str, row: dict[str, Any], what: str) -> None:
+    """Inserts a row; AlreadyExists naming `what` if its key is taken."""
+    statement = sql.SQL("insert into {} ({}) values ({})").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, row)),
+        sql.SQL(", ").join(sql.Placeholder() * len(row)),
+    )
+    try:
+        async with cur.connection.transaction():  # a savepoint: the unit of work goes on
+            await cur.execute(statement, list(row.values()))
+    except errors.UniqueViolation:
+        raise AlreadyExists(f"{what} already exists") from None
+
+
+async def stored_body(cur: Cursor, table: str, key: str, what: str, lock: str) -> bytes:
+    """The serialized proto stored under `key`; NotFound naming `what` if none is."""
+    await cur.execute(
+        sql.SQL("select body from {} where id = %s " + lock).format(sql.Identifier(table)), [key]
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"{what} {key!r} not found")
+    return bytes(row["body"])
+
+
+async def get_group(cur: Cursor, group_id: str, lock: str = "") -> pb.ProtectionGroup:
+    body = await stored_body(cur, "protection_groups", group_id, "protection group", lock)
+    return pb.ProtectionGroup.FromString(body)
+
+
+async def get_groups(cur: Cursor, group_ids: Sequence[str]) -> dict[str, pb.ProtectionGroup]:
+    """The named groups that exist, share-locked until the unit of work ends, so none
+    can be deleted between the check that needs it and the write."""
+    if not group_ids:
+        return {}
+    await cur.execute(
+        "select id, body from protection_groups where id = any(%s) for share", [list(group_ids)]
+    )
+    return {row["id"]: pb.ProtectionGroup.FromString(row["body"]) for row in await cur.fetchall()}
+
+
+async def get_policy(cur: Cursor, policy_id: str, lock: str = "") -> pb.BackupPolicy:
+    return pb.BackupPolicy.FromString(await stored_body(cur, "policies", policy_id, "policy", lock))
+
+
+async def write_policy_groups(cur: Cursor, policy: pb.BackupPolicy) -> None:
+    await cur.execute("delete from policy_groups where policy_id = %s", [policy.id])
+    if policy.protection_group_ids:
+        await cur.execute(
+            "insert into policy_groups (policy_id, group_id)"
+            " select %s, unnest(%s::text[]) on conflict do nothing",
+            [policy.id, list(policy.protection_group_ids)],
+        )
+
+
+async def seq(cur: Cursor, session_id: str) -> int:
+    await cur.execute("select seq from sessions where id = %s", [session_id])
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"session {session_id!r} not found")
+    return int(row["seq"])
+
+
+async def session_from_row(
+    cur: Cursor, row: dict[str, Any], with_results: bool
+) -> pb.PolicySession:
+    session = rows.session_from_row(row)
+    if with_results:
+        # Tuples, in RESULT_FIELDS order, as rows.add_results takes them.
+        async with cur.connection.cursor() as results:
+            await results.execute(
+                f"select {RESULT_COLUMNS} from computer_results"
+                " where session_seq = %s order by position",
+                [row["seq"]],
+            )
+            rows.add_results(session, await results.fetchall())
+    return session
+
+
+async def save_results(cur: Cursor, seq: int, changes: Sequence[ResultChange]) -> None:
+    """Rewrites the changed computers of a session in one statement (arrays, one per column)."""
+    if not changes:
+        return
+    columns = list(zip(*(rows.change_row(change) for change in changes), strict=True))
+    await cur.execute(
+        "update computer_results as r set delivery = c.delivery, detail = c.detail,"
+        " latency_ns = c.latency_ns, job_id = c.job_id, job = c.job,"
+        " reconciled = c.reconciled, contact_ns = c.contact_ns, job_unknown = c.job_unknown"
+        " from unnest(%s::integer[], %s::integer[], %s::text[], %s::bigint[], %s::text[],"
+        " %s::bytea[], %s::boolean[], %s::bigint[], %s::boolean[])"
+        " as c(position, delivery, detail, latency_ns, job_id, job, reconciled, contact_ns,"
+        " job_unknown)"
+        " where r.session_seq = %s and r.position = c.position",
+        [[change.position for change in changes], *map(list, columns), seq],
+    )
+
+
+async def apply_job_ends(cur: Cursor, ends: Sequence[JobEnd]) -> None:
+    """Folds each ended job into its computer's status row, locked while it is read."""
+    for end in ends:
+        key = [end.policy_id, end.computer.address]
+        await cur.execute(
+            "select body from computer_statuses where policy_id = %s and address = %s"
+            " for update",
+            key,
+        )
+        row = await cur.fetchone()
+        status = (
+            pb.ComputerStatus.FromString(row["body"])
+            if row
+            else pb.ComputerStatus(policy_id=end.policy_id)
+        )
+        if not fold(status, end):
+            continue
+        await cur.execute(
+            "insert into computer_statuses"
+            " (policy_id, address, name, consecutive_failures, last_success_ns, body)"
+            " values (%s, %s, %s, %s, %s, %s) on conflict (policy_id, address) do update set"
+            " name = excluded.name, consecutive_failures = excluded.consecutive_failures,"
+            " last_success_ns = excluded.last_success_ns, body = excluded.body",
+            status_row(end, status),
+        )
+
+
+async def list_statuses(
+    cur: Cursor, policy_id: str, after: tuple[str, str], limit: int
+) -> list[pb.ComputerStatus]:
+    """At most `limit` rows after the (policy id, address) `after`, in that order."""
+    where = ["(policy_id, address) > (%s, %s)"]
+    params: list[object] = list(after)
+    if policy_id:
+        where.append("policy_id = %s")
+        params.append(policy_id)
+    await cur.execute(
+        f"select body from computer_statuses where {' and '.join(where)}"
+        " order by policy_id, address limit %s",
+        [*params, limit],
+    )
+    return [pb.ComputerStatus.FromString(row["body"]) for row in await cur.fetchall()]
+
+
+async def check_group_users(
+    cur: Cursor, group: pb.ProtectionGroup, check: PolicyCheck
+) -> None:
+    """Runs `check` on every policy naming the group (locked against a concurrent
+    change), with its groups and the changed group in place."""
+    await cur.execute(
+        "select p.body from policies p join policy_groups g on g.policy_id = p.id"
+        " where g.group_id = %s order by p.id for share of p",
+        [group.id],
+    )
+    for row in await cur.fetchall():
+        policy = pb.BackupPolicy.FromString(row["body"])
+        groups = await get_groups(cur, policy.protection_group_ids)
+        groups[group.id] = group
+        check(policy, groups)
