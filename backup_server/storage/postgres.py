@@ -1,142 +1,35 @@
 """The PostgreSQL backend: `PostgresStorage`, the `Storage` over a pool of psycopg connections.
 
 Several server replicas share one database. Each method is one unit of work on a pooled
-connection; the checks that must see a consistent state take row locks (`for share` on
-the groups a policy names, `for update` on a group being deleted or a policy being
-changed), so a check and its write commit together against any other replica. A driver
-error leaves as the project's error (`storage_error`): a lost or refused connection is
-`Unavailable`, a full disk `ResourceExhausted`, anything else `LocalFault`.
+connection (`postgres_pool.py`); the checks that must see a consistent state take row
+locks (`for share` on the groups a policy names, `for update` on a group being deleted or
+a policy being changed), so a check and its write commit together against any other
+replica. Leases, claims and leadership are `postgres_replicas.py`.
 """
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
-import psycopg
-from psycopg import AsyncConnection, AsyncCursor, sql
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg import sql
 
 from backup.errors import (
-    BackupError,
     FailedPrecondition,
-    LocalFault,
     NotFound,
-    ResourceExhausted,
-    Unavailable,
 )
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import Progress
 from . import postgres_statements as statements
 from . import rows
-from .interface import OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
-from .postgres_migrations import migrate
+from .interface import GroupChange, PolicyChange, PolicyCheck
+from .postgres_pool import DEFAULT_POOL_SIZE, is_postgres_url, storage_error
+from .postgres_replicas import ReplicaRows
 from .rows import RESULT_COLUMNS
 
-log = logging.getLogger("backup_server.storage")
-
-DEFAULT_POOL_SIZE = 10
-# How long a call waits for a pooled connection (the database down: UNAVAILABLE after it).
-CONNECTION_WAIT_SECONDS = 5.0
-CONNECT_TIMEOUT_SECONDS = 10
-LOG_EVERY_SECONDS = 10.0
-DISK_FULL = "53100"
-# SQLSTATE classes meaning the server is gone or going: connection exception, operator
-# intervention (shutdown, restart), and insufficient resources other than a full disk.
-UNAVAILABLE_CLASSES = ("08", "57", "53")
-# The advisory lock whose holder is the deployment's one scheduler.
-LEADERSHIP_LOCK = 0x6261636B7570_02  # "backup" + 2
+__all__ = ["DEFAULT_POOL_SIZE", "PostgresStorage", "is_postgres_url", "storage_error"]
 
 
-def is_postgres_url(db: object) -> bool:
-    """Whether `--db` names a PostgreSQL database rather than a SQLite file."""
-    return str(db).startswith(("postgresql://", "postgres://"))
-
-
-def storage_error(error: Exception) -> BackupError:
-    """The project's error for a failure of the database, in one line for the client."""
-    state = getattr(error, "sqlstate", None) or ""
-    if state == DISK_FULL:
-        return ResourceExhausted("the server's database disk is full; nothing was stored")
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if (
-        isinstance(error, PoolTimeout | psycopg.InterfaceError)
-        or state.startswith(UNAVAILABLE_CLASSES)
-        or (isinstance(error, psycopg.OperationalError) and not state)
-    ):
-        return Unavailable(f"the server's database cannot be reached ({reason}); try again")
-    return LocalFault(f"the server's database failed ({reason}); nothing was stored")
-
-
-class PostgresStorage:
+class PostgresStorage(ReplicaRows):
     """The `Storage` over one PostgreSQL database, shared by every replica."""
-
-    def __init__(self, pool: AsyncConnectionPool, url: str) -> None:
-        self.pool = pool
-        self._url = url
-        self._logged: dict[str, float] = {}
-        # The leadership lock lives on a connection of its own, outside the pool: the
-        # lock is the connection's, released by PostgreSQL when the connection is lost.
-        self._leader: AsyncConnection | None = None
-        self._leading = False
-        self._leader_guard = asyncio.Lock()
-
-    @classmethod
-    async def open(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> "PostgresStorage":
-        """Connects, migrates (once, whatever other replicas do at the same moment) and
-        opens the pool; Unavailable or LocalFault if the database cannot be used."""
-        try:
-            async with await AsyncConnection.connect(
-                url, connect_timeout=CONNECT_TIMEOUT_SECONDS
-            ) as conn:
-                applied = await migrate(conn)
-        except psycopg.Error as error:
-            raise storage_error(error) from None
-        if applied:
-            log.info("database migrated: %s", "; ".join(applied))
-        pool: AsyncConnectionPool = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=max(1, pool_size),
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
-            # A connection the database dropped (a restart) is found out before it is
-            # handed to a call, and replaced; the pool keeps trying to reconnect.
-            check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=float("inf"),
-            timeout=CONNECTION_WAIT_SECONDS,
-            open=False,
-            name="backup-server",
-        )
-        await pool.open()
-        return cls(pool, url)
-
-    async def close(self) -> None:
-        if self._leader is not None:
-            with contextlib.suppress(psycopg.Error):
-                await self._leader.close()
-        await self.pool.close()
-
-    @asynccontextmanager
-    async def _unit(self) -> AsyncIterator[AsyncCursor[dict[str, Any]]]:
-        """A cursor inside one transaction on a pooled connection, errors translated."""
-        try:
-            async with self.pool.connection() as conn, conn.transaction():
-                yield conn.cursor(row_factory=dict_row)
-        except (psycopg.Error, PoolTimeout) as error:
-            translated = storage_error(error)
-            self._log_failure(translated, error)
-            raise translated from None
-
-    def _log_failure(self, translated: BackupError, error: Exception) -> None:
-        now = time.monotonic()
-        if now - self._logged.get(translated.message, -LOG_EVERY_SECONDS) >= LOG_EVERY_SECONDS:
-            self._logged[translated.message] = now
-            log.error("storage: %s (%s)", translated.message, type(error).__name__)
 
     # Protection groups
 
@@ -321,35 +214,6 @@ class PostgresStorage:
             row = await cur.fetchone()
             return None if row is None else int(row["start_ns"])
 
-    async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
-        """Those whose replica's lease ran out (and never `replica_id`'s); `skip locked`
-        lets replicas sweep at once without waiting for each other."""
-        async with self._unit() as cur:
-            await cur.execute(
-                "select seq, id, warnings, start_ns, end_ns from sessions"
-                " where state = %s and owner is distinct from nullif(%s, '') and owner not in"
-                " (select id from replicas where expires_ns > %s)"
-                " order by seq for update skip locked",
-                [pb.SESSION_STATE_RUNNING, replica_id, time.time_ns()],
-            )
-            running = await cur.fetchall()
-            for row in running:
-                await cur.execute(
-                    "update sessions set state = %s, end_ns = %s, warnings = %s where seq = %s",
-                    [
-                        pb.SESSION_STATE_FAILED,
-                        row["end_ns"] or row["start_ns"],
-                        rows.interrupted_warnings(row["warnings"]),
-                        row["seq"],
-                    ],
-                )
-                await cur.execute(
-                    "update computer_results set detail = %s"
-                    " where session_seq = %s and delivery = %s",
-                    [OUTCOME_UNKNOWN, row["seq"], pb.DELIVERY_PENDING],
-                )
-        return [row["id"] for row in running]
-
     async def list_followed_sessions(self) -> list[pb.PolicySession]:
         async with self._unit() as cur:
             await cur.execute(
@@ -357,70 +221,10 @@ class PostgresStorage:
                 [pb.SESSION_STATE_RUNNING],
             )
             found = await cur.fetchall()
-            return [
-                await statements.session_from_row(cur, row, with_results=True) for row in found
-            ]
+            return [await statements.session_from_row(cur, row, with_results=True) for row in found]
 
     async def list_computer_statuses(
         self, policy_id: str, after: tuple[str, str], limit: int
     ) -> list[pb.ComputerStatus]:
         async with self._unit() as cur:
             return await statements.list_statuses(cur, policy_id, after, limit)
-
-    # Replicas
-
-    async def claim_sessions(self, replica_id: str) -> list[str]:
-        """`skip locked`: replicas sweeping at once claim different sessions, never one
-        twice."""
-        async with self._unit() as cur:
-            await cur.execute(
-                "update sessions set owner = %s where seq in (select seq from sessions"
-                " where state = %s and owner is distinct from %s and owner not in"
-                " (select id from replicas where expires_ns > %s)"
-                " order by seq for update skip locked) returning id",
-                [replica_id, pb.SESSION_STATE_RUNNING, replica_id, time.time_ns()],
-            )
-            return sorted(row["id"] for row in await cur.fetchall())
-
-    async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
-        async with self._unit() as cur:
-            await cur.execute(
-                "insert into replicas (id, address, expires_ns) values (%s, %s, %s)"
-                " on conflict (id) do update set address = excluded.address,"
-                " expires_ns = excluded.expires_ns",
-                [replica_id, address, time.time_ns() + int(lease_seconds * 1e9)],
-            )
-
-    async def end_lease(self, replica_id: str) -> None:
-        async with self._unit() as cur:
-            await cur.execute("delete from replicas where id = %s", [replica_id])
-
-    async def live_replicas(self) -> list[str]:
-        async with self._unit() as cur:
-            await cur.execute(
-                "select id from replicas where expires_ns > %s order by id", [time.time_ns()]
-            )
-            return [row["id"] for row in await cur.fetchall()]
-
-    async def hold_leadership(self) -> bool:
-        async with self._leader_guard:
-            try:
-                if self._leader is None or self._leader.closed:
-                    self._leader, self._leading = None, False
-                    self._leader = await AsyncConnection.connect(
-                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
-                    )
-                if self._leading:
-                    await self._leader.execute("select 1")  # still connected, still held
-                    return True
-                cursor = await self._leader.execute(
-                    "select pg_try_advisory_lock(%s)", [LEADERSHIP_LOCK]
-                )
-                self._leading = bool((await cursor.fetchone() or (False,))[0])
-                return self._leading
-            except psycopg.Error as error:
-                if self._leader is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        await self._leader.close()
-                self._leader, self._leading = None, False
-                raise storage_error(error) from None
