@@ -22,8 +22,10 @@ lint: $(READY) node_modules/.ready
 proto: $(READY)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTOS)
 
+# restic, borg and strace for the engine's comparison (.ci/bench-tools says what it did).
 bench: $(READY)
-	$(PY) tests/bench/run.py
+	-bash .ci/bench-tools
+	PATH="$(CURDIR)/.tools/restic/usr/bin:$$PATH" $(PY) tests/bench/run.py
 
 fuzz: $(READY)
 	FUZZ_EXAMPLES=1000 FUZZ_RANDOM=1 $(PY) -m pytest tests/test_fuzz.py -o timeout=0 -q
