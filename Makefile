@@ -4,13 +4,14 @@ PY := $(VENV)/bin/python
 READY := $(VENV)/.ready
 PROTOS := $(wildcard protos/backup/v1/*.proto)
 PROMTOOL := .tools/prometheus/usr/bin/promtool
+PROTOC_GEN_GO := .tools/protoc-gen-go/usr/bin/protoc-gen-go
 
 .PHONY: demo test slow lint proto bench fuzz clean
 
 demo: $(READY)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
-test: $(READY) examples/node/node_modules/.ready $(PROMTOOL)
+test: $(READY) examples/node/node_modules/.ready $(PROMTOOL) $(PROTOC_GEN_GO)
 	$(PY) -m pytest
 
 slow: $(READY)
@@ -36,6 +37,10 @@ $(READY): pyproject.toml
 # Without apt (not root, no network) the promtool tests skip, saying so; CI fails instead.
 $(PROMTOOL):
 	-bash .ci/promtool
+
+# Likewise the Go check of the protos.
+$(PROTOC_GEN_GO):
+	-bash .ci/debian-extract protoc-gen-go
 
 node_modules/.ready: package.json
 	npm install --no-audit --no-fund --silent && touch $@
