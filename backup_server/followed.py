@@ -1,12 +1,14 @@
 """Sessions after their delivery, until their outcome is final: the room that follows them.
 
-`FollowedSessions.take_over` receives a delivered session from `Control` (and `resume`
-every stored session whose outcome is still RUNNING at start-up); the session stays
+`FollowedSessions.take_over` receives a delivered session from `Control`, and
+`follow_claimed` a stored one whose outcome is still RUNNING that this replica claimed
+(at start-up, and from a replica that died or stopped: `Replicas` sweeps); the session stays
 live (GetSession, WatchSession read it from memory) and its writer keeps storing a batch
 of changes per interval while `tracking.OutcomeTracker` follows its jobs. Once nothing of
 it is followed any more, its last batch is stored and it leaves the running set.
 
-Shutdown stores what is known and leaves the outcome as it is: the next start resumes.
+Shutdown stores what is known and leaves the outcome as it is: a live replica, or the
+next start, claims the session and resumes.
 """
 
 import asyncio
@@ -47,6 +49,7 @@ class FollowedSessions:
         self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
         self._ends: set[asyncio.Task[None]] = set()
         self._pending: dict[str, tuple[asyncio.TimerHandle, LiveSession]] = {}
+        self._closed = False
 
     def add_outcome_hook(self, hook: OutcomeHook) -> None:
         """`hook(session, corrected)` runs where an outcome becomes final (tracking.py)."""
@@ -71,6 +74,7 @@ class FollowedSessions:
     def take_over(self, writer: SessionWriter) -> None:
         """Follows a delivered session's jobs; it stays live until its outcome is final."""
         live = writer.live
+        live.show_stored_outcome = True
         self._running.live[live.session.id] = live
         self._writers[live.session.id] = (writer, asyncio.ensure_future(writer.run()))
         results = live.session.computer_results
@@ -87,17 +91,21 @@ class FollowedSessions:
         self._pending.pop(live.session.id, None)
         self.tracker.track(live)
 
-    async def resume(self) -> int:
-        """Follows again every stored session whose outcome is RUNNING; returns how many."""
-        sessions = await self._storage.list_followed_sessions()
-        for session in sessions:
-            log.info(
-                "session %s: resuming following its jobs",
-                session.id,
-                extra={"session_id": session.id},
-            )
-            self.take_over(SessionWriter(self._storage, LiveSession(session)))
-        return len(sessions)
+    def follow_claimed(self, session: pb.PolicySession) -> bool:
+        """Follows a stored session this replica claimed (`Storage.claim_followed_sessions`:
+        left by a replica that died or stopped, or by this server's previous process)
+        from its stored record; False if it is followed here already or following has
+        stopped (shutdown: the session stays this replica's until its lease ends, then
+        another claims it)."""
+        if self._closed or session.id in self._running.live:
+            return False
+        log.info(
+            "session %s: resuming following its jobs",
+            session.id,
+            extra={"session_id": session.id},
+        )
+        self.take_over(SessionWriter(self._storage, LiveSession(session)))
+        return True
 
     def _release(self, live: LiveRecord) -> None:
         entry = self._writers.pop(live.session.id, None)
@@ -132,6 +140,7 @@ class FollowedSessions:
 
     async def close(self) -> None:
         """Stops following and stores what is known; outcomes still RUNNING stay so."""
+        self._closed = True
         for handle, _ in self._pending.values():
             handle.cancel()
         self._pending.clear()
