@@ -27,6 +27,9 @@ from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
 log = logging.getLogger("backup_server.followed")
 
 TRACK_AFTER = 0.02
+# How long a reply waits for the store of an outcome final at once (a refusing storage:
+# the reply then shows what is stored, RUNNING, and the store goes on being retried).
+STORE_WAIT = 2.0
 
 
 class FollowedSessions:
@@ -47,7 +50,7 @@ class FollowedSessions:
             agents, deadline, lost_after, release=self._release, reconcile_for=reconcile_for
         )
         self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
-        self._ends: set[asyncio.Task[None]] = set()
+        self._ends: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, tuple[asyncio.TimerHandle, LiveSession]] = {}
         self._closed = False
 
@@ -71,8 +74,15 @@ class FollowedSessions:
                         found[(result.computer.name, result.job.id)] = None
         return list(found)
 
-    def take_over(self, writer: SessionWriter) -> None:
-        """Follows a delivered session's jobs; it stays live until its outcome is final."""
+    async def take_over(self, writer: SessionWriter) -> None:
+        """Follows a delivered session's jobs; it stays live until its outcome is final.
+        An outcome final at once (nothing to follow) is stored before this returns, so
+        the StartPolicy reply that carries it agrees with the storage's statuses."""
+        ending = self._take_over(writer)
+        if ending is not None:
+            await asyncio.wait({ending}, timeout=STORE_WAIT)
+
+    def _take_over(self, writer: SessionWriter) -> "asyncio.Task[None] | None":
         live = writer.live
         live.show_stored_outcome = True
         self._running.live[live.session.id] = live
@@ -81,11 +91,12 @@ class FollowedSessions:
         if not any(follows(result) or awaits_reconciliation(result) for result in results):
             # Nothing to follow: the outcome is final at once, in the reply too.
             self.tracker.track(live)
-            return
+            return self._ends.get(live.session.id)
         # A moment later, so the StartPolicy reply leaves before thousands of followers
         # are set up.
         handle = asyncio.get_running_loop().call_later(TRACK_AFTER, self._track, live)
         self._pending[live.session.id] = (handle, live)
+        return None
 
     def _track(self, live: LiveSession) -> None:
         self._pending.pop(live.session.id, None)
@@ -104,16 +115,16 @@ class FollowedSessions:
             session.id,
             extra={"session_id": session.id},
         )
-        self.take_over(SessionWriter(self._storage, LiveSession(session)))
+        self._take_over(SessionWriter(self._storage, LiveSession(session)))
         return True
 
     def _release(self, live: LiveRecord) -> None:
         entry = self._writers.pop(live.session.id, None)
         if entry is None:
             return
-        task = asyncio.ensure_future(self._store_end(*entry))
-        self._ends.add(task)
-        task.add_done_callback(self._ends.discard)
+        session_id = live.session.id
+        task = self._ends[session_id] = asyncio.ensure_future(self._store_end(*entry))
+        task.add_done_callback(lambda _: self._ends.pop(session_id, None))
 
     async def _store_end(self, writer: SessionWriter, writing: asyncio.Task[None]) -> None:
         writing.cancel()
@@ -155,4 +166,4 @@ class FollowedSessions:
             self._running.live.pop(writer.live.session.id, None)
             writer.live.publish()
         if self._ends:
-            await asyncio.wait(set(self._ends), timeout=5.0)
+            await asyncio.wait(set(self._ends.values()), timeout=5.0)
