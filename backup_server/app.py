@@ -165,12 +165,12 @@ class BackupServer:
                 replica_id=replicas.id,
             )
             # Takes this replica's lease and what stopped replicas left RUNNING.
-            await replicas.start(self.control.adopt)
+            # Only what no live replica follows is followed here (claimed in the sweep).
+            follow = self.followed.follow_claimed if self.followed is not None else None
+            await replicas.start(self.control.adopt, follow)
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
         queries = SessionQueries(storage, self.control.running)
-        if self.followed is not None:
-            await self.followed.resume()
         self.scheduler = Scheduler(
             ServerActions(storage, self.control, self.transport, self.config.agent_deadline),
             self._clock,

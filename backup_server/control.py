@@ -236,7 +236,7 @@ class Control:
             stored = await writer.end()
             self._observer.session_delivered(live.session)
             if stored and self._followed is not None:
-                self._followed.take_over(writer)
+                await self._followed.take_over(writer)
             else:
                 if live.session.outcome == pb.SESSION_STATE_RUNNING:
                     # Its record could not be stored: nothing is followed from a record

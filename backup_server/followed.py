@@ -1,12 +1,14 @@
 """Sessions after their delivery, until their outcome is final: the room that follows them.
 
-`FollowedSessions.take_over` receives a delivered session from `Control` (and `resume`
-every stored session whose outcome is still RUNNING at start-up); the session stays
+`FollowedSessions.take_over` receives a delivered session from `Control`, and
+`follow_claimed` a stored one whose outcome is still RUNNING that this replica claimed
+(at start-up, and from a replica that died or stopped: `Replicas` sweeps); the session stays
 live (GetSession, WatchSession read it from memory) and its writer keeps storing a batch
 of changes per interval while `tracking.OutcomeTracker` follows its jobs. Once nothing of
 it is followed any more, its last batch is stored and it leaves the running set.
 
-Shutdown stores what is known and leaves the outcome as it is: the next start resumes.
+Shutdown stores what is known and leaves the outcome as it is: a live replica, or the
+next start, claims the session and resumes.
 """
 
 import asyncio
@@ -25,6 +27,9 @@ from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
 log = logging.getLogger("backup_server.followed")
 
 TRACK_AFTER = 0.02
+# How long a reply waits for the store of an outcome final at once (a refusing storage:
+# the reply then shows what is stored, RUNNING, and the store goes on being retried).
+STORE_WAIT = 2.0
 
 
 class FollowedSessions:
@@ -45,8 +50,9 @@ class FollowedSessions:
             agents, deadline, lost_after, release=self._release, reconcile_for=reconcile_for
         )
         self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
-        self._ends: set[asyncio.Task[None]] = set()
+        self._ends: dict[str, asyncio.Task[None]] = {}
         self._pending: dict[str, tuple[asyncio.TimerHandle, LiveSession]] = {}
+        self._closed = False
 
     def add_outcome_hook(self, hook: OutcomeHook) -> None:
         """`hook(session, corrected)` runs where an outcome becomes final (tracking.py)."""
@@ -68,44 +74,57 @@ class FollowedSessions:
                         found[(result.computer.name, result.job.id)] = None
         return list(found)
 
-    def take_over(self, writer: SessionWriter) -> None:
-        """Follows a delivered session's jobs; it stays live until its outcome is final."""
+    async def take_over(self, writer: SessionWriter) -> None:
+        """Follows a delivered session's jobs; it stays live until its outcome is final.
+        An outcome final at once (nothing to follow) is stored before this returns, so
+        the StartPolicy reply that carries it agrees with the storage's statuses."""
+        ending = self._take_over(writer)
+        if ending is not None:
+            await asyncio.wait({ending}, timeout=STORE_WAIT)
+
+    def _take_over(self, writer: SessionWriter) -> "asyncio.Task[None] | None":
         live = writer.live
+        live.show_stored_outcome = True
         self._running.live[live.session.id] = live
         self._writers[live.session.id] = (writer, asyncio.ensure_future(writer.run()))
         results = live.session.computer_results
         if not any(follows(result) or awaits_reconciliation(result) for result in results):
             # Nothing to follow: the outcome is final at once, in the reply too.
             self.tracker.track(live)
-            return
+            return self._ends.get(live.session.id)
         # A moment later, so the StartPolicy reply leaves before thousands of followers
         # are set up.
         handle = asyncio.get_running_loop().call_later(TRACK_AFTER, self._track, live)
         self._pending[live.session.id] = (handle, live)
+        return None
 
     def _track(self, live: LiveSession) -> None:
         self._pending.pop(live.session.id, None)
         self.tracker.track(live)
 
-    async def resume(self) -> int:
-        """Follows again every stored session whose outcome is RUNNING; returns how many."""
-        sessions = await self._storage.list_followed_sessions()
-        for session in sessions:
-            log.info(
-                "session %s: resuming following its jobs",
-                session.id,
-                extra={"session_id": session.id},
-            )
-            self.take_over(SessionWriter(self._storage, LiveSession(session)))
-        return len(sessions)
+    def follow_claimed(self, session: pb.PolicySession) -> bool:
+        """Follows a stored session this replica claimed (`Storage.claim_followed_sessions`:
+        left by a replica that died or stopped, or by this server's previous process)
+        from its stored record; False if it is followed here already or following has
+        stopped (shutdown: the session stays this replica's until its lease ends, then
+        another claims it)."""
+        if self._closed or session.id in self._running.live:
+            return False
+        log.info(
+            "session %s: resuming following its jobs",
+            session.id,
+            extra={"session_id": session.id},
+        )
+        self._take_over(SessionWriter(self._storage, LiveSession(session)))
+        return True
 
     def _release(self, live: LiveRecord) -> None:
         entry = self._writers.pop(live.session.id, None)
         if entry is None:
             return
-        task = asyncio.ensure_future(self._store_end(*entry))
-        self._ends.add(task)
-        task.add_done_callback(self._ends.discard)
+        session_id = live.session.id
+        task = self._ends[session_id] = asyncio.ensure_future(self._store_end(*entry))
+        task.add_done_callback(lambda _: self._ends.pop(session_id, None))
 
     async def _store_end(self, writer: SessionWriter, writing: asyncio.Task[None]) -> None:
         writing.cancel()
@@ -132,6 +151,7 @@ class FollowedSessions:
 
     async def close(self) -> None:
         """Stops following and stores what is known; outcomes still RUNNING stay so."""
+        self._closed = True
         for handle, _ in self._pending.values():
             handle.cancel()
         self._pending.clear()
@@ -146,4 +166,4 @@ class FollowedSessions:
             self._running.live.pop(writer.live.session.id, None)
             writer.live.publish()
         if self._ends:
-            await asyncio.wait(set(self._ends), timeout=5.0)
+            await asyncio.wait(set(self._ends.values()), timeout=5.0)

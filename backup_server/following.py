@@ -278,7 +278,8 @@ class Follower:
                 task.cancel()
 
     async def close(self) -> None:
-        """Stops following (at shutdown: the next start resumes from the stored record)."""
+        """Stops following (at shutdown: the next start, or a live replica, resumes from the
+        stored record)."""
         self._closing = True
         tasks = list(self._tasks.values())
         for task in tasks:

@@ -102,9 +102,10 @@ async def watch(
             return
     while True:
         change = live.next_change()
-        finished = ended(live.session)
-        yield live.snapshot()
-        if finished:
+        # The outcome as stored: the last snapshot comes once the final one is stored.
+        snapshot = live.snapshot()
+        yield snapshot
+        if ended(snapshot):
             return
         await change.wait()
 

@@ -4,8 +4,10 @@ Every server process is a replica with an id of its own (new at each start) and 
 a row in the storage it renews every third of `--replica-lease`. A replica whose lease
 ran out is dead; a live replica claims each session it left RUNNING and finishes it
 (its pending computers get the command again), so no session stays RUNNING much past a
-lease after its replica died. With SQLite there is one server: what the previous process
-left RUNNING is marked FAILED (interrupted) at start-up.
+lease after its replica died; and it claims the delivered sessions whose jobs a dead (or
+stopped) replica followed, and follows them, so an outcome is settled by exactly one live
+replica. With SQLite there is one server: what the previous process left RUNNING is
+marked FAILED (interrupted) at start-up, and its followed sessions are followed again.
 The scheduler runs on the one replica that holds the storage's leadership lock.
 """
 
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from backup.errors import BackupError, LocalFault
+from backup.v1 import resources_pb2 as pb
 
 from . import recovery
 from .storage.interface import Storage
@@ -35,11 +38,17 @@ class Replicas:
         self.lease = lease
         self._task: asyncio.Task[None] | None = None
         self._adopt: Callable[[str], Awaitable[None]] | None = None
+        self._follow: Callable[[pb.PolicySession], object] | None = None
 
-    async def start(self, adopt: Callable[[str], Awaitable[None]]) -> None:
+    async def start(
+        self,
+        adopt: Callable[[str], Awaitable[None]],
+        follow: Callable[[pb.PolicySession], object] | None = None,
+    ) -> None:
         """Takes this replica's lease, sweeps once, and keeps both going; `adopt(id)`
-        takes over a session this replica claimed from a dead one."""
-        self._adopt = adopt
+        takes over a session this replica claimed from a dead one, `follow(session)` a
+        delivered one whose jobs nobody follows any more (None: this replica follows none)."""
+        self._adopt, self._follow = adopt, follow
         await self.storage.renew_lease(self.id, self.address, self.lease)
         await self.sweep()
         self._task = asyncio.create_task(self._keep())
@@ -51,6 +60,10 @@ class Replicas:
             for session_id in await self.storage.claim_sessions(self.id):
                 await self._adopt(session_id)
         await recovery.recover(self.storage, self.id)
+        if self._follow is not None:
+            # After recovery: what it failed (SQLite) has its delivered jobs followed too.
+            for session in await self.storage.claim_followed_sessions(self.id):
+                self._follow(session)
 
     async def _keep(self) -> None:
         while True:

@@ -47,8 +47,15 @@ class SystemClock:
 
     async def sleep_until(self, instant: datetime, wake: asyncio.Event) -> None:
         delay = (instant - self.now()).total_seconds()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=max(delay, 0.0))
+        # Not asyncio.wait_for: on Python 3.11 a wake-up landing together with a
+        # cancellation returns normally and drops the cancellation, and the scheduler
+        # went on (the server's shutdown then waited for it forever). asyncio.wait
+        # always raises the cancellation.
+        woken = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait([woken], timeout=max(delay, 0.0))
+        finally:
+            woken.cancel()
 
 
 class Leadership(Protocol):

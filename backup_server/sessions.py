@@ -163,6 +163,12 @@ class LiveSession:
         self.dirty: list[int] = []
         self.job_ends: list[JobEnd] = []
         self._changed = asyncio.Event()
+        # The (outcome, outcome_ns) the storage has. Once its jobs are followed
+        # (`show_stored_outcome`), readers are shown that one until a change made in
+        # memory is stored: a reader that sees an outcome final then also finds the
+        # statuses its job ends changed, stored in the same write.
+        self.stored_outcome = (session.outcome, _outcome_ns(session))
+        self.show_stored_outcome = False
         # What the storage spent on this session's writes, for the log and the bench.
         self.storage_seconds = 0.0
         self.storage_writes = 0
@@ -204,6 +210,11 @@ class LiveSession:
             result.latency.FromNanoseconds(latency_ns)
         self.dirty.append(position)
 
+    @property
+    def outcome_unstored(self) -> bool:
+        """Whether the outcome in memory differs from the stored one."""
+        return self.stored_outcome != (self.session.outcome, _outcome_ns(self.session))
+
     def take_progress(self) -> Progress:
         """The changes since the last call, for one storage write."""
         # A position changed many times since the last batch is written once.
@@ -238,11 +249,7 @@ class LiveSession:
             statistics=statistics,
             results=tuple(changes),
             outcome=self.session.outcome,
-            outcome_ns=(
-                self.session.outcome_time.ToNanoseconds()
-                if self.session.HasField("outcome_time")
-                else 0
-            ),
+            outcome_ns=_outcome_ns(self.session),
             job_ends=tuple(job_ends),
         )
 
@@ -271,9 +278,20 @@ class LiveSession:
         return self._changed
 
     def snapshot(self) -> pb.PolicySession:
+        """A copy for readers (with the stored outcome: `show_stored_outcome`)."""
         copy = pb.PolicySession()
         copy.CopyFrom(self.session)
+        if self.show_stored_outcome and self.outcome_unstored:
+            copy.outcome, outcome_ns = self.stored_outcome
+            if outcome_ns:
+                copy.outcome_time.FromNanoseconds(outcome_ns)
+            else:
+                copy.ClearField("outcome_time")
         return copy
+
+
+def _outcome_ns(session: pb.PolicySession) -> int:
+    return session.outcome_time.ToNanoseconds() if session.HasField("outcome_time") else 0
 
 
 class SessionWriter:
@@ -307,6 +325,7 @@ class SessionWriter:
                 )
             self.failure = error
             return False
+        self.live.stored_outcome = (progress.outcome, progress.outcome_ns)
         self.live.storage_seconds += took
         self.live.storage_writes += 1
         self.failure = None
@@ -316,7 +335,7 @@ class SessionWriter:
         """Every interval: one write for the outcomes so far, then wake the watchers."""
         while True:
             await asyncio.sleep(interval)
-            if self.live.dirty:
+            if self.live.dirty or self.live.job_ends or self.live.outcome_unstored:
                 # Shielded: the batch has left `live.dirty`, so it must reach the storage
                 # (or go back) even if the fan-out ends now and cancels this writer; the
                 # final write queues behind it.

@@ -290,6 +290,7 @@ class OutcomeTracker:
             live.publish()
 
     async def close(self) -> None:
-        """Stops following (shutdown): the stored records resume at the next start."""
+        """Stops following (shutdown): the stored records resume at the next start, or on
+        a live replica."""
         await self.follower.close()
         self._sessions.clear()

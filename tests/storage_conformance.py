@@ -423,6 +423,27 @@ async def test_sessions_whose_outcome_runs_are_listed_for_resuming(storage: Stor
     assert all(len(s.computer_results) == 3 for s in followed)
 
 
+async def test_followed_sessions_nobody_follows_are_claimed_once(storage: Storage) -> None:
+    """claim_followed_sessions gives the caller, oldest first with results, the delivered sessions whose outcome runs and whose owner is gone; never its own, a delivering one or a final one, and none twice."""
+    await storage.renew_lease("r-me", "127.0.0.1:1", 30)
+    for session_id, owner, state, outcome in (
+        ("s-gone", "r-dead", pb.SESSION_STATE_WARNING, pb.SESSION_STATE_RUNNING),
+        ("s-mine", "r-me", pb.SESSION_STATE_SUCCESS, pb.SESSION_STATE_RUNNING),
+        ("s-delivering", "r-dead", pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_RUNNING),
+        ("s-done", "r-dead", pb.SESSION_STATE_SUCCESS, pb.SESSION_STATE_FAILED),
+        ("s-old", "", pb.SESSION_STATE_SUCCESS, pb.SESSION_STATE_UNSPECIFIED),
+        ("s-unowned", "", pb.SESSION_STATE_FAILED, pb.SESSION_STATE_RUNNING),
+    ):
+        session = a_session(session_id)
+        session.state, session.outcome = state, outcome
+        await storage.insert_session(session, owner=owner)
+    claimed = await storage.claim_followed_sessions("r-me")
+    assert [s.id for s in claimed] == ["s-gone", "s-unowned"]
+    assert claimed[0] == await storage.get_session("s-gone")
+    assert all(len(s.computer_results) == 3 for s in claimed)
+    assert await storage.claim_followed_sessions("r-me") == []
+
+
 async def test_job_ends_update_computer_statuses(storage: Storage) -> None:
     """Ends fold into one status per policy and computer: failures in a row, last success, counted once, never older over newer."""
     live = LiveSession(a_session("s-1"))

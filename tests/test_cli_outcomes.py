@@ -2,6 +2,7 @@
 
 from cli_support import backupctl
 from outcome_support import create
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 
 from backup.v1 import policy_service_pb2 as api
 

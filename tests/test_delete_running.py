@@ -3,6 +3,7 @@
 import grpc
 import pytest
 from outcome_support import create, watch_outcome
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import grpc
 from metrics_support import final_session, scrape, value
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 
 from agent_stub.app import AgentServer
 from backup.v1 import policy_service_pb2 as api

@@ -5,17 +5,27 @@ import signal
 
 import grpc
 from outcome_support import create, watch_outcome
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.storage.sqlite_file import SqliteFile
+from backup_server.storage.backends import open_storage
 
 from conftest import policy_over, wait_for
 
 
+async def stored_session(db, session_id: str) -> pb.PolicySession:
+    """The session as the storage holds it, read with no server running."""
+    storage = await open_storage(db)
+    try:
+        return await storage.get_session(session_id)
+    finally:
+        await storage.close()
+
+
 async def test_a_server_stopped_mid_job_resumes_following_when_started_again(
-    start_server, start_agent, tmp_path, source_tree
+    start_server, start_agent, tmp_path, source_tree, server_db  # noqa: F811 - the fixture, by name
 ) -> None:
     """SIGTERM's path stores the session with its outcome RUNNING; the next start follows the job to its end."""
     (source_tree / "big.bin").write_bytes(b"r" * 1_000_000)
@@ -29,9 +39,7 @@ async def test_a_server_stopped_mid_job_resumes_following_when_started_again(
         await create(service, policy)
         started = await service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
     await server.stop()
-    file = SqliteFile(tmp_path / "server.db")
-    stored = file.get_session(started.id)
-    file.close()
+    stored = await stored_session(server_db, started.id)
     assert stored.state == pb.SESSION_STATE_SUCCESS
     assert stored.outcome == pb.SESSION_STATE_RUNNING
     assert stored.computer_results[0].job.state == pb.JOB_STATE_RUNNING

@@ -8,6 +8,7 @@ import sys
 import grpc
 import pytest
 from outcome_support import create, outcome_final, start_and_watch, watch_outcome
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 
 from agent_stub.service import AgentControl
 from backup.v1 import policy_service_pb2 as api

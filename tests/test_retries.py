@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import duration_pb2
+from postgres_support import both_backends as server_db  # noqa: F401 - every test on both
 from scheduler_support import ManualClock
 
 from backup.v1 import policy_service_pb2 as api

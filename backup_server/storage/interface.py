@@ -164,6 +164,14 @@ class Storage(Protocol):
         (`fail_interrupted_sessions`)."""
         ...
 
+    async def claim_followed_sessions(self, replica_id: str) -> list[pb.PolicySession]:
+        """Makes `replica_id` the owner of the delivered sessions whose outcome is still
+        RUNNING and that no live replica follows (their owner's lease ran out, or it
+        stopped), each claimed by one replica only, and returns them with their results,
+        oldest first, for it to follow. Never the caller's own. A storage only one server
+        uses claims every such session not the caller's (what the previous process left)."""
+        ...
+
     async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
         """Records that the replica is alive for `lease_seconds` from now."""
         ...

@@ -1,5 +1,6 @@
-"""Replica rows of the PostgreSQL backend: leases, claims of dead replicas' sessions, the
-scheduler's leadership lock, and failing what no live replica owns.
+"""Replica rows of the PostgreSQL backend: leases, claims of dead replicas' sessions (those
+still delivering and those whose jobs are followed), the scheduler's leadership lock, and
+failing what no live replica owns.
 
 Every claim is `for update skip locked`, so replicas sweeping at once take different rows
 and never one twice.
@@ -15,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from backup.v1 import resources_pb2 as pb
 
+from . import postgres_statements as statements
 from . import rows
 from .interface import OUTCOME_UNKNOWN
 from .postgres_pool import CONNECT_TIMEOUT_SECONDS, PostgresPool, storage_error
@@ -124,3 +126,27 @@ class ReplicaRows(PostgresPool):
                         await self._leader.close()
                 self._leader, self._leading = None, False
                 raise storage_error(error) from None
+
+    async def claim_followed_sessions(self, replica_id: str) -> list[pb.PolicySession]:
+        """`skip locked` as in `claim_sessions`: a session another replica is claiming
+        now is left to it, so no two live replicas follow one session."""
+        async with self._unit() as cur:
+            await cur.execute(
+                "update sessions set owner = %s where seq in (select seq from sessions"
+                " where outcome = %s and state <> %s and owner is distinct from %s"
+                " and owner not in (select id from replicas where expires_ns > %s)"
+                " order by seq for update skip locked) returning seq",
+                [
+                    replica_id,
+                    pb.SESSION_STATE_RUNNING,
+                    pb.SESSION_STATE_RUNNING,
+                    replica_id,
+                    time.time_ns(),
+                ],
+            )
+            claimed = [row["seq"] for row in await cur.fetchall()]
+            if not claimed:
+                return []
+            await cur.execute("select * from sessions where seq = any(%s) order by seq", [claimed])
+            found = await cur.fetchall()
+            return [await statements.session_from_row(cur, row, with_results=True) for row in found]

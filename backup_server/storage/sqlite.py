@@ -159,6 +159,9 @@ class SqliteStorage:
     async def claim_sessions(self, replica_id: str) -> list[str]:
         return []  # one server per file: what a stopped one left is failed at start-up
 
+    async def claim_followed_sessions(self, replica_id: str) -> list[pb.PolicySession]:
+        return await self._run(self.file.claim_followed_sessions, replica_id)
+
     async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
         await self._run(self.file.renew_lease, replica_id, address, lease_seconds)
 

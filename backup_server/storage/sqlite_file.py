@@ -286,6 +286,19 @@ class SqliteFile:
                 )
         return [row["id"] for row in running]
 
+    def claim_followed_sessions(self, replica_id: str) -> list[pb.PolicySession]:
+        """Every delivered session whose outcome is RUNNING but `replica_id`'s: one server
+        uses a file, so whatever another owner left is this one's to follow."""
+        with self.db.atomic():
+            where = "outcome = ? and state != ? and owner is not ?"
+            params = [pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_RUNNING, replica_id]
+            found = list(
+                self.db.query(f"select * from sessions where {where} order by seq", params)
+            )
+            self.db.execute(f"update sessions set owner = ? where {where}", [replica_id, *params])
+            claimed = [self._session_from_row(row, with_results=True) for row in found]
+        return claimed
+
     # Replicas: kept as on PostgreSQL (one schema), though a file has one server.
 
     def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
