@@ -175,7 +175,8 @@ async def scrape_time(workdir: Path) -> dict[str, object]:
 async def run() -> dict[str, object]:
     print(
         f"\n== metrics: fan-out of {SIZE:,} computers with and without --metrics-listen, "
-        f"medians of {ROUNDS} rounds; scrape of a server over {SCRAPE_SIZE:,} computers",
+        f"medians of {ROUNDS} rounds; scrape of a server over {SCRAPE_SIZE:,} computers; "
+        f"load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     with bench_workdir() as workdir:
@@ -194,4 +195,4 @@ async def run() -> dict[str, object]:
             f" {scrape['series']:,} series, {scrape['scrape_bytes']:,} bytes",
             flush=True,
         )
-    return {"fanout": overhead, "scrape": scrape}
+    return {"load_average_at_start": os.getloadavg()[0], "fanout": overhead, "scrape": scrape}
