@@ -223,9 +223,7 @@ class ServerMonitoring:
                 await asyncio.wait_for(self._outbox.join(), grace)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self.notifier is not None:
             await asyncio.to_thread(self.notifier.stop, grace)
@@ -243,13 +241,15 @@ class ServerMonitoring:
         assert self.notifier is not None
         while True:
             session = await self._outbox.get()
+            note = ""
             try:
-                note = ""
                 if session.action == pb.SESSION_ACTION_START and unsuccessful_computers(session):
                     note = retry_note(await self._policy(storage, session.policy_id), session)
-                self.notifier.submit(session_message(session, note))
+            except Exception:  # noqa: BLE001 - the message goes without the note, never lost
+                log.exception("session %s: what its retries do next is left out", session.id)
             finally:
                 self._outbox.task_done()
+            self.notifier.submit(session_message(session, note))
 
     @staticmethod
     async def _policy(storage: Storage, policy_id: str) -> pb.BackupPolicy | None:

@@ -62,7 +62,10 @@ async def test_a_restarted_server_reports_the_last_successes_and_outcomes_it_sto
     async def reloaded() -> bool:  # in the background: the server serves before it is done
         nonlocal text
         text = await scrape(url)
-        return series(text, LAST_SUCCESS, policy="good", computer="web-1")
+        return series(text, LAST_SUCCESS, policy="good", computer="web-1") and all(
+            series(text, "backup_last_session_outcome", policy=policy_id, action="start", outcome=outcome)
+            for policy_id, outcome in (("good", "success"), ("bad", "failed"))
+        )  # fmt: skip
 
     await wait_for(reloaded, 20)
     web_1 = ended["good"]["web-1"].end_time.ToNanoseconds() / 1e9
