@@ -194,11 +194,12 @@ COMPARED = (
 
 
 async def run() -> dict[str, object]:
+    load = os.getloadavg()[0]  # the machine is shared: what it carried as this began
     print(
         f"\n== follow: {COMPUTERS:,} simulated computers, jobs of {JOB_SECONDS:.0f} s ending "
         f"together; ratio over {ROUNDS} rounds; metrics off and on, side by side; "
         f"{os.cpu_count()} CPUs shared by client, servers and fleet; load average "
-        f"{os.getloadavg()[0]:.2f}",
+        f"{load:.2f}",
         flush=True,
     )
     rows: dict[str, dict[str, object]] = {}
@@ -259,7 +260,7 @@ async def run() -> dict[str, object]:
         "job_seconds": JOB_SECONDS,
         "rounds": ROUNDS,
         "deadline_s": DEADLINE,
-        "load_average_at_start": os.getloadavg()[0],
+        "load_average_at_start": load,
         **rows,
         "metrics_on_over_off": on_over_off,
     }
