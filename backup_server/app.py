@@ -194,6 +194,9 @@ class BackupServer:
         health = await serving.add_standard_services(server, [SERVICE_NAME])
         if self.metrics is not None:
             self.metrics.start()
+        if self.monitoring is not None:
+            # Sends queued messages; reloads the gauges stored state gives, in the background.
+            self.monitoring.start(storage)
         if self.monitoring is not None and self.monitoring.notifier is not None:
             self.monitoring.notifier.start()
             log.info("notifications to %s", ", ".join(self.monitoring.notifier.targets))
@@ -260,9 +263,10 @@ class BackupServer:
         await self.transport.close()
         if self.replicas is not None:
             await self.replicas.stop()
+        if self.monitoring is not None:
+            # Before the storage closes: the last messages may still read their policy.
+            await self.monitoring.close(self.config.shutdown_grace)
         await storage.close()
         if self.metrics is not None:
             self.metrics.stop()
-        if self.monitoring is not None and self.monitoring.notifier is not None:
-            await asyncio.to_thread(self.monitoring.notifier.stop, self.config.shutdown_grace)
         log.info("backup server stopped")

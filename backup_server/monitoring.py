@@ -7,22 +7,34 @@ becomes final later, once every job is followed to its end: `follow` hooks
 the session, its jobs and each computer's last success, and sends the notification. A
 server without following (a test transport without streams) finalises at delivery.
 
+Messages go through an outbox in session order: a start whose computers did not all
+succeed waits for its policy to be read, so that its message says what the policy's
+retries do next (a retry follows, or the chain gave up). `start` begins sending and
+reloads, in the background, the gauges that stored state gives (monitoring_restore.py),
+so a restarted server does not report "no success" for every computer.
+
 Metric label values are the lower-case enum suffixes (API.md); only
 `backup_computer_last_success_timestamp_seconds` has a series per computer, so a fleet of
 10,000 stays within what one Prometheus handles.
 """
 
+import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from backup.errors import BackupError, NotFound
 from backup.metrics import enum_labels
 from backup.v1 import resources_pb2 as pb
 
 from .followed import FollowedSessions
-from .notify import Notifier, outcome_of, session_message, trigger_of
+from .monitoring_restore import restore_stored_gauges
+from .notify import Notifier, outcome_of, retry_note, session_message, trigger_of
+from .retries import unsuccessful_computers
+from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.monitoring")
 
@@ -52,6 +64,9 @@ DELIVERY_STATISTICS = tuple(
     for number, name in DELIVERY.items()
     if number not in (pb.DELIVERY_UNSPECIFIED, pb.DELIVERY_PENDING)
 )
+# Final sessions waiting for their message; past this many (a storage that stopped
+# answering) a message is dropped and logged, as the notifier's own queue does.
+OUTBOX_LIMIT = 1000
 
 
 class SessionObserver(Protocol):
@@ -77,6 +92,12 @@ class ServerMonitoring:
         self._following = False
         self._finished: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._last_success: dict[tuple[str, str], int] = {}
+        # (policy, action) whose last-session gauges this process set from a live session:
+        # what storage gives at start-up is older and must not replace them.
+        self._outcome_set: set[tuple[str, str]] = set()
+        self._deliveries_set: set[tuple[str, str]] = set()
+        self._outbox: asyncio.Queue[pb.PolicySession] = asyncio.Queue(OUTBOX_LIMIT)
+        self._tasks: list[asyncio.Task[None]] = []
         self.sessions = Counter(
             "backup_sessions_total",
             "Sessions whose outcome became final.",
@@ -134,6 +155,7 @@ class ServerMonitoring:
     def session_delivered(self, session: pb.PolicySession) -> None:
         policy, action = session.policy_id, ACTION[session.action]
         stats = session.statistics
+        self._deliveries_set.add((policy, action))
         for delivery in DELIVERY_STATISTICS:
             count = getattr(stats, delivery)
             self.deliveries.labels(policy, action, delivery).inc(count)
@@ -155,21 +177,94 @@ class ServerMonitoring:
         policy, action, outcome = session.policy_id, ACTION[session.action], outcome_of(session)
         if not corrected:
             self.sessions.labels(policy, action, trigger_of(session), outcome).inc()
-        for each in FINAL_OUTCOMES:
-            self.last_outcome.labels(policy, action, each).set(int(each == outcome))
-        stats = session.statistics
-        for delivery in DELIVERY_STATISTICS:
-            # Reconciliation may have moved computers from not received to received.
-            self.last_deliveries.labels(policy, action, delivery).set(getattr(stats, delivery))
+        self._outcome_set.add((policy, action))
+        self._deliveries_set.add((policy, action))
+        self._last_session(session)
         if session.HasField("outcome_time"):
             self._jobs_ended(session)
         if not corrected and self.notifier is not None and self.notifier.wants(outcome):
-            self.notifier.submit(session_message(session))
+            self._queue_message(session)
+
+    def _last_session(self, session: pb.PolicySession, deliveries: bool = True) -> None:
+        """The policy's last-session gauges from this final session."""
+        policy, action, outcome = session.policy_id, ACTION[session.action], outcome_of(session)
+        for each in FINAL_OUTCOMES:
+            self.last_outcome.labels(policy, action, each).set(int(each == outcome))
+        stats = session.statistics
+        if deliveries:
+            for delivery in DELIVERY_STATISTICS:
+                # Reconciliation may have moved computers from not received to received.
+                count = getattr(stats, delivery)
+                self.last_deliveries.labels(policy, action, delivery).set(count)
+        if session.HasField("outcome_time"):
+            for state, field in JOB_STATISTICS.items():
+                self.last_jobs.labels(policy, action, state).set(getattr(stats, field))
+
+    def restore_last_session(self, session: pb.PolicySession) -> None:
+        """A stored final session, at start-up: sets what no live session has set since."""
+        key = (session.policy_id, ACTION[session.action])
+        if key not in self._outcome_set:
+            self._last_session(session, deliveries=key not in self._deliveries_set)
+
+    def restore_last_success(self, policy: str, computer: str, ended_ns: int) -> None:
+        """A stored computer status's last success, at start-up (never moves it back)."""
+        self._succeeded(policy, computer, ended_ns)
+
+    def start(self, storage: Storage) -> None:
+        """Begins sending queued messages, and reloads the stored gauges in the background."""
+        self._tasks.append(asyncio.create_task(restore_stored_gauges(storage, self)))
+        if self.notifier is not None:
+            self._tasks.append(asyncio.create_task(self._send_messages(storage)))
+
+    async def close(self, grace: float) -> None:
+        """Hands what is queued to the notifier (for up to `grace` s), then stops both."""
+        if self._tasks and self.notifier is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.notifier is not None:
+            await asyncio.to_thread(self.notifier.stop, grace)
+
+    def _queue_message(self, session: pb.PolicySession) -> None:
+        # A copy: the live session goes on changing (a late correction) after this.
+        final = pb.PolicySession()
+        final.CopyFrom(session)
+        try:
+            self._outbox.put_nowait(final)
+        except asyncio.QueueFull:
+            log.warning("notification dropped, %d sessions waiting: %s", OUTBOX_LIMIT, session.id)
+
+    async def _send_messages(self, storage: Storage) -> None:
+        assert self.notifier is not None
+        while True:
+            session = await self._outbox.get()
+            note = ""
+            try:
+                if session.action == pb.SESSION_ACTION_START and unsuccessful_computers(session):
+                    note = retry_note(await self._policy(storage, session.policy_id), session)
+            except Exception:  # noqa: BLE001 - the message goes without the note, never lost
+                log.exception("session %s: what its retries do next is left out", session.id)
+            finally:
+                self._outbox.task_done()
+            self.notifier.submit(session_message(session, note))
+
+    @staticmethod
+    async def _policy(storage: Storage, policy_id: str) -> pb.BackupPolicy | None:
+        try:
+            return await storage.get_policy(policy_id)
+        except NotFound:
+            return None  # deleted since: nothing will retry it
+        except BackupError as error:
+            log.warning(
+                "policy %s: cannot read its retries for a message: %s", policy_id, error.message
+            )
+            return None
 
     def _jobs_ended(self, session: pb.PolicySession) -> None:
-        policy, action, stats = session.policy_id, ACTION[session.action], session.statistics
-        for state, field in JOB_STATISTICS.items():
-            self.last_jobs.labels(policy, action, state).set(getattr(stats, field))
+        policy, stats = session.policy_id, session.statistics
         if session.action != pb.SESSION_ACTION_START:
             return  # a stop session's job is the start's job, counted there
         finished = tuple(getattr(stats, JOB_STATISTICS[state]) for state in FINISHED)

@@ -12,11 +12,14 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from datetime import UTC
 
 import apprise
 
 from backup.metrics import enum_labels
 from backup.v1 import resources_pb2 as pb
+
+from .retries import plan_retry, unsuccessful_computers
 
 log = logging.getLogger("backup_server.notify")
 
@@ -76,8 +79,41 @@ def problems_of(result: pb.ComputerResult) -> str:
     return ""
 
 
-def session_message(session: pb.PolicySession) -> Message:
-    """Policy, trigger, outcome, counts, and the computers that did not do their part."""
+GAVE_UP = "retries exhausted"
+
+
+def retry_note(policy: pb.BackupPolicy | None, session: pb.PolicySession) -> str:
+    """What the policy's retries do after this final start: the next attempt and when, or
+    that the chain gave up; "" when nothing is left to retry or the policy has no retries.
+
+    The same `plan_retry` the scheduler follows, so the message says what will happen.
+    """
+    if policy is None or session.action != pb.SESSION_ACTION_START:
+        return ""
+    attempts = policy.retry.attempts if policy.HasField("retry") else 0
+    left = len(unsuccessful_computers(session))
+    if attempts <= 0 or not left:
+        return ""
+    plan = plan_retry(policy, session)
+    if plan is not None:
+        due = plan.due.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return (
+            f"retry follows: attempt {plan.attempt} of {attempts} at {due} "
+            f"for {len(plan.computer_names)} computers"
+        )
+    if session.attempt >= attempts:
+        return (
+            f"{GAVE_UP}: attempt {session.attempt} of {attempts}; "
+            f"{left} computers still did not succeed"
+        )
+    if policy.HasField("schedule") and policy.schedule.paused:
+        return "no retry follows: the policy's schedule is paused"
+    return ""
+
+
+def session_message(session: pb.PolicySession, retry: str = "") -> Message:
+    """Policy, trigger, outcome, counts, and the computers that did not do their part;
+    `retry` (from `retry_note`) says what the policy's retries do next."""
     outcome = outcome_of(session)
     action = ACTION[session.action]
     stats = session.statistics
@@ -85,6 +121,7 @@ def session_message(session: pb.PolicySession) -> Message:
         f"policy: {session.policy_id}",
         f"session: {session.id} ({action}, trigger {trigger_of(session)})",
         f"outcome: {outcome}",
+        *([retry] if retry else []),
         f"computers: {stats.total} total, {stats.received} received, "
         f"{stats.not_received} not received, {stats.rejected} rejected, "
         f"{stats.skipped} skipped, {stats.cancelled} cancelled",
@@ -111,6 +148,8 @@ def session_message(session: pb.PolicySession) -> Message:
             lines.append(f"... and {more} more")
     lines.extend(f"warning: {warning}" for warning in session.warnings[:COMPUTERS_LISTED])
     title = f"backup {action} of policy {session.policy_id}: {outcome.upper()}"
+    if retry.startswith(GAVE_UP):
+        title += f" ({GAVE_UP})"
     return Message(title, "\n".join(lines), outcome)
 
 

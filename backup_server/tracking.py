@@ -65,6 +65,17 @@ class _Tracked:
     published: tuple[int, ...] = ()  # the jobs_* watchers were last woken for
 
 
+def _job_fields(session: pb.PolicySession, result: pb.ComputerResult) -> dict[str, str]:
+    """The fields of a log line about one computer's job (--log-format json keys)."""
+    return {
+        "session_id": session.id,
+        "policy_id": session.policy_id,
+        "computer": result.computer.name,
+        "address": result.computer.address,
+        "job_id": result.job.id,
+    }
+
+
 def _job_counts(stats: pb.SessionStatistics) -> tuple[int, ...]:
     return tuple(getattr(stats, name) for name in JOB_STATISTICS)
 
@@ -179,7 +190,7 @@ class OutcomeTracker:
             result.computer.name,
             result.computer.address,
             why,
-            extra={"session_id": key.session_id},
+            extra=_job_fields(tracked.live.session, result),
         )
         self._changed(tracked)
 
@@ -235,6 +246,16 @@ class OutcomeTracker:
         if ended_job(job) and not ended_before:
             live = tracked.live
             live.job_ends.append(JobEnd(live.session.policy_id, result.computer, job, now))
+            if job.state == pb.JOB_STATE_FAILED:
+                log.warning(
+                    "session %s: job %s on computer %s (%s) failed: %s",
+                    live.session.id,
+                    job.id,
+                    result.computer.name,
+                    result.computer.address,
+                    job.error,
+                    extra=_job_fields(live.session, result),
+                )
 
     @staticmethod
     def _count_missed(live: LiveRecord) -> None:

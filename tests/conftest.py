@@ -30,8 +30,9 @@ from backup_server.app import BackupServer, ServerConfig
 DEADLINE = 1.0
 RECONCILE_FOR = 3.0
 
-# A real PostgreSQL for the tests that run on both backends (fixtures postgres, postgres_url).
-pytest_plugins = ["postgres_support"]
+# A real PostgreSQL for the tests that run on both backends (fixtures postgres, postgres_url);
+# the local SMTP server and HTTP receiver notifications are sent to.
+pytest_plugins = ["postgres_support", "notify_support"]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from metrics_support import final_session
 
 from agent_stub.app import AgentServer
 from backup.logs import JsonFormatter
@@ -76,6 +77,42 @@ async def test_a_failed_job_is_a_warning_with_fields(
     assert {key: line[key] for key in ("policy_id", "computer", "session_id", "job_id")} == {
         "policy_id": "nightly",
         "computer": "web-1",
+        "session_id": "s-1",
+        "job_id": job.id,
+    }
+
+
+async def test_a_job_the_server_followed_to_failure_is_a_warning_with_fields(
+    start_server: Callable[..., Awaitable[BackupServer]],
+    start_agent: Callable[..., Awaitable[AgentServer]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server's own line for a followed job that failed, in --log-format json, has the policy, computer, address, session and job as fields."""
+    server = await start_server()
+    agent = await start_agent("web-1")
+    policy = policy_over([("web-1", agent.address)], tmp_path, tmp_path / "no-such-source")
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = api_grpc.PolicyServiceStub(channel)
+        await stub.CreatePolicy(api.CreatePolicyRequest(policy_id="nightly", policy=policy))
+        started = await stub.StartPolicy(
+            api.StartPolicyRequest(policy_id="nightly", session_id="s-1")
+        )
+        session = await final_session(stub, started.id)
+    job = session.computer_results[0].job
+    assert job.state == pb.JOB_STATE_FAILED
+    [line] = [
+        line
+        for line in json_warnings(caplog, "session s-1: job")
+        if line["logger"] == "backup_server.tracking"
+    ]
+    assert f"job {job.id} on computer web-1 ({agent.address}) failed: " in line["message"]
+    assert {
+        key: line[key] for key in ("policy_id", "computer", "address", "session_id", "job_id")
+    } == {
+        "policy_id": "nightly",
+        "computer": "web-1",
+        "address": agent.address,
         "session_id": "s-1",
         "job_id": job.id,
     }

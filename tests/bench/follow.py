@@ -18,8 +18,14 @@ One backup server process (`python -m backup_server`) against fleet processes
   session's outcome_time less the last job's end. Stored batches follow the in-memory
   record within the progress interval (0.25 s).
 
+Two server processes share the fleet, one plain and one with `--metrics-listen` (the
+gRPC call counters, the session and job families, the endpoint), each with its own policy
+over the same computers: the ratio rounds alternate which goes first, then each makes its
+measured start in turn (the plain one first), so the table shows both side by side and
+the quotients the issue bounds (metrics may cost at most 5 %).
+
 BENCH_FOLLOW_COMPUTERS (default 5000), BENCH_FOLLOW_JOB_SECONDS (default 45),
-BENCH_FOLLOW_ROUNDS (default 3), BENCH_KEEP=DIR keeps the logs and the database.
+BENCH_FOLLOW_ROUNDS (default 3), BENCH_KEEP=DIR keeps the logs and the databases.
 """
 
 import asyncio
@@ -72,19 +78,38 @@ async def outcome_of(service: api_grpc.PolicyServiceStub, session_id: str) -> pb
         await asyncio.sleep(0.5)
 
 
-async def delivery_ratio(bench: Bench, policy: pb.BackupPolicy) -> dict[str, object]:
-    floor_walls, start_walls = [], []
-    for _ in range(ROUNDS):
-        start = agent_api.StartJobRequest(session_id=new_session_id(), policy=agent_policy(policy))
-        stop = agent_api.StopJobRequest(session_id=new_session_id(), policy_id=policy.id)
-        floor_walls.append(await bench.floor.send("StartJob", start.SerializeToString()))
-        await bench.floor.send("StopJob", stop.SerializeToString())
-        wall, session = await bench.session("start", policy.id)
-        start_walls.append(wall)
-        await bench.session("stop", policy.id)
-        await outcome_of(bench.service, session.id)
-    floor, start = statistics.median(floor_walls), statistics.median(start_walls)
-    return {"floor_start_s": floor, "start_policy_s": start, "start_ratio": start / floor}
+async def delivery_ratio(
+    floor: Floor, benches: dict[str, Bench], policies: dict[str, pb.BackupPolicy]
+) -> dict[str, dict[str, float]]:
+    """Per round the floor, then each server's start (and stop, and the start's outcome),
+    the order alternating so that neither always meets a machine the other just loaded."""
+    floor_walls: list[float] = []
+    start_walls: dict[str, list[float]] = {name: [] for name in benches}
+    any_policy = next(iter(policies.values()))
+    for index in range(ROUNDS):
+        start = agent_api.StartJobRequest(
+            session_id=new_session_id(), policy=agent_policy(any_policy)
+        )
+        stop = agent_api.StopJobRequest(session_id=new_session_id(), policy_id=any_policy.id)
+        floor_walls.append(await floor.send("StartJob", start.SerializeToString()))
+        await floor.send("StopJob", stop.SerializeToString())
+        order = list(benches) if index % 2 == 0 else list(benches)[::-1]
+        for name in order:
+            bench, policy_id = benches[name], policies[name].id
+            wall, session = await bench.session("start", policy_id)
+            start_walls[name].append(wall)
+            await bench.session("stop", policy_id)
+            await outcome_of(bench.service, session.id)
+    floor_s = statistics.median(floor_walls)
+    rows = {}
+    for name, walls in start_walls.items():
+        ratio = statistics.median(w / f for w, f in zip(walls, floor_walls, strict=True))
+        rows[name] = {
+            "floor_start_s": floor_s,
+            "start_policy_s": statistics.median(walls),
+            "start_ratio": ratio,
+        }
+    return rows
 
 
 async def measured_start(bench: Bench, policy_id: str, rss_idle: int) -> dict[str, object]:
@@ -135,6 +160,7 @@ async def measured_start(bench: Bench, policy_id: str, rss_idle: int) -> dict[st
 
 
 COLUMNS = [
+    ("metrics", "metrics", "{}"),
     ("computers", "computers", "{:,}"),
     ("floor s", "floor_start_s", "{:.3f}"),
     ("Start s", "start_policy_s", "{:.3f}"),
@@ -155,39 +181,86 @@ COLUMNS = [
 ]
 
 
+# Each server of the comparison: its name in the table, and its extra flags.
+VARIANTS = {"off": (), "on": ("--metrics-listen", "127.0.0.1:0")}
+# What the comparison quotes: on / off of each (lower is better for all of them).
+COMPARED = (
+    "start_ratio",
+    "recorded_after_end_p99_s",
+    "outcome_after_last_end_s",
+    "follow_setup_cpu_s",
+    "idle_cpu_percent_of_a_core",
+)
+
+
 async def run() -> dict[str, object]:
+    load = os.getloadavg()[0]  # the machine is shared: what it carried as this began
     print(
         f"\n== follow: {COMPUTERS:,} simulated computers, jobs of {JOB_SECONDS:.0f} s ending "
-        f"together; ratio over {ROUNDS} rounds; {os.cpu_count()} CPUs shared by client, "
-        "server and fleet",
+        f"together; ratio over {ROUNDS} rounds; metrics off and on, side by side; "
+        f"{os.cpu_count()} CPUs shared by client, servers and fleet; load average "
+        f"{load:.2f}",
         flush=True,
     )
+    rows: dict[str, dict[str, object]] = {}
     with bench_workdir() as workdir:
         fleets = await start_fleets(
             workdir, COMPUTERS, 0, "--job-seconds", str(JOB_SECONDS), name="follow-fleet"
         )
         agents = agents_of(fleets)
-        server = await start_server(workdir, "follow-server", deadline=DEADLINE)
+        servers = {
+            name: await start_server(workdir, f"follow-server-{name}", *flags, deadline=DEADLINE)
+            for name, flags in VARIANTS.items()
+        }
         floor = Floor(agents)
+        channels = []
         try:
-            address = (await server.wait_for_log(LISTEN_LINE))[1]
             serving.tune_garbage_collector()
             options = [("grpc.max_receive_message_length", 64 << 20)]
-            async with grpc.aio.insecure_channel(address, options=options) as channel:
-                service = api_grpc.PolicyServiceStub(channel)
-                bench = Bench(server, [p for p, _ in fleets], floor, service, agents, [])
-                rss_idle = server.rss_kb()
-                policy = policy_over("all", agents)
-                await service.CreatePolicy(api.CreatePolicyRequest(policy_id="all", policy=policy))
-                await connect_all(service, "all", len(agents))
-                await floor.send(
-                    "StopJob", agent_api.StopJobRequest(policy_id="all").SerializeToString()
+            benches, policies, rss_idle = {}, {}, {}
+            for name, server in servers.items():
+                address = (await server.wait_for_log(LISTEN_LINE))[1]
+                channels.append(grpc.aio.insecure_channel(address, options=options))
+                service = api_grpc.PolicyServiceStub(channels[-1])
+                benches[name] = Bench(server, [p for p, _ in fleets], floor, service, agents, [])
+                rss_idle[name] = server.rss_kb()
+                policies[name] = policy_over(f"all-{name}", agents)
+                await service.CreatePolicy(
+                    api.CreatePolicyRequest(policy_id=policies[name].id, policy=policies[name])
                 )
-                row: dict[str, object] = {"computers": len(agents)}
-                row.update(await delivery_ratio(bench, policy))
-                row.update(await measured_start(bench, "all", rss_idle))
+                await connect_all(service, policies[name].id, len(agents))
+            for policy in policies.values():
+                stop = agent_api.StopJobRequest(policy_id=policy.id)
+                await floor.send("StopJob", stop.SerializeToString())
+            for name, ratio in (await delivery_ratio(floor, benches, policies)).items():
+                rows[name] = {"metrics": name, "computers": len(agents), **ratio}
+            for name, bench in benches.items():
+                rows[name].update(await measured_start(bench, policies[name].id, rss_idle[name]))
         finally:
+            for channel in channels:
+                await channel.close()
             await floor.close()
-            await asyncio.gather(server.stop(), *(process.stop() for process, _ in fleets))
-    print_rows([row], COLUMNS)
-    return {"job_seconds": JOB_SECONDS, "rounds": ROUNDS, "deadline_s": DEADLINE, **row}
+            await asyncio.gather(
+                *(server.stop() for server in servers.values()),
+                *(process.stop() for process, _ in fleets),
+            )
+    print_rows(list(rows.values()), COLUMNS)
+    on_over_off = {
+        key: float(rows["on"][key]) / float(rows["off"][key])  # type: ignore[arg-type]
+        if float(rows["off"][key]) > 0  # type: ignore[arg-type]
+        else float("nan")
+        for key in COMPARED
+    }
+    print(
+        "  metrics on / off: "
+        + ", ".join(f"{key} {quotient:.3f}" for key, quotient in on_over_off.items()),
+        flush=True,
+    )
+    return {
+        "job_seconds": JOB_SECONDS,
+        "rounds": ROUNDS,
+        "deadline_s": DEADLINE,
+        "load_average_at_start": load,
+        **rows,
+        "metrics_on_over_off": on_over_off,
+    }

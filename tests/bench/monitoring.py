@@ -10,10 +10,13 @@ allows 5 %). Scrape: a server with metrics that has run sessions over S computer
 closed port for every tenth, so every delivery family has samples) and followed their jobs
 to success (a last-success series per computer) is scraped
 BENCH_METRICS_SCRAPES times over HTTP; the median and the largest scrape time, with the
-size of the answer and its series count.
+size of the answer and its series count. Then that server is restarted on its database:
+how long until it serves, and until its last-success series are reloaded from storage
+(in the background: serving does not wait for it), with the series found in a scrape then.
 
 BENCH_METRICS_SIZE=N (default 5000) sets the fan-out fleet, BENCH_METRICS_ROUNDS the
-rounds, BENCH_METRICS_SCRAPE_SIZE=S (default 10000) the scraped server's computers.
+rounds, BENCH_METRICS_SCRAPE_SIZE=S (default 10000) the scraped server's computers (0: the
+fan-out part only).
 """
 
 import asyncio
@@ -30,6 +33,7 @@ from fanout import (
     DEADLINE,
     LISTEN_LINE,
     Floor,
+    Process,
     agents_of,
     bench_workdir,
     connect_all,
@@ -52,6 +56,8 @@ SCRAPE_SIZE = int(os.environ.get("BENCH_METRICS_SCRAPE_SIZE", "10000"))
 SCRAPES = int(os.environ.get("BENCH_METRICS_SCRAPES", "20"))
 SCRAPE_SESSIONS = 3
 METRICS_LINE = re.compile(r"metrics at (http://\S+)")
+RELOADED_LINE = re.compile(r"gauges reloaded from storage: (\d+) policies, (\d+) computers")
+LAST_SUCCESS = b"backup_computer_last_success_timestamp_seconds{"
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 
 
@@ -158,6 +164,8 @@ async def scrape_time(workdir: Path) -> dict[str, object]:
         for _ in range(SCRAPES):
             took, body = await asyncio.to_thread(timed_scrape, url)
             times.append(took)
+        await server.stop()
+        restart = await restarted(workdir)
     finally:
         for probe in closed:
             probe.close()
@@ -169,13 +177,43 @@ async def scrape_time(workdir: Path) -> dict[str, object]:
         "scrape_s_max": max(times),
         "scrape_bytes": len(body),
         "series": series,
+        "last_success_series": body.count(LAST_SUCCESS),
+        **restart,
+    }
+
+
+async def restarted(workdir: Path) -> dict[str, object]:
+    """The scraped server started again on its database: when it serves, when its gauges
+    are reloaded, and how many last-success series a scrape then has."""
+    began = time.perf_counter()
+    server = await Process.spawn(
+        workdir / "server-scraped-restarted.log",
+        *("-m", "backup_server", "--listen", "127.0.0.1:0", "--agent-deadline", str(DEADLINE)),
+        *("--db", str(workdir / "server-scraped.db"), "--metrics-listen", "127.0.0.1:0"),
+    )
+    try:
+        await server.wait_for_log(LISTEN_LINE)
+        serving_s = time.perf_counter() - began
+        url = (await server.wait_for_log(METRICS_LINE))[1]
+        reloaded = await server.wait_for_log(RELOADED_LINE)
+        reloaded_s = time.perf_counter() - began
+        _, body = await asyncio.to_thread(timed_scrape, url)
+    finally:
+        await server.stop()
+    return {
+        "restart_serving_s": serving_s,
+        "restart_gauges_reloaded_s": reloaded_s,
+        "restart_computers_reloaded": int(reloaded[2]),
+        "restart_last_success_series": body.count(LAST_SUCCESS),
     }
 
 
 async def run() -> dict[str, object]:
+    load = os.getloadavg()[0]  # the machine is shared: what it carried as this began
     print(
         f"\n== metrics: fan-out of {SIZE:,} computers with and without --metrics-listen, "
-        f"medians of {ROUNDS} rounds; scrape of a server over {SCRAPE_SIZE:,} computers",
+        f"medians of {ROUNDS} rounds; scrape of a server over {SCRAPE_SIZE:,} computers; "
+        f"load average {load:.2f}",
         flush=True,
     )
     with bench_workdir() as workdir:
@@ -187,6 +225,8 @@ async def run() -> dict[str, object]:
             f"missed {overhead['missed']})",
             flush=True,
         )
+        if not SCRAPE_SIZE:
+            return {"load_average_at_start": load, "fanout": overhead}
         scrape = await scrape_time(workdir)
         print(
             f"  scrape of {scrape['computers']:,} computers: median "
@@ -194,4 +234,11 @@ async def run() -> dict[str, object]:
             f" {scrape['series']:,} series, {scrape['scrape_bytes']:,} bytes",
             flush=True,
         )
-    return {"fanout": overhead, "scrape": scrape}
+        print(
+            f"  restarted on its database: serving after {scrape['restart_serving_s']:.2f} s, "
+            f"gauges reloaded after {scrape['restart_gauges_reloaded_s']:.2f} s "
+            f"({scrape['restart_last_success_series']:,} last-success series; "
+            f"{scrape['last_success_series']:,} before the restart)",
+            flush=True,
+        )
+    return {"load_average_at_start": load, "fanout": overhead, "scrape": scrape}
