@@ -5,7 +5,10 @@ command's deadline starts only once its channel is ready (issue 15 item 5).
 
 A place is held until the handshake ends, or for at most `hold` seconds: a handshake still
 unfinished by then is waiting for a silent peer, which costs no CPU, and must not keep the
-computers behind it waiting. So with `places` P, the k-th computer to connect begins its
+computers behind it waiting. `hold` is four times the recent typical handshake (a moving
+average of those that finished), and never under HOLD_SECONDS: on a machine saturated by
+handshakes each takes longer, and a shorter hold would let more start at once, so that
+none finishes in time. So with `places` P, the k-th computer to connect begins its
 handshake at most ceil(k / P) * hold seconds after it asked.
 
 How long connecting may take: until the command's own deadline, counted from when it was
@@ -21,8 +24,12 @@ import grpc
 # Handshakes at once: a TLS handshake costs about 1.3 ms of CPU on each side, so 64 finish
 # within a tenth of a second on two cores instead of 5,000 all finishing late.
 HANDSHAKES = 64
-# How long a handshake keeps its place: several times what one takes among 64 here.
+# The least time a handshake keeps its place: several times what one takes among 64 on an
+# idle machine here; HOLD_FACTOR times the typical handshake when handshakes are slower.
 HOLD_SECONDS = 0.1
+HOLD_FACTOR = 4.0
+# The weight of each finished handshake in the typical one.
+SMOOTHING = 0.05
 
 # States after which waiting longer changes nothing: the call says what happened.
 SETTLED = frozenset(
@@ -50,7 +57,13 @@ class Handshakes:
             raise ValueError(f"handshakes need at least one place, not {places!r}")
         self._places = asyncio.Semaphore(places)
         self.connect_seconds = connect_seconds
-        self._hold = hold
+        self._least_hold = hold
+        self.typical_seconds = 0.0
+
+    @property
+    def hold_seconds(self) -> float:
+        """How long a handshake keeps its place now."""
+        return max(self._least_hold, HOLD_FACTOR * self.typical_seconds)
 
     async def connect(self, channel: grpc.aio.Channel, deadline: float) -> None:
         """Returns once `channel` is ready, or has failed (the call then fails at once with
@@ -67,11 +80,13 @@ class Handshakes:
             return
         await self._places.acquire()
         release = _Once(self._places.release)
-        timer = loop.call_later(self._hold, release)
+        timer = loop.call_later(self.hold_seconds, release)
         try:
-            until = max(until, loop.time() + self.connect_seconds)
+            began = loop.time()
+            until = max(until, began + self.connect_seconds)
             state = channel.get_state(try_to_connect=True)
             await self._until_settled(channel, state, until, asked)
+            self.typical_seconds += SMOOTHING * (loop.time() - began - self.typical_seconds)
         finally:
             timer.cancel()
             release()

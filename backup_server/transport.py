@@ -132,14 +132,17 @@ class GrpcAgentTransport(AgentTransport):
             async with gate:
                 agent = self._agent(address)
                 try:
-                    await asyncio.wait_for(agent.channel.channel_ready(), connect_seconds)
-                except TimeoutError:
-                    self._forget(address, agent)
-                    return False
+                    # Through the sessions' places too, so both together stay bounded.
+                    await self._handshakes.connect(agent.channel, connect_seconds)
                 except grpc.aio.UsageError:
                     # A session's call found it down meanwhile and closed it: not warm.
                     return False
-                return True
+                except NotConnected:
+                    pass
+                if agent.channel.get_state() == grpc.ChannelConnectivity.READY:
+                    return True
+                self._forget(address, agent)
+                return False
 
         return sum(await asyncio.gather(*(connect(address) for address in set(addresses))))
 
@@ -165,8 +168,7 @@ class GrpcAgentTransport(AgentTransport):
             raise ValueError(f"a call to an agent needs a positive deadline, not {deadline!r}")
         agent = self._agent(address)
         try:
-            if agent.channel.get_state() != grpc.ChannelConnectivity.READY:
-                await self._handshakes.connect(agent.channel, deadline)
+            agent = await self._ready(address, agent, deadline)
             # The deadline counts from here: the handshake queue has not spent any of it.
             reply: bytes = await agent.method(method)(request, timeout=deadline)
         except NotConnected as late:
@@ -194,6 +196,25 @@ class GrpcAgentTransport(AgentTransport):
                 self._forget(address, agent)
             raise AgentCallError(error.code().name, message) from None
         return reply
+
+    async def _ready(self, address: str, agent: _Agent, deadline: float) -> _Agent:
+        """The agent's channel once ready (or failed, for the call to say why).
+
+        A channel closed while this command waited for it (a warm-up gave up on it, or
+        another session's call found the computer down) is replaced once: the fresh one
+        connects, or fails at once with the reason.
+        """
+        for _ in range(2):
+            if agent.channel.get_state() == grpc.ChannelConnectivity.READY:
+                return agent
+            try:
+                await self._handshakes.connect(agent.channel, deadline)
+            except grpc.aio.UsageError:
+                pass
+            if agent.channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN:
+                return agent
+            agent = self._agent(address)
+        return agent
 
     async def stream(self, address: str, method: str, request: bytes) -> AsyncIterator[bytes]:
         """A server-streaming call without a deadline (following a job lasts as long as
