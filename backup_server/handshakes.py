@@ -6,10 +6,12 @@ command's deadline starts only once its channel is ready (issue 15 item 5).
 A place is held until the handshake ends, or for at most `hold` seconds: a handshake still
 unfinished by then is waiting for a silent peer, which costs no CPU, and must not keep the
 computers behind it waiting. `hold` is four times the recent typical handshake (a moving
-average of those that finished), and never under HOLD_SECONDS: on a machine saturated by
-handshakes each takes longer, and a shorter hold would let more start at once, so that
-none finishes in time. So with `places` P, the k-th computer to connect begins its
-handshake at most ceil(k / P) * hold seconds after it asked.
+average of those that finished, forgotten when none has finished for a second), and never
+under HOLD_SECONDS: on a machine saturated by handshakes each takes longer, and a shorter
+hold would let more start at once, so that none finishes in time; with no handshake
+finishing, the places go to the next computers after HOLD_SECONDS. So with `places` P,
+the k-th computer to connect begins its handshake at most ceil(k / P) * hold seconds after
+it asked.
 
 How long connecting may take: until the command's own deadline, counted from when it was
 sent (as when the handshake was part of the call), and never less than `connect_seconds`
@@ -28,8 +30,9 @@ HANDSHAKES = 64
 # idle machine here; HOLD_FACTOR times the typical handshake when handshakes are slower.
 HOLD_SECONDS = 0.1
 HOLD_FACTOR = 4.0
-# The weight of each finished handshake in the typical one.
+# The weight of each finished handshake in the typical one, and how long it is remembered.
 SMOOTHING = 0.05
+RECENT_SECONDS = 1.0
 
 # States after which waiting longer changes nothing: the call says what happened.
 SETTLED = frozenset(
@@ -59,10 +62,12 @@ class Handshakes:
         self.connect_seconds = connect_seconds
         self._least_hold = hold
         self.typical_seconds = 0.0
+        self._finished_at = 0.0
 
-    @property
-    def hold_seconds(self) -> float:
-        """How long a handshake keeps its place now."""
+    def hold_seconds(self, now: float) -> float:
+        """How long a handshake that begins `now` keeps its place."""
+        if now - self._finished_at > RECENT_SECONDS:
+            self.typical_seconds = 0.0
         return max(self._least_hold, HOLD_FACTOR * self.typical_seconds)
 
     async def connect(self, channel: grpc.aio.Channel, deadline: float) -> None:
@@ -80,13 +85,14 @@ class Handshakes:
             return
         await self._places.acquire()
         release = _Once(self._places.release)
-        timer = loop.call_later(self.hold_seconds, release)
+        began = loop.time()
+        timer = loop.call_later(self.hold_seconds(began), release)
         try:
-            began = loop.time()
             until = max(until, began + self.connect_seconds)
             state = channel.get_state(try_to_connect=True)
             await self._until_settled(channel, state, until, asked)
-            self.typical_seconds += SMOOTHING * (loop.time() - began - self.typical_seconds)
+            self._finished_at = loop.time()
+            self.typical_seconds += SMOOTHING * (self._finished_at - began - self.typical_seconds)
         finally:
             timer.cancel()
             release()
