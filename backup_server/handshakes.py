@@ -6,12 +6,12 @@ command's deadline starts only once its channel is ready (issue 15 item 5).
 A place is held until the handshake ends, or for at most `hold` seconds: a handshake still
 unfinished by then is waiting for a silent peer, which costs no CPU, and must not keep the
 computers behind it waiting. `hold` is four times the recent typical handshake (a moving
-average of those that finished, forgotten when none has finished for a second), and never
-under HOLD_SECONDS: on a machine saturated by handshakes each takes longer, and a shorter
-hold would let more start at once, so that none finishes in time; with no handshake
-finishing, the places go to the next computers after HOLD_SECONDS. So with `places` P,
-the k-th computer to connect begins its handshake at most ceil(k / P) * hold seconds after
-it asked.
+average of those that finished, forgotten after a second in which none did), within
+HOLD_SECONDS and MAX_HOLD_SECONDS: on a machine saturated by handshakes each one takes
+longer, and a shorter hold would let more start at once until none finishes in time. So
+with P places the k-th computer to connect begins its handshake at most
+ceil(k / P) * MAX_HOLD_SECONDS after it asked (ceil(k / P) * HOLD_SECONDS when the others
+are silent).
 
 How long connecting may take: until the command's own deadline, counted from when it was
 sent (as when the handshake was part of the call), and never less than `connect_seconds`
@@ -30,6 +30,8 @@ HANDSHAKES = 64
 # idle machine here; HOLD_FACTOR times the typical handshake when handshakes are slower.
 HOLD_SECONDS = 0.1
 HOLD_FACTOR = 4.0
+# What a session's wall is bounded with (docs/scaling.md), however slow handshakes are.
+MAX_HOLD_SECONDS = 0.5
 # The weight of each finished handshake in the typical one, and how long it is remembered.
 SMOOTHING = 0.05
 RECENT_SECONDS = 1.0
@@ -68,7 +70,7 @@ class Handshakes:
         """How long a handshake that begins `now` keeps its place."""
         if now - self._finished_at > RECENT_SECONDS:
             self.typical_seconds = 0.0
-        return max(self._least_hold, HOLD_FACTOR * self.typical_seconds)
+        return min(max(self._least_hold, HOLD_FACTOR * self.typical_seconds), MAX_HOLD_SECONDS)
 
     async def connect(self, channel: grpc.aio.Channel, deadline: float) -> None:
         """Returns once `channel` is ready, or has failed (the call then fails at once with
