@@ -13,12 +13,16 @@ with P places the k-th computer to connect begins its handshake at most
 ceil(k / P) * MAX_HOLD_SECONDS after it asked (ceil(k / P) * HOLD_SECONDS when the others
 are silent).
 
+A computer whose last handshake never finished connects without a place (its handshake
+costs no CPU while it stays silent), within its deadline; once it answers it is forgotten.
+
 How long connecting may take: until the command's own deadline, counted from when it was
 sent (as when the handshake was part of the call), and never less than `connect_seconds`
 from when its handshake began; a computer not ready by then is not received.
 """
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 
 import grpc
@@ -35,6 +39,8 @@ MAX_HOLD_SECONDS = 0.5
 # The weight of each finished handshake in the typical one, and how long it is remembered.
 SMOOTHING = 0.05
 RECENT_SECONDS = 1.0
+# Silent computers remembered, the most recent kept (the transport's channel bound).
+SILENT_REMEMBERED = 20_000
 
 # States after which waiting longer changes nothing: the call says what happened.
 SETTLED = frozenset(
@@ -65,6 +71,9 @@ class Handshakes:
         self._least_hold = hold
         self.typical_seconds = 0.0
         self._finished_at = 0.0
+        # Computers whose last handshake never finished: a powered-off computer stays off,
+        # and its next handshake, costing no CPU, need not wait for a place.
+        self._silent: OrderedDict[str, None] = OrderedDict()
 
     def hold_seconds(self, now: float) -> float:
         """How long a handshake that begins `now` keeps its place."""
@@ -72,15 +81,32 @@ class Handshakes:
             self.typical_seconds = 0.0
         return min(max(self._least_hold, HOLD_FACTOR * self.typical_seconds), MAX_HOLD_SECONDS)
 
-    async def connect(self, channel: grpc.aio.Channel, deadline: float) -> None:
+    async def connect(self, address: str, channel: grpc.aio.Channel, deadline: float) -> None:
         """Returns once `channel` is ready, or has failed (the call then fails at once with
         the reason); raises NotConnected past the bound. A channel already connecting (a
-        warm-up or another session began it) is waited for without taking a place."""
+        warm-up or another session began it), and one to a computer that was silent last
+        time, are waited for without taking a place."""
+        try:
+            await self._connect(address, channel, deadline)
+        except NotConnected:
+            self._silent[address] = None
+            self._silent.move_to_end(address)
+            if len(self._silent) > SILENT_REMEMBERED:
+                self._silent.popitem(last=False)
+            raise
+        self._silent.pop(address, None)
+
+    async def _connect(self, address: str, channel: grpc.aio.Channel, deadline: float) -> None:
         loop = asyncio.get_running_loop()
         asked = loop.time()
         until = asked + deadline
         state = channel.get_state(try_to_connect=False)
         if state in SETTLED:
+            return
+        if state == grpc.ChannelConnectivity.IDLE and address in self._silent:
+            # Still IDLE as it answers; connecting has begun.
+            state = channel.get_state(try_to_connect=True)
+            await self._until_settled(channel, state, until, asked)
             return
         if state != grpc.ChannelConnectivity.IDLE:
             await self._until_settled(channel, state, until, asked)

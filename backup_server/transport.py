@@ -133,7 +133,7 @@ class GrpcAgentTransport(AgentTransport):
                 agent = self._agent(address)
                 try:
                     # Through the sessions' places too, so both together stay bounded.
-                    await self._handshakes.connect(agent.channel, connect_seconds)
+                    await self._handshakes.connect(address, agent.channel, connect_seconds)
                 except grpc.aio.UsageError:
                     # A session's call found it down meanwhile and closed it: not warm.
                     return False
@@ -208,7 +208,7 @@ class GrpcAgentTransport(AgentTransport):
             if agent.channel.get_state() == grpc.ChannelConnectivity.READY:
                 return agent
             try:
-                await self._handshakes.connect(agent.channel, deadline)
+                await self._handshakes.connect(address, agent.channel, deadline)
             except grpc.aio.UsageError:
                 pass
             if agent.channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN:

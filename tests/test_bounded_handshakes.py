@@ -118,3 +118,22 @@ async def test_a_ready_channel_takes_no_place(start_fleet, pki, hung_addresses) 
     agents = [r for r in second.session.computer_results if r.computer.address in agents_of(fleet)]
     assert [r.delivery for r in agents] == [pb.DELIVERY_RECEIVED] * 3
     assert max(seconds(r) for r in agents) < SILENT * HOLD_SECONDS
+
+
+async def test_a_computer_silent_last_time_takes_no_place(start_fleet, pki, hung_addresses) -> None:
+    """Silent computers of one session connect without a place in the next, so a new agent behind them connects at once."""
+    fleet = await start_fleet(count=1, tls=pki.tls(pki.agent()))
+    silent = hung_addresses(SILENT)
+    transport = GrpcAgentTransport(
+        DEADLINE, credentials=server_credentials(pki), handshakes=1, connect_seconds=DEADLINE
+    )
+    try:
+        first, _ = await send(transport, silent)
+        assert first.session.statistics.not_received == SILENT
+        second, _ = await send(transport, [*silent, *agents_of(fleet)])
+    finally:
+        await transport.close()
+    *again, agent = second.session.computer_results
+    assert [r.delivery for r in again] == [pb.DELIVERY_NOT_RECEIVED] * SILENT
+    assert agent.delivery == pb.DELIVERY_RECEIVED, agent.detail
+    assert seconds(agent) < SILENT * HOLD_SECONDS, "the agent waited behind the silent ones"
