@@ -94,7 +94,8 @@ class Handshakes:
             if len(self._silent) > SILENT_REMEMBERED:
                 self._silent.popitem(last=False)
             raise
-        self._silent.pop(address, None)
+        if channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
+            self._silent.pop(address, None)
 
     async def _connect(self, address: str, channel: grpc.aio.Channel, deadline: float) -> None:
         loop = asyncio.get_running_loop()
@@ -137,11 +138,21 @@ class Handshakes:
             remaining = until - loop.time()
             if remaining <= 0:
                 raise NotConnected(until - asked)
-            try:
-                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-            except TimeoutError:
-                raise NotConnected(until - asked) from None
+            # Not wait_for: it waits for the cancelled watch to end, and the bound is ours.
+            watch = asyncio.ensure_future(channel.wait_for_state_change(state))
+            watch.add_done_callback(_retrieve)
+            done, _ = await asyncio.wait({watch}, timeout=remaining)
+            if not done:
+                watch.cancel()
+                raise NotConnected(until - asked)
+            watch.result()  # a closed channel's UsageError, for the caller
             state = channel.get_state(try_to_connect=False)
+
+
+def _retrieve(watch: "asyncio.Future[None]") -> None:
+    """Marks a watch's exception as seen: a watch given up on may end with one later."""
+    if not watch.cancelled():
+        watch.exception()
 
 
 class _Once:

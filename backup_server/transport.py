@@ -204,13 +204,21 @@ class GrpcAgentTransport(AgentTransport):
         another session's call found the computer down) is replaced once: the fresh one
         connects, or fails at once with the reason.
         """
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         for _ in range(2):
             if agent.channel.get_state() == grpc.ChannelConnectivity.READY:
                 return agent
+            # The fresh channel has what is left of the deadline, not another one.
+            left = deadline - (loop.time() - sent)
+            if left <= 0:
+                raise NotConnected(deadline)
             try:
-                await self._handshakes.connect(address, agent.channel, deadline)
+                await self._handshakes.connect(address, agent.channel, left)
             except grpc.aio.UsageError:
                 pass
+            except NotConnected:
+                raise NotConnected(loop.time() - sent) from None
             if agent.channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN:
                 return agent
             agent = self._agent(address)
