@@ -200,9 +200,9 @@ class GrpcAgentTransport(AgentTransport):
     async def _ready(self, address: str, agent: _Agent, deadline: float) -> _Agent:
         """The agent's channel once ready (or failed, for the call to say why).
 
-        A channel closed while this command waited for it (a warm-up gave up on it, or
-        another session's call found the computer down) is replaced once: the fresh one
-        connects, or fails at once with the reason.
+        A channel closed while this command waited for it (a warm-up or a reconciliation
+        gave up on it, or another session's call found the computer down) is replaced
+        once, with what is left of the deadline.
         """
         loop = asyncio.get_running_loop()
         sent = loop.time()
