@@ -44,6 +44,10 @@ class AgentTransport(Protocol):
     async def call(self, address: str, method: str, request: bytes, deadline: float) -> bytes:
         """Sends `request` to AgentControl.`method` at `address`; returns the reply's bytes.
 
+        `deadline` counts from when the connection to the agent is ready: a transport that
+        must connect first bounds connecting by its own limit (GrpcAgentTransport: a bounded
+        number of handshakes at once, `backup_server.handshakes`), so a command never spends
+        its deadline waiting behind other computers' handshakes.
         Raises AgentCallError with the status code's name when the call is not OK.
         """
         ...

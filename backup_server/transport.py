@@ -15,6 +15,7 @@ from backup.serving import CLIENT_OPTIONS
 from backup.validation import grpc_target
 
 from .fanout import AgentCallError, AgentTransport
+from .handshakes import HANDSHAKES, Handshakes, NotConnected
 
 log = logging.getLogger("backup_server.transport")
 
@@ -68,6 +69,9 @@ class GrpcAgentTransport(AgentTransport):
 
     With `credentials` (the server's TLS identity) every channel is TLS: the agent's
     certificate must come from the CA and name the computer's address as given.
+    A command to a computer not yet connected connects first, at most `handshakes` at
+    once, for at least `connect_seconds` (half the deadline unless given), and its deadline
+    starts once the channel is ready (`backup_server.handshakes`).
     """
 
     def __init__(
@@ -76,8 +80,16 @@ class GrpcAgentTransport(AgentTransport):
         max_channels: int = 20_000,
         close_grace: float = 10.0,
         credentials: grpc.ChannelCredentials | None = None,
+        handshakes: int = HANDSHAKES,
+        connect_seconds: float | None = None,
     ) -> None:
         self._options = channel_options(deadline)
+        # Half a deadline, as the fan-out's first wave never gets less: a computer that
+        # waited for its place still has time for its handshake, and the silent ones of
+        # a session end with its deadline as long as their places came within half of it.
+        self._handshakes = Handshakes(
+            handshakes, deadline / 2 if connect_seconds is None else connect_seconds
+        )
         self._credentials = credentials
         self._agents: OrderedDict[str, _Agent] = OrderedDict()
         self._max_channels = max_channels
@@ -120,14 +132,17 @@ class GrpcAgentTransport(AgentTransport):
             async with gate:
                 agent = self._agent(address)
                 try:
-                    await asyncio.wait_for(agent.channel.channel_ready(), connect_seconds)
-                except TimeoutError:
-                    self._forget(address, agent)
-                    return False
+                    # Through the sessions' places too, so both together stay bounded.
+                    await self._handshakes.connect(address, agent.channel, connect_seconds)
                 except grpc.aio.UsageError:
                     # A session's call found it down meanwhile and closed it: not warm.
                     return False
-                return True
+                except NotConnected:
+                    pass
+                if agent.channel.get_state() == grpc.ChannelConnectivity.READY:
+                    return True
+                self._forget(address, agent)
+                return False
 
         return sum(await asyncio.gather(*(connect(address) for address in set(addresses))))
 
@@ -153,7 +168,19 @@ class GrpcAgentTransport(AgentTransport):
             raise ValueError(f"a call to an agent needs a positive deadline, not {deadline!r}")
         agent = self._agent(address)
         try:
+            agent = await self._ready(address, agent, deadline)
+            # The deadline counts from here: the handshake queue has not spent any of it.
             reply: bytes = await agent.method(method)(request, timeout=deadline)
+        except NotConnected as late:
+            self._forget(address, agent)
+            # DEADLINE_EXCEEDED, as when the handshake was part of the call: a computer
+            # that accepts TCP and never answers is reported the same either way.
+            raise AgentCallError("DEADLINE_EXCEEDED", str(late)) from None
+        except grpc.aio.UsageError:
+            # Another session's call found the computer down and closed this channel.
+            raise AgentCallError(
+                "UNAVAILABLE", "the connection was closed before the command was sent"
+            ) from None
         except grpc.aio.AioRpcError as error:
             message = error.details() or ""
             if error.code() == grpc.StatusCode.UNAVAILABLE:
@@ -169,6 +196,33 @@ class GrpcAgentTransport(AgentTransport):
                 self._forget(address, agent)
             raise AgentCallError(error.code().name, message) from None
         return reply
+
+    async def _ready(self, address: str, agent: _Agent, deadline: float) -> _Agent:
+        """The agent's channel once ready (or failed, for the call to say why).
+
+        A channel closed while this command waited for it (a warm-up or a reconciliation
+        gave up on it, or another session's call found the computer down) is replaced
+        once, with what is left of the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        for _ in range(2):
+            if agent.channel.get_state() == grpc.ChannelConnectivity.READY:
+                return agent
+            # The fresh channel has what is left of the deadline, not another one.
+            left = deadline - (loop.time() - sent)
+            if left <= 0:
+                raise NotConnected(deadline)
+            try:
+                await self._handshakes.connect(address, agent.channel, left)
+            except grpc.aio.UsageError:
+                pass
+            except NotConnected:
+                raise NotConnected(loop.time() - sent) from None
+            if agent.channel.get_state() != grpc.ChannelConnectivity.SHUTDOWN:
+                return agent
+            agent = self._agent(address)
+        return agent
 
     async def stream(self, address: str, method: str, request: bytes) -> AsyncIterator[bytes]:
         """A server-streaming call without a deadline (following a job lasts as long as

@@ -58,3 +58,37 @@ async def test_warming_connects_a_bounded_number_at_once(hung_addresses) -> None
         assert time.monotonic() - started >= 0.55  # the last ten waited for a slot
     finally:
         await transport.close()
+
+
+async def test_a_session_sent_while_warming_reaches_every_live_tls_computer(
+    start_server,
+    start_agent,
+    pki,
+    closed_address: str,
+    hung_address: str,
+    tmp_path: Path,
+    source_tree: Path,
+) -> None:
+    """A StartPolicy sent right after a TLS server restarts, its channels still connecting, reaches every live agent; the refused and hung computers are not received."""
+    agents = [await start_agent(f"a{i}", tls=pki.tls(pki.agent())) for i in range(4)]
+    computers = [(a.config.name, a.address) for a in agents]
+    computers += [("down", closed_address), ("hung", hung_address)]
+    tls = pki.tls(pki.issued("server"))
+    first = await start_server(agent_deadline=0.5, tls=tls)
+    operator = pki.client(pki.issued("operator"))
+    async with operator.channel(first.address) as channel:
+        policy = policy_over(computers, tmp_path, source_tree)
+        await api_grpc.PolicyServiceStub(channel).CreatePolicy(
+            api.CreatePolicyRequest(policy_id="p", policy=policy)
+        )
+    await first.stop()
+    again = await start_server(agent_deadline=0.5, tls=tls)
+    started = time.monotonic()
+    async with operator.channel(again.address) as channel:
+        session = await api_grpc.PolicyServiceStub(channel).StartPolicy(
+            api.StartPolicyRequest(policy_id="p")
+        )
+    delivered = {r.computer.name: r.delivery for r in session.computer_results}
+    assert [delivered[f"a{i}"] for i in range(4)] == [pb.DELIVERY_RECEIVED] * 4
+    assert delivered["down"] == delivered["hung"] == pb.DELIVERY_NOT_RECEIVED
+    assert time.monotonic() - started < 0.5 + 3.0, "the hung computer costs about a deadline"

@@ -23,7 +23,9 @@ Per setup:
 The ratios mTLS / plaintext are the figures to quote. BENCH_TLS_SIZES=1000,5000 sets the
 sizes, BENCH_TLS_ROUNDS the rounds, BENCH_TLS_DEADLINE the agent deadline: longer than
 fanout's so that the cold start measures the handshakes rather than the deadline.
-BENCH_KEEP=DIR keeps the logs, databases and certificates.
+BENCH_KEEP=DIR keeps the logs, databases and certificates. Then the first session after a
+server restart, cold beside warm (tls_restart.py; BENCH_TLS_SIZES= with nothing runs only
+that).
 """
 
 import asyncio
@@ -35,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import tls_restart
 from fanout import (
     AGENTS_PER_FLEET,
     LISTEN_LINE,
@@ -48,16 +51,22 @@ from fanout import (
     start_server,
     timed_session,
 )
+from tls_restart import Secure, measure_restarts
 
-from backup import serving
+from backup import defaults, serving
 from backup.ctl import pki as certs
 from backup.ctl.credentials import OperatorCredentials
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 
-SIZES = [int(size) for size in os.environ.get("BENCH_TLS_SIZES", "1000,5000").split(",")]
+SIZES = [int(size) for size in os.environ.get("BENCH_TLS_SIZES", "1000,5000").split(",") if size]
 ROUNDS = int(os.environ.get("BENCH_TLS_ROUNDS", "5"))
 DEADLINE = float(os.environ.get("BENCH_TLS_DEADLINE", "10.0"))
+RESTART_SIZES = [
+    int(size)
+    for size in os.environ.get("BENCH_TLS_RESTART_SIZES", str(max(SIZES, default=5000))).split(",")
+    if size
+]
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,15 @@ async def run() -> dict[str, object]:
             plain, secure = await measure(count, workdir, all_modes)
             rows += [plain, secure]
             compared[str(count)] = ratios(plain, secure)
-    print_rows(rows, COLUMNS)
+        print_rows(rows, COLUMNS)
+        mtls = all_modes[1]
+        restarts = [
+            row
+            for count in RESTART_SIZES
+            for row in await measure_restarts(
+                count, workdir, Secure(mtls.server_flags, mtls.fleet_flags, mtls.operator)
+            )
+        ]
     print("mTLS / plaintext, server figures:")
     for count, found in compared.items():
         print(
@@ -239,7 +256,15 @@ async def run() -> dict[str, object]:
             f"memory per computer, {found['fleet_rss_kb_added_per_computer']:.1f} KB of fleet "
             "memory per simulated agent"
         )
+    print(
+        f"first session after a restart, mTLS, deadline {tls_restart.DEADLINE} s"
+        f"{' (the default)' if tls_restart.DEADLINE == defaults.AGENT_DEADLINE_SECONDS else ''}: "
+        "cold = sent as soon as the server listens, "
+        "warm = sent after its warm-up"
+    )
+    print_rows(restarts, tls_restart.COLUMNS)
     return {
+        "first_session_after_restart": restarts,
         "rounds": ROUNDS,
         "deadline_s": DEADLINE,
         "agents_per_fleet_process": AGENTS_PER_FLEET,
