@@ -23,15 +23,20 @@ from conftest import RECONCILE_FOR, policy_over
 LEASE = 1.0
 JOB_SECONDS = 4.0
 RESUMED = "resuming following its jobs"
+ADOPTED = "taken over from a replica that stopped"
 
 
 def resumed(caplog: pytest.LogCaptureFixture, session_id: str) -> int:
-    """How many times a replica in this process began following `session_id` from its record."""
+    """How many times a replica in this process took `session_id` over: to follow it from
+    its record, or (killed before its delivery was stored as ended) to finish delivering
+    it, after which the same replica follows it."""
     return sum(
         1
         for record in caplog.records
-        if record.name == "backup_server.followed"
-        and record.getMessage() == f"session {session_id}: {RESUMED}"
+        if (record.name == "backup_server.followed"
+            and record.getMessage() == f"session {session_id}: {RESUMED}")
+        or (record.name == "backup_server.control"
+            and record.getMessage().startswith(f"session {session_id}: {ADOPTED};"))
     )
 
 
