@@ -244,6 +244,8 @@ class Shares:
                 policy, reason = pb.BackupPolicy(id=session.policy_id), POLICY_GONE
             results = session.computer_results
             positions = [p for p in positions if results[p].delivery == pb.DELIVERY_PENDING]
+            if not positions:
+                return  # written by this replica since the poll that found them
             taken = self._taken.pop(session_id, set())
             await self._warm(session, [p for p in positions if p in taken])
             live = LiveSession(session)
