@@ -155,6 +155,7 @@ class Control:
         command: Command,
         cancel_reason: str = "",
         own: list[int] | None = None,
+        warm: bool = False,
     ) -> "asyncio.Task[pb.PolicySession]":
         """Runs the fan-out of a stored session's pending computers (or, with a
         `cancel_reason`, records them all cancelled), not tied to the caller's RPC: a
@@ -171,7 +172,14 @@ class Control:
             FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
             if own is None
             else ShareFanOut(
-                live, self._transport, command, self._deadline, self._max_in_flight, own, follow
+                live,
+                self._transport,
+                command,
+                self._deadline,
+                self._max_in_flight,
+                own,
+                follow,
+                warm,
             )
         )
         if cancel_reason:
@@ -202,13 +210,15 @@ class Control:
             session.statistics.pending,
             extra={"session_id": session.id},
         )
-        # Its own share (the dead owner's); other replicas' shares arrive through the rows.
+        # Its own share (the dead owner's), warmed first; other replicas' shares arrive
+        # through the rows.
         own = await self._shares.own_pending(session) if self._shares is not None else None
         self._launch(
             LiveSession(session),
             COMMAND_OF_ACTION[session.action](session.id, policy),
             reason,
             own,
+            warm=True,
         )
 
     async def _existing(

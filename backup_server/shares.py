@@ -91,7 +91,9 @@ def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:
 
 
 class ShareFanOut(FanOut):
-    """A fan-out over some of a session's computers only: this replica's share."""
+    """A fan-out over some of a session's computers only: this replica's share; one taken
+    over from a dead replica (`warm`) first connects to them, bounded by the deadline, so
+    their commands do not spend it on handshakes."""
 
     def __init__(
         self,
@@ -102,10 +104,22 @@ class ShareFanOut(FanOut):
         limit: int,
         positions: Sequence[int],
         follow: Sequence[FanOut] = (),
+        warm: bool = False,
     ) -> None:
         super().__init__(live, transport, command, deadline, limit, follow)
         self.positions = list(positions)
         self._queue = iter(self.positions)
+        self._warm = warm
+
+    async def run(self) -> None:
+        if self._warm and self.positions:
+            results = self.live.session.computer_results
+            addresses = [results[position].computer.address for position in self.positions]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._transport.warm(addresses, self._deadline / 2), self._deadline
+                )
+        await super().run()
 
 
 class Shares:
@@ -130,6 +144,9 @@ class Shares:
         self._in_flight: dict[str, set[int]] = {}
         # Positions it claimed from dead replicas and has not sent yet: warmed first.
         self._taken: dict[str, set[int]] = {}
+        # This replica's shares of running starts, by policy: its share of a stop follows
+        # them (and cancels their queued commands), as `Control` does for whole sessions.
+        self._starts: dict[str, set[FanOut]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -191,11 +208,9 @@ class Shares:
                 live.publish()
 
     async def own_pending(self, session: pb.PolicySession) -> list[int]:
-        """The positions still pending of a session this replica took over as its owner,
-        after warming the channels to them."""
-        positions = (await self._storage.pending_shares(session.id)).get("", [])
-        await self._warm(session, positions)
-        return positions
+        """The positions still pending of a session this replica took over as its owner
+        (the dead owner's share)."""
+        return (await self._storage.pending_shares(session.id)).get("", [])
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run())
@@ -232,8 +247,9 @@ class Shares:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, session_id: str, positions: list[int]) -> None:
+    async def _send(self, session_id: str, found: list[int]) -> None:
         """Sends one share of another replica's session and writes its rows."""
+        positions = found
         try:
             session = await self._storage.get_session(session_id)
             recount(session)
@@ -247,18 +263,16 @@ class Shares:
             if not positions:
                 return  # written by this replica since the poll that found them
             taken = self._taken.pop(session_id, set())
-            await self._warm(session, [p for p in positions if p in taken])
             live = LiveSession(session)
             command = COMMAND_OF_ACTION[session.action](session.id, policy)
-            fanout = ShareFanOut(
-                live, self._transport, command, self._deadline, self._max_in_flight, positions
-            )
+            fanout = self._fanout(live, command, positions, warm=bool(taken & set(positions)))
             if reason:
                 fanout.cancel_queued(reason)
             writing = asyncio.create_task(self._write(live))
             try:
                 await fanout.run()
             finally:
+                self._starts.get(session.policy_id, set()).discard(fanout)
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
@@ -282,20 +296,36 @@ class Shares:
             )
         finally:
             sending = self._in_flight.get(session_id, set())
-            sending.difference_update(positions)
+            sending.difference_update(found)
             if not sending:
                 self._in_flight.pop(session_id, None)
 
-    async def _warm(self, session: pb.PolicySession, positions: Collection[int]) -> None:
-        """Connects ahead to computers taken over from a dead replica, bounded by the
-        deadline, so their commands do not spend it on handshakes."""
-        if not positions:
-            return
-        addresses = [session.computer_results[p].computer.address for p in positions]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                self._transport.warm(addresses, self._deadline / 2), self._deadline
-            )
+    def _fanout(
+        self, live: LiveSession, command: Command, positions: list[int], warm: bool
+    ) -> FanOut:
+        """The share's fan-out; a stop's follows this replica's shares of running starts
+        of the policy and cancels their commands not yet sent."""
+        policy_id = live.session.policy_id
+        follow = list(self._starts.get(policy_id, ()))
+        if command.cancels_queued_starts:
+            for start in follow:
+                start.cancel_queued(
+                    f"cancelled: stop session {live.session.id} arrived before this command"
+                    " was sent"
+                )
+        fanout = ShareFanOut(
+            live,
+            self._transport,
+            command,
+            self._deadline,
+            self._max_in_flight,
+            positions,
+            follow if command.cancels_queued_starts else (),
+            warm,
+        )
+        if command.registers_as_start:
+            self._starts.setdefault(policy_id, set()).add(fanout)
+        return fanout
 
     async def _write(self, live: LiveSession) -> None:
         while True:
