@@ -56,11 +56,12 @@ async def test_a_dead_replicas_pending_computers_are_claimed_once(postgres_url: 
     first = await PostgresStorage.open(postgres_url, 2)
     second = await PostgresStorage.open(postgres_url, 2)
     try:
-        await first.renew_lease("r-owner", "127.0.0.1:1", 30)
+        for live in ("r-owner", "r-one", "r-two"):
+            await first.renew_lease(live, "127.0.0.1:1", 30)
         await first.renew_lease("r-dying", "127.0.0.1:2", 0.3)
         await first.insert_session(a_session("taken", computers=5), owner="r-owner")
         await first.assign_shares("taken", {"r-dying": [1, 2, 3]})
-        assert await second.claim_shares("r-live") == {}  # its lease still holds
+        assert await second.claim_shares("r-one") == {}  # its lease still holds
         await asyncio.sleep(0.4)
         claims = await asyncio.gather(first.claim_shares("r-one"), second.claim_shares("r-two"))
         assert sorted(p for claim in claims for p in claim.get("taken", [])) == [1, 2, 3]
