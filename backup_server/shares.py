@@ -31,9 +31,10 @@ from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.shares")
 
-# How often a replica looks for computers assigned to it, and the receiving replica for
-# rows others delivered: a share starts within this of being stored.
-POLL_SECONDS = 0.1
+# How often a replica looks for computers assigned to it (a share starts within this of
+# being stored), and how often the receiving replica reads the rows others delivered.
+POLL_SECONDS = 0.2
+MERGE_SECONDS = 0.1
 POLICY_GONE = "cancelled: the policy was deleted before this replica sent its share"
 
 
@@ -186,7 +187,7 @@ class Shares:
         that this replica sends) as it lands, until none is pending."""
         session_id, own = live.session.id, set(own)
         while live.session.statistics.pending:
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(MERGE_SECONDS)
             pending = [
                 position
                 for position, result in enumerate(live.session.computer_results)
