@@ -153,16 +153,17 @@ class Shares:
 
     async def assign(self, session: pb.PolicySession) -> list[int] | None:
         """Shares a stored session's pending computers among the live replicas; returns
-        the positions this replica sends, or None for all of them (nothing to share)."""
-        members = await self._storage.share_members(self.replica_id)
-        if len(members) < 2:
-            return None
-        shares = split(session, members)
-        own = shares.pop(self.replica_id)
-        others = {member: positions for member, positions in shares.items() if positions}
-        if not others:
-            return None
+        the positions this replica sends, or None for all of them (nothing to share, or
+        the storage refused: the session is stored, so it must be sent from here)."""
         try:
+            members = await self._storage.share_members(self.replica_id)
+            if len(members) < 2:
+                return None
+            shares = split(session, members)
+            own = shares.pop(self.replica_id)
+            others = {member: positions for member, positions in shares.items() if positions}
+            if not others:
+                return None
             await self._storage.assign_shares(session.id, others)
         except BackupError as error:
             # The rows stay the owner's: this replica sends to every computer.
