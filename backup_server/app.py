@@ -31,6 +31,7 @@ from .running import RunningSessions
 from .scheduler import Clock, Leadership, Scheduler
 from .scheduling import ServerActions
 from .service import PolicyService
+from .shares import Shares
 from .statuses import ComputerStatuses
 from .storage.backends import DEFAULT_POOL_SIZE, open_storage, shown
 from .storage.interface import Storage
@@ -100,6 +101,7 @@ class BackupServer:
         self.storage: Storage | None = None
         self.control: Control | None = None
         self.replicas: Replicas | None = None
+        self.shares: Shares | None = None
         self.scheduler: Scheduler | None = None
         self._scheduling: asyncio.Task[None] | None = None
         self.followed: FollowedSessions | None = None
@@ -141,6 +143,14 @@ class BackupServer:
             storage = self.storage = await open_storage(self.config.db, self.config.db_pool_size)
             replicas = self.replicas = Replicas(storage, self.address, self.config.replica_lease)
             running = RunningSessions()
+            shares = self.shares = Shares(
+                storage,
+                self.transport,
+                self.config.agent_deadline,
+                self.config.max_in_flight,
+                replicas.id,
+                self.config.replica_lease,
+            )
             # Following needs server streams: a transport without them (a test's) ends each
             # session with its delivery, as before outcomes existed.
             if isinstance(self.transport, AgentStreams):
@@ -163,11 +173,13 @@ class BackupServer:
                 self.followed,
                 observer=self.monitoring,
                 replica_id=replicas.id,
+                shares=shares,
             )
             # Takes this replica's lease and what stopped replicas left RUNNING.
             # Only what no live replica follows is followed here (claimed in the sweep).
             follow = self.followed.follow_claimed if self.followed is not None else None
             await replicas.start(self.control.adopt, follow)
+            shares.start()
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
         queries = SessionQueries(storage, self.control.running)
@@ -260,6 +272,8 @@ class BackupServer:
         if self.followed is not None:
             await self.followed.close()
         await stopping
+        if self.shares is not None:
+            await self.shares.stop()
         await self.transport.close()
         if self.replicas is not None:
             await self.replicas.stop()

@@ -22,6 +22,7 @@ from .origins import Origin, check_computer_names, narrow, operator_retry, reach
 from .queries import delivered
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
+from .shares import ShareFanOut, Shares, recount
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.control")
@@ -40,9 +41,11 @@ class Control:
         followed: FollowedSessions | None = None,
         observer: SessionObserver | None = None,
         replica_id: str = "",
+        shares: Shares | None = None,
     ) -> None:
         """With `followed`, each delivered session is handed over to have its jobs
-        followed to their outcome; without, a session ends with its delivery."""
+        followed to their outcome; without, a session ends with its delivery. With
+        `shares`, a session's computers are shared among the live replicas."""
         self._storage = storage
         self._followed = followed
         self._transport = transport
@@ -52,6 +55,7 @@ class Control:
         self._observer = observer or NoObserver()
         # Stored as each session's owner: the replica whose lease keeps it RUNNING.
         self._replica_id = replica_id
+        self._shares = shares
 
     async def start_policy(
         self,
@@ -130,6 +134,8 @@ class Control:
         if command.cancels_queued_starts:
             # After the insert, so a stop refused for a taken session id cancels nothing.
             self._cancel_queued_starts(policy_id, session.id)
+        # The computers this replica sends to (None: all); the others' come from the rows.
+        own = await self._shares.assign(session) if self._shares is not None else None
         live = LiveSession(session)
         live.storage_seconds, live.storage_writes = took, 1
         log.info(
@@ -141,10 +147,15 @@ class Control:
             session.statistics.skipped,
             extra={"session_id": session.id},
         )
-        return await asyncio.shield(self._launch(live, command))
+        return await asyncio.shield(self._launch(live, command, own=own))
 
     def _launch(
-        self, live: LiveSession, command: Command, cancel_reason: str = ""
+        self,
+        live: LiveSession,
+        command: Command,
+        cancel_reason: str = "",
+        own: list[int] | None = None,
+        warm: bool = False,
     ) -> "asyncio.Task[pb.PolicySession]":
         """Runs the fan-out of a stored session's pending computers (or, with a
         `cancel_reason`, records them all cancelled), not tied to the caller's RPC: a
@@ -157,7 +168,20 @@ class Control:
         follow = (
             list(self.running.starts.get(policy_id, ())) if command.cancels_queued_starts else []
         )
-        fanout = FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
+        fanout = (
+            FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
+            if own is None
+            else ShareFanOut(
+                live,
+                self._transport,
+                command,
+                self._deadline,
+                self._max_in_flight,
+                own,
+                follow,
+                warm,
+            )
+        )
         if cancel_reason:
             fanout.cancel_queued(cancel_reason)
         if command.registers_as_start:
@@ -172,6 +196,8 @@ class Control:
         which is safe because StartJob is idempotent per session and StopJob harmless
         twice."""
         session = await self._storage.get_session(session_id)
+        # The header is as the dead replica last wrote it; the rows may say more.
+        recount(session)
         reason = ""
         try:
             policy, _ = await self._storage.get_policy_and_groups(session.policy_id)
@@ -184,8 +210,15 @@ class Control:
             session.statistics.pending,
             extra={"session_id": session.id},
         )
+        # Its own share (the dead owner's), warmed first; other replicas' shares arrive
+        # through the rows.
+        own = await self._shares.own_pending(session) if self._shares is not None else None
         self._launch(
-            LiveSession(session), COMMAND_OF_ACTION[session.action](session.id, policy), reason
+            LiveSession(session),
+            COMMAND_OF_ACTION[session.action](session.id, policy),
+            reason,
+            own,
+            warm=True,
         )
 
     async def _existing(
@@ -223,12 +256,22 @@ class Control:
         live = writer.live
         session_id, policy_id = live.session.id, live.session.policy_id
         writing = asyncio.create_task(writer.run())
+        # A shared session: what other replicas deliver is merged from the rows as it lands.
+        merging = (
+            asyncio.create_task(self._shares.merged(live, fanout.positions))
+            if self._shares is not None and isinstance(fanout, ShareFanOut)
+            else None
+        )
         try:
             await fanout.run()
+            if merging is not None:
+                await merging
         finally:
-            writing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writing
+            for task in (writing, merging):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if fanout.command.registers_as_start:
                 self.running.remove_start(policy_id, fanout)
             # Whatever the storage says, every watcher hears the end and the session

@@ -504,6 +504,48 @@ async def test_a_lone_storage_holds_the_leadership(storage: Storage) -> None:
     assert await storage.hold_leadership()
 
 
+# Computer shares
+
+
+async def test_shares_are_assigned_polled_written_and_read_back_by_position(storage: Storage) -> None:
+    """A share assigned to a replica is what it polls; the rows it writes leave the poll and are read back among the delivered positions; the header is left alone."""
+    await storage.insert_session(a_session("shared", computers=4), owner="r-me")
+    await storage.assign_shares("shared", {"r-b": [1, 3]})
+    assert await storage.pending_shares("shared") == {"": [0, 2], "r-b": [1, 3]}
+    assert await storage.assigned_shares("r-b") == {"shared": [1, 3]}
+    assert await storage.assigned_shares("r-me") == {}
+    live = LiveSession(await storage.get_session("shared"))
+    live.record(1, pb.DELIVERY_RECEIVED, "OK: started", 5, job_id="j1")
+    took = await storage.save_share("shared", live.take_progress().results)
+    assert took >= 0
+    assert await storage.assigned_shares("r-b") == {"shared": [3]}
+    delivered = await storage.delivered_results("shared", [0, 1, 2, 3])
+    assert [(c.position, c.delivery, c.job_id) for c in delivered] == [
+        (1, pb.DELIVERY_RECEIVED, "j1")
+    ]
+    stored = await storage.get_session("shared")
+    assert stored.computer_results[1].detail == "OK: started"
+    assert stored.statistics.pending == 4  # the header is the owner's to compute
+    with pytest.raises(NotFound):
+        await storage.assign_shares("absent", {"r-b": [0]})
+
+
+async def test_the_share_members_always_include_the_caller(storage: Storage) -> None:
+    """share_members names the caller even before its lease is stored, in id order with any other live replica."""
+    members = await storage.share_members("r-m")
+    assert "r-m" in members and members == sorted(members)
+
+
+async def test_a_finished_sessions_pending_rows_are_not_polled(storage: Storage) -> None:
+    """Rows still pending in a session that is no longer RUNNING are nobody's to send."""
+    session = a_session("over", computers=2)
+    await storage.insert_session(session, owner="r-me")
+    await storage.assign_shares("over", {"r-b": [0, 1]})
+    await storage.fail_interrupted_sessions("r-other")
+    assert await storage.assigned_shares("r-b") == {}
+    assert await storage.claim_shares("r-other") == {}
+
+
 # Errors
 
 

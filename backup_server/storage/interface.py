@@ -13,12 +13,12 @@ a transaction or a driver's exception:
 This module imports no driver, so domain modules may depend on it.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress
+from ..sessions import Progress, ResultChange
 
 # Checks a policy against the groups it names, inside the unit of work that stores it;
 # raises a `backup.errors` error to refuse it.
@@ -188,6 +188,49 @@ class Storage(Protocol):
         """Whether this process holds the deployment's one leadership lock (the
         scheduler's), taking it if it is free; a storage only one process uses always
         does. A holder that dies loses it, so another takes it over."""
+        ...
+
+    # Computer shares (backup_server.shares): which replica sends to each computer of a
+    # session. A computer row's share is a replica id, or "" for the session's owner.
+
+    async def share_members(self, replica_id: str) -> list[str]:
+        """The replicas a new session's computers are shared among, in id order: those
+        whose lease holds, and `replica_id` (the caller) always; a storage only one
+        server uses returns `replica_id` alone."""
+        ...
+
+    async def assign_shares(self, session_id: str, shares: Mapping[str, Sequence[int]]) -> None:
+        """Makes each replica of `shares` the sender of the computers at those positions
+        of the session (all other computers stay the owner's). NotFound if no session."""
+        ...
+
+    async def pending_shares(self, session_id: str) -> dict[str, list[int]]:
+        """The positions of the session's computers still pending, by share ("" = the
+        owner's), each list in order."""
+        ...
+
+    async def assigned_shares(self, replica_id: str) -> dict[str, list[int]]:
+        """By session id, the positions still pending that `replica_id` is to send, in
+        the RUNNING sessions of any owner."""
+        ...
+
+    async def claim_shares(self, replica_id: str) -> dict[str, list[int]]:
+        """Makes `replica_id` the sender of the pending computers of RUNNING sessions
+        whose share is a replica whose lease ran out, each row claimed by one replica
+        only, and returns them by session id. A storage only one server uses claims
+        none."""
+        ...
+
+    async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
+        """Writes a share's changed computer rows (never the session's header, which its
+        owner computes from the rows); returns the seconds the write took."""
+        ...
+
+    async def delivered_results(
+        self, session_id: str, positions: Sequence[int]
+    ) -> list[ResultChange]:
+        """The rows among `positions` of the session that are no longer pending, in
+        position order: what other replicas delivered, for the owner to merge."""
         ...
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import sqlite_utils
 
+from backup.v1 import resources_pb2 as pb
+
 
 def _migration_1_initial(db: sqlite_utils.Database) -> None:
     db.table("protection_groups").create(
@@ -111,12 +113,23 @@ def _migration_replicas(db: sqlite_utils.Database) -> None:
     db.table("sessions").add_column("owner", str, not_null_default="")
 
 
+def _migration_computer_shares(db: sqlite_utils.Database) -> None:
+    """Which replica sends each computer of a session ("" = the session's owner), and an
+    index of the pending rows by share, which replicas poll (backup_server.shares)."""
+    db.table("computer_results").add_column("share", str, not_null_default="")
+    db.execute(
+        "create index computer_results_pending_share on computer_results (share)"
+        f" where delivery = {pb.DELIVERY_PENDING}"
+    )
+
+
 # Append only: a migration that has shipped is never edited, a new one is added.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial schema", _migration_1_initial),
     ("job outcomes: session outcome, followed jobs, computer statuses", _migration_2_outcomes),
     ("session trigger, retry link and attempt", _migration_session_origin),
     ("replica leases and session owners", _migration_replicas),
+    ("5 computer shares", _migration_computer_shares),
 ]
 
 

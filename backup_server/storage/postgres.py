@@ -23,12 +23,13 @@ from . import rows
 from .interface import GroupChange, PolicyChange, PolicyCheck
 from .postgres_pool import DEFAULT_POOL_SIZE, is_postgres_url, storage_error
 from .postgres_replicas import ReplicaRows
+from .postgres_shares import ShareRows
 from .rows import RESULT_COLUMNS
 
 __all__ = ["DEFAULT_POOL_SIZE", "PostgresStorage", "is_postgres_url", "storage_error"]
 
 
-class PostgresStorage(ReplicaRows):
+class PostgresStorage(ReplicaRows, ShareRows):
     """The `Storage` over one PostgreSQL database, shared by every replica."""
 
     # Protection groups

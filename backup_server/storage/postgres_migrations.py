@@ -13,6 +13,8 @@ import time
 
 from psycopg import AsyncConnection
 
+from backup.v1 import resources_pb2 as pb
+
 # Any fixed number: the advisory lock every replica takes to migrate.
 MIGRATION_LOCK = 0x6261636B7570_01  # "backup" + 1
 
@@ -86,12 +88,21 @@ MIGRATION_4_REPLICAS = [
     "alter table sessions add column owner text not null default ''",
 ]
 
+# Which replica sends each computer of a session ("" = the session's owner), and an index
+# of the pending rows by share, which replicas poll (see backup_server.shares).
+MIGRATION_5_COMPUTER_SHARES = [
+    "alter table computer_results add column share text not null default ''",
+    "create index computer_results_pending_share on computer_results (share)"
+    f" where delivery = {pb.DELIVERY_PENDING}",
+]
+
 # Append only, in step with migrations.MIGRATIONS: (name, statements).
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial schema", MIGRATION_1_INITIAL),
     ("job outcomes: session outcome, followed jobs, computer statuses", MIGRATION_2_OUTCOMES),
     ("session trigger, retry link and attempt", MIGRATION_3_SESSION_ORIGIN),
     ("replica leases and session owners", MIGRATION_4_REPLICAS),
+    ("5 computer shares", MIGRATION_5_COMPUTER_SHARES),
 ]
 
 

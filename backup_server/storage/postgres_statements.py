@@ -115,8 +115,12 @@ async def save_results(cur: Cursor, seq: int, changes: Sequence[ResultChange]) -
 
 
 async def apply_job_ends(cur: Cursor, ends: Sequence[JobEnd]) -> None:
-    """Folds each ended job into its computer's status row, locked while it is read."""
-    for end in ends:
+    """Folds each ended job into its computer's status row, locked while it is read.
+
+    In (policy, address) order, the same in every transaction: two sessions' batches
+    (a start's and a stop's, on one replica or two) lock the rows they share in the same
+    order and cannot deadlock; a stable sort keeps one computer's ends in their order."""
+    for end in sorted(ends, key=lambda end: (end.policy_id, end.computer.address)):
         key = [end.policy_id, end.computer.address]
         await cur.execute(
             "select body from computer_statuses where policy_id = %s and address = %s"

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 from backup.errors import BackupError, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress
+from ..sessions import Progress, ResultChange
 from .interface import GroupChange, PolicyChange, PolicyCheck
 from .sqlite_file import SqliteFile
 
@@ -181,6 +181,31 @@ class SqliteStorage:
         self, policy_id: str, after: tuple[str, str], limit: int
     ) -> list[pb.ComputerStatus]:
         return await self._run(self.file.list_computer_statuses, policy_id, after, limit)
+
+    # Computer shares: one server per file, so every computer is the caller's.
+
+    async def share_members(self, replica_id: str) -> list[str]:
+        return [replica_id]
+
+    async def assign_shares(self, session_id: str, shares: Mapping[str, Sequence[int]]) -> None:
+        await self._run(self.file.assign_shares, session_id, shares)
+
+    async def pending_shares(self, session_id: str) -> dict[str, list[int]]:
+        return await self._run(self.file.pending_shares, session_id)
+
+    async def assigned_shares(self, replica_id: str) -> dict[str, list[int]]:
+        return await self._run(self.file.assigned_shares, replica_id)
+
+    async def claim_shares(self, replica_id: str) -> dict[str, list[int]]:
+        return {}  # one server per file: no other replica's share to take over
+
+    async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
+        return (await self._run_timed(self.file.save_share, session_id, changes))[1]
+
+    async def delivered_results(
+        self, session_id: str, positions: Sequence[int]
+    ) -> list[ResultChange]:
+        return await self._run(self.file.delivered_results, session_id, positions)
 
 
 __all__ = ["SqliteFile", "SqliteStorage", "storage_error"]

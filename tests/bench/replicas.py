@@ -13,16 +13,19 @@ The fleet also has 10% hung computers (accept TCP, never answer), used only by t
 kill -9 run, so that its session is still running when the kill lands.
 
 For each: the median StartPolicy wall (a stop between rounds), and the CPU seconds each
-server process used during one StartPolicy. Then kill -9 of the replica running a session
-of two replicas, mid fan-out: the seconds from the kill to the session finished by the
-other (its lease is BENCH_REPLICAS_LEASE, default 2 s). BENCH_ROUNDS sets the rounds.
-
-A session is run by the replica that received it (computers are not yet shared between
-replicas), so two replicas are measured for what they cost one session each, not for
-sharing one session's sending.
+server process used during one StartPolicy; with two replicas each session's computers
+are shared between them (by rendezvous hash of the address), each sending its own share.
+Then two kills -9 mid fan-out, each while both replicas are sending their shares: of the
+replica sending the second share (the receiving one claims it and answers: the seconds
+from the kill to its reply) and of the receiving replica (the other claims the session;
+the seconds from the kill to the client's retry there returning it finished). The lease
+is BENCH_REPLICAS_LEASE (default 5 s: at a load average of 15 a 2 s lease lapsed under
+a replica busy sending 5,000 commands, and the other took its sessions over);
+BENCH_ROUNDS sets the rounds.
 """
 
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import grpc
+import psycopg
 from fanout import (
     LISTEN_LINE,
     Process,
@@ -50,7 +54,7 @@ from postgres_support import PostgresServer, start_postgres  # noqa: E402
 
 SIZE = int(os.environ.get("BENCH_REPLICAS_SIZE", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
-LEASE = float(os.environ.get("BENCH_REPLICAS_LEASE", "2"))
+LEASE = float(os.environ.get("BENCH_REPLICAS_LEASE", "5"))
 DEADLINE = 5.0
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 
@@ -98,40 +102,65 @@ async def measure(name: str, started: list[tuple[Process, str]], agents: list[st
             await channel.close()
 
 
-async def failover(started: list[tuple[Process, str]], computers: list[str]) -> dict:
-    """kill -9 of the replica running a session mid fan-out (its hung computers keep it
-    running for the deadline): seconds until another replica has finished it."""
-    (doomed, doomed_address), (_, survivor_address) = started
+async def share_rows(url: str, session_id: str) -> dict[str, tuple[int, int]]:
+    """(rows, pending rows) of the session by share ("" = the owner's), read in the database."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute(
+            "select r.share, count(*), count(*) filter (where r.delivery = %s)"
+            " from computer_results r join sessions s on s.seq = r.session_seq"
+            " where s.id = %s group by r.share",
+            [pb.DELIVERY_PENDING, session_id],
+        )
+        return {str(share): (int(n), int(p)) for share, n, p in await cursor.fetchall()}
+
+
+async def failover(
+    started: list[tuple[Process, str]], computers: list[str], url: str, kill_receiver: bool
+) -> dict:
+    """kill -9 of one of two replicas mid fan-out (its hung computers keep its share
+    pending for the deadline): the receiving one (the other claims the session and a retry
+    there returns it) or the one sending the other share (the receiving one claims the
+    share and answers); seconds from the kill to the session finished."""
+    (first, first_address), (second, second_address) = started
+    doomed, receiver_address, survivor_address = (
+        (first, first_address, second_address)
+        if kill_receiver
+        else (second, first_address, first_address)
+    )
+    session_id = f"killed-{'receiver' if kill_receiver else 'sharer'}"
     async with (
-        grpc.aio.insecure_channel(doomed_address, options=CHANNEL_OPTIONS) as one,
+        grpc.aio.insecure_channel(receiver_address, options=CHANNEL_OPTIONS) as one,
         grpc.aio.insecure_channel(survivor_address, options=CHANNEL_OPTIONS) as two,
     ):
-        on_doomed, on_survivor = api_grpc.PolicyServiceStub(one), api_grpc.PolicyServiceStub(two)
-        policy = policy_over("mixed", computers)
-        await on_doomed.CreatePolicy(api.CreatePolicyRequest(policy_id="mixed", policy=policy))
-        request = api.StartPolicyRequest(policy_id="mixed", session_id="killed")
-        caller = asyncio.ensure_future(on_doomed.StartPolicy(request))
+        on_receiver, on_survivor = api_grpc.PolicyServiceStub(one), api_grpc.PolicyServiceStub(two)
+        policy = policy_over(session_id, computers)
+        await on_receiver.CreatePolicy(api.CreatePolicyRequest(policy_id=session_id, policy=policy))
+        request = api.StartPolicyRequest(policy_id=session_id, session_id=session_id)
+        caller = asyncio.ensure_future(on_receiver.StartPolicy(request))
         while True:
-            try:
-                found = await on_survivor.GetSession(api.GetSessionRequest(session_id="killed"))
-                if found.statistics.received > 0 or found.state != pb.SESSION_STATE_RUNNING:
-                    break  # under way (or, on a machine too loaded, already over)
-            except grpc.aio.AioRpcError:
-                pass
+            shares = await share_rows(url, session_id)
+            if len(shares) > 1:
+                break  # stored and shared: both replicas are sending
             await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        at_kill = await share_rows(url, session_id)
         doomed.process.kill()
         killed = time.perf_counter()
-        received_at_kill = found.statistics.received
-        try:
-            await caller
-        except grpc.aio.AioRpcError:
-            pass
-        ended = await on_survivor.StartPolicy(request, timeout=120)  # the client's retry
+        if kill_receiver:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await caller
+            ended = await on_survivor.StartPolicy(request, timeout=120)  # the client's retry
+        else:
+            ended = await asyncio.wait_for(caller, 120)
+        took = time.perf_counter() - killed
+        owner_rows = at_kill.pop("", (0, 0))
+        doomed_rows = owner_rows if kill_receiver else next(iter(at_kill.values()), (0, 0))
         return {
+            "killed": "receiving replica" if kill_receiver else "sharing replica",
             "lease_s": LEASE,
-            "received_before_kill": received_at_kill,
-            "running_at_kill": found.state == pb.SESSION_STATE_RUNNING,
-            "kill_to_finished_s": time.perf_counter() - killed,
+            "share_computers": doomed_rows[0],
+            "share_pending_at_kill": doomed_rows[1],
+            "kill_to_finished_s": took,
             "state": pb.SessionState.Name(ended.state),
             "received": ended.statistics.received,
             "pending": ended.statistics.pending,
@@ -150,7 +179,7 @@ async def run() -> dict[str, object]:
         fleets = await start_fleets(workdir, SIZE, SIZE // 10, name="replicas-fleet")
         agents = agents_of(fleets)
         hung = [address for _, addresses in fleets for address in addresses["hung"]]
-        kill: dict = {}
+        kills: list[dict] = []
         try:
             for name, count in (("sqlite", 1), ("postgres", 1), ("two replicas", 2)):
                 if name == "sqlite":
@@ -161,7 +190,18 @@ async def run() -> dict[str, object]:
                 try:
                     rows.append(await measure(name, started, agents))
                     if count == 2:
-                        kill = await failover(started, agents[: SIZE - len(hung)] + hung)
+                        mixed = agents[: SIZE - len(hung)] + hung
+                        kills = [
+                            await failover(started, mixed, db, kill_receiver=False),
+                        ]
+                        # The sharing replica is dead now; the receiving one is killed
+                        # with a new one beside it.
+                        started += await servers(workdir, "third", db, 1)
+                        kills.append(
+                            await failover(
+                                [started[0], started[2]], mixed, db, kill_receiver=True
+                            )
+                        )
                 finally:
                     await asyncio.gather(*(process.stop() for process, _ in started))
         finally:
@@ -175,13 +215,12 @@ async def run() -> dict[str, object]:
             f"  {row['setup']:<14} {row['start_policy_s']:>8.3f} "
             f"{row['start_policy_s'] / base:>10.2f}  {cpu:<18} {row['missed']:>6,}"
         )
-    print(
-        f"  kill -9 mid fan-out of {SIZE:,} computers, 10% hung"
-        f" ({kill.get('received_before_kill', 0):,} received before it,"
-        f" running then: {kill.get('running_at_kill')}),"
-        f" lease {LEASE:g} s: finished by the other replica in"
-        f" {kill.get('kill_to_finished_s', float('nan')):.2f} s,"
-        f" {kill.get('state')} with {kill.get('received', 0):,} received,"
-        f" {kill.get('pending', 0):,} pending"
-    )
-    return {"computers": SIZE, "rounds": ROUNDS, "setups": rows, "kill": kill}
+    for kill in kills:
+        print(
+            f"  kill -9 of the {kill['killed']} mid fan-out of {SIZE:,} computers, 10% hung"
+            f" (its share {kill['share_computers']:,}, {kill['share_pending_at_kill']:,}"
+            f" pending then), lease {LEASE:g} s: finished by the other replica in"
+            f" {kill['kill_to_finished_s']:.2f} s, {kill['state']} with"
+            f" {kill['received']:,} received, {kill['pending']:,} pending"
+        )
+    return {"computers": SIZE, "rounds": ROUNDS, "setups": rows, "kills": kills}

@@ -1,0 +1,359 @@
+"""A session's computers shared among the live replicas, each sent to by its one owner.
+
+When a session is stored, each pending computer is owned by one live replica: the one
+with the highest rendezvous hash of (replica id, computer address) (`owner_of`), so a
+computer stays with the same replica from session to session and its channel stays warm
+there, and a replica joining or leaving moves only about 1/N of the computers. The
+receiving replica sends to its own share at once; the others find theirs by polling the
+pending rows assigned to them (`Shares.run`, every POLL_SECONDS) and write each
+computer's result into its row. The receiving replica keeps the live session: it merges
+the rows the others deliver (`merged`), so its watchers and its reply see every computer,
+and its header is computed from them there. A dead replica's pending rows are claimed by
+a live one within a lease and sent again (StartJob is idempotent per session, StopJob
+harmless twice), after warming the channels to them. With SQLite there is one server and
+every computer is its own.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Collection, Iterable, Sequence
+
+from backup.errors import BackupError, NotFound
+from backup.v1 import resources_pb2 as pb
+
+from .commands import COMMAND_OF_ACTION, Command
+from .fanout import AgentTransport, FanOut
+from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
+from .storage.interface import Storage
+
+log = logging.getLogger("backup_server.shares")
+
+# How often a replica looks for computers assigned to it (a share starts within this of
+# being stored), and how often the receiving replica reads the rows others delivered.
+POLL_SECONDS = 0.2
+MERGE_SECONDS = 0.1
+POLICY_GONE = "cancelled: the policy was deleted before this replica sent its share"
+
+
+def weight(member: str, address: str) -> int:
+    """The rendezvous hash of a replica and a computer address (stable across processes)."""
+    digest = hashlib.blake2b(f"{member}\n{address}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def owner_of(address: str, members: Sequence[str]) -> str:
+    """The member that owns `address`: the highest weight (ties to the first in order)."""
+    return max(members, key=lambda member: weight(member, address))
+
+
+def split(session: pb.PolicySession, members: Sequence[str]) -> dict[str, list[int]]:
+    """The positions of the session's pending computers, by owning member."""
+    shares: dict[str, list[int]] = {member: [] for member in members}
+    for position, result in enumerate(session.computer_results):
+        if result.delivery == pb.DELIVERY_PENDING:
+            shares[owner_of(result.computer.address, members)].append(position)
+    return shares
+
+
+def recount(session: pb.PolicySession) -> None:
+    """Sets the delivery counts and state from the results (the rows), not from a header
+    another replica last wrote."""
+    stats = session.statistics
+    for name in STATISTIC_OF_DELIVERY.values():
+        setattr(stats, name, 0)
+    for result in session.computer_results:
+        name = STATISTIC_OF_DELIVERY[result.delivery]
+        setattr(stats, name, getattr(stats, name) + 1)
+    stats.total = len(session.computer_results)
+    session.state = state_of(stats)
+
+
+def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:
+    """Records the computers another replica delivered into the live session; returns how
+    many were new to it."""
+    merged = 0
+    for change in changes:
+        if live.session.computer_results[change.position].delivery != pb.DELIVERY_PENDING:
+            continue
+        job = pb.Job.FromString(change.job) if change.job else None
+        live.record(
+            change.position,
+            change.delivery,
+            change.detail,
+            change.latency_ns,
+            change.job_id,
+            job,
+        )
+        merged += 1
+    return merged
+
+
+class ShareFanOut(FanOut):
+    """A fan-out over some of a session's computers only: this replica's share; one taken
+    over from a dead replica (`warm`) first connects to them, bounded by the deadline, so
+    their commands do not spend it on handshakes."""
+
+    def __init__(
+        self,
+        live: LiveSession,
+        transport: AgentTransport,
+        command: Command,
+        deadline: float,
+        limit: int,
+        positions: Sequence[int],
+        follow: Sequence[FanOut] = (),
+        warm: bool = False,
+    ) -> None:
+        super().__init__(live, transport, command, deadline, limit, follow)
+        self.positions = list(positions)
+        self._queue = iter(self.positions)
+        self._warm = warm
+
+    async def run(self) -> None:
+        if self._warm and self.positions:
+            results = self.live.session.computer_results
+            addresses = [results[position].computer.address for position in self.positions]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._transport.warm(addresses, self._deadline / 2), self._deadline
+                )
+        await super().run()
+
+
+class Shares:
+    """This replica's part in sharing sessions: assigning, sending, merging, taking over."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        transport: AgentTransport,
+        deadline: float,
+        max_in_flight: int,
+        replica_id: str,
+        lease: float,
+    ) -> None:
+        self._storage = storage
+        self._transport = transport
+        self._deadline = deadline
+        self._max_in_flight = max_in_flight
+        self.replica_id = replica_id
+        self._lease = lease
+        # Positions this replica is sending for other replicas' sessions, by session id.
+        self._in_flight: dict[str, set[int]] = {}
+        # Positions it claimed from dead replicas and has not sent yet: warmed first.
+        self._taken: dict[str, set[int]] = {}
+        # This replica's shares of running starts, by policy: its share of a stop follows
+        # them (and cancels their queued commands), as `Control` does for whole sessions.
+        self._starts: dict[str, set[FanOut]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def assign(self, session: pb.PolicySession) -> list[int] | None:
+        """Shares a stored session's pending computers among the live replicas; returns
+        the positions this replica sends, or None for all of them (nothing to share, or
+        the storage refused: the session is stored, so it must be sent from here)."""
+        try:
+            members = await self._storage.share_members(self.replica_id)
+            if len(members) < 2:
+                return None
+            shares = split(session, members)
+            own = shares.pop(self.replica_id)
+            others = {member: positions for member, positions in shares.items() if positions}
+            if not others:
+                return None
+            await self._storage.assign_shares(session.id, others)
+        except BackupError as error:
+            # The rows stay the owner's: this replica sends to every computer.
+            log.warning(
+                "session %s: computers not shared, all sent from here: %s",
+                session.id,
+                error.message,
+                extra={"session_id": session.id},
+            )
+            return None
+        log.info(
+            "session %s: %d computers sent from here, %s",
+            session.id,
+            len(own),
+            ", ".join(f"{len(p)} by {member}" for member, p in sorted(others.items())),
+            extra={"session_id": session.id},
+        )
+        return own
+
+    async def merged(self, live: LiveSession, own: Collection[int]) -> None:
+        """Merges what other replicas deliver of the session (all but the positions `own`
+        that this replica sends) as it lands, until none is pending."""
+        session_id, own = live.session.id, set(own)
+        while live.session.statistics.pending:
+            await asyncio.sleep(MERGE_SECONDS)
+            pending = [
+                position
+                for position, result in enumerate(live.session.computer_results)
+                if result.delivery == pb.DELIVERY_PENDING and position not in own
+            ]
+            if not pending:
+                continue
+            try:
+                changes = await self._storage.delivered_results(session_id, pending)
+            except BackupError as error:
+                log.warning(
+                    "session %s: other replicas' deliveries not read: %s",
+                    session_id,
+                    error.message,
+                    extra={"session_id": session_id},
+                )
+                continue
+            if merge(live, changes):
+                live.publish()
+
+    async def own_pending(self, session: pb.PolicySession) -> list[int]:
+        """The positions still pending of a session this replica took over as its owner
+        (the dead owner's share)."""
+        return (await self._storage.pending_shares(session.id)).get("", [])
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def run(self) -> None:
+        """Every POLL_SECONDS: sends the computers newly assigned to this replica; every
+        third of a lease, first claims those of replicas whose lease ran out."""
+        claimed_at = 0.0
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            try:
+                if time.monotonic() - claimed_at >= self._lease / 3:
+                    claimed_at = time.monotonic()
+                    for session_id, positions in (
+                        await self._storage.claim_shares(self.replica_id)
+                    ).items():
+                        self._taken.setdefault(session_id, set()).update(positions)
+                        log.warning(
+                            "session %s: %d computers of a replica that stopped taken over",
+                            session_id,
+                            len(positions),
+                            extra={"session_id": session_id},
+                        )
+                assigned = await self._storage.assigned_shares(self.replica_id)
+            except BackupError as error:
+                log.warning("replica %s: shares not polled: %s", self.replica_id, error.message)
+                continue
+            for session_id, positions in assigned.items():
+                sending = self._in_flight.setdefault(session_id, set())
+                new = [position for position in positions if position not in sending]
+                if new:
+                    sending.update(new)
+                    task = asyncio.create_task(self._send(session_id, new))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, session_id: str, found: list[int]) -> None:
+        """Sends one share of another replica's session and writes its rows."""
+        positions = found
+        try:
+            session = await self._storage.get_session(session_id)
+            recount(session)
+            try:
+                policy, _ = await self._storage.get_policy_and_groups(session.policy_id)
+                reason = ""
+            except NotFound:
+                policy, reason = pb.BackupPolicy(id=session.policy_id), POLICY_GONE
+            results = session.computer_results
+            positions = [p for p in positions if results[p].delivery == pb.DELIVERY_PENDING]
+            if not positions:
+                return  # written by this replica since the poll that found them
+            taken = self._taken.pop(session_id, set())
+            live = LiveSession(session)
+            command = COMMAND_OF_ACTION[session.action](session.id, policy)
+            fanout = self._fanout(live, command, positions, warm=bool(taken & set(positions)))
+            if reason:
+                fanout.cancel_queued(reason)
+            writing = asyncio.create_task(self._write(live))
+            try:
+                await fanout.run()
+            finally:
+                self._starts.get(session.policy_id, set()).discard(fanout)
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
+                await asyncio.shield(self._save(live))
+            received = sum(1 for p in positions if results[p].delivery == pb.DELIVERY_RECEIVED)
+            log.info(
+                "session %s: share of %d computers delivered by replica %s, %d received",
+                session_id,
+                len(positions),
+                self.replica_id,
+                received,
+                extra={"session_id": session_id},
+            )
+        except BackupError as error:
+            # What was not stored stays pending in its rows: the next poll sends it again.
+            log.warning(
+                "session %s: share not delivered: %s",
+                session_id,
+                error.message,
+                extra={"session_id": session_id},
+            )
+        finally:
+            sending = self._in_flight.get(session_id, set())
+            sending.difference_update(found)
+            if not sending:
+                self._in_flight.pop(session_id, None)
+
+    def _fanout(
+        self, live: LiveSession, command: Command, positions: list[int], warm: bool
+    ) -> FanOut:
+        """The share's fan-out; a stop's follows this replica's shares of running starts
+        of the policy and cancels their commands not yet sent."""
+        policy_id = live.session.policy_id
+        follow = list(self._starts.get(policy_id, ()))
+        if command.cancels_queued_starts:
+            for start in follow:
+                start.cancel_queued(
+                    f"cancelled: stop session {live.session.id} arrived before this command"
+                    " was sent"
+                )
+        fanout = ShareFanOut(
+            live,
+            self._transport,
+            command,
+            self._deadline,
+            self._max_in_flight,
+            positions,
+            follow if command.cancels_queued_starts else (),
+            warm,
+        )
+        if command.registers_as_start:
+            self._starts.setdefault(policy_id, set()).add(fanout)
+        return fanout
+
+    async def _write(self, live: LiveSession) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            if live.dirty:
+                with contextlib.suppress(BackupError):  # the rows wait for the next batch
+                    await asyncio.shield(self._save(live))
+
+    async def _save(self, live: LiveSession) -> None:
+        """Writes the share's changed rows; raises the storage's error, the rows having
+        gone back to be written with the next batch."""
+        if not live.dirty:
+            return
+        progress = live.take_progress()
+        try:
+            await self._storage.save_share(live.session.id, progress.results)
+        except BackupError:
+            live.give_back(progress)
+            raise
+
+    async def stop(self) -> None:
+        """Stops polling and sending; what was not stored stays pending in its rows, for
+        another replica to claim once this one's lease is gone."""
+        tasks = [task for task in (self._task, *self._tasks) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,115 @@
+"""Computer shares in PostgreSQL: which replica sends each computer of a session.
+
+A share is the `share` column of a computer's row: a replica id, or "" for the session's
+owner. Replicas poll the rows assigned to them through a partial index of the pending
+rows; a dead replica's pending rows are claimed `for update skip locked`, so replicas
+sweeping at once take different rows and never one twice.
+"""
+
+import time
+from collections.abc import Mapping, Sequence
+
+from backup.v1 import resources_pb2 as pb
+
+from ..sessions import ResultChange
+from . import postgres_statements as statements
+from .postgres_pool import PostgresPool
+from .rows import CHANGE_FIELDS
+from .share_rows import by_key, changes_from_rows
+
+
+class ShareRows(PostgresPool):
+    """The shares' side of the PostgreSQL storage."""
+
+    async def share_members(self, replica_id: str) -> list[str]:
+        async with self._unit() as cur:
+            await cur.execute(
+                "select id from replicas where expires_ns > %s or id = %s order by id",
+                [time.time_ns(), replica_id],
+            )
+            members = [str(row["id"]) for row in await cur.fetchall()]
+        return members if replica_id in members else sorted([*members, replica_id])
+
+    async def assign_shares(self, session_id: str, shares: Mapping[str, Sequence[int]]) -> None:
+        replicas = [replica for replica, positions in shares.items() for _ in positions]
+        positions = [position for batch in shares.values() for position in batch]
+        async with self._unit() as cur:
+            seq = await statements.seq(cur, session_id)
+            await cur.execute(
+                "update computer_results as r set share = c.share"
+                " from unnest(%s::integer[], %s::text[]) as c(position, share)"
+                " where r.session_seq = %s and r.position = c.position",
+                [positions, replicas, seq],
+            )
+
+    async def pending_shares(self, session_id: str) -> dict[str, list[int]]:
+        async with self._unit() as cur:
+            seq = await statements.seq(cur, session_id)
+            await cur.execute(
+                "select share, position from computer_results where session_seq = %s"
+                " and delivery = %s order by position",
+                [seq, pb.DELIVERY_PENDING],
+            )
+            return by_key((row["share"], row["position"]) for row in await cur.fetchall())
+
+    async def assigned_shares(self, replica_id: str) -> dict[str, list[int]]:
+        async with self._unit() as cur:
+            await cur.execute(
+                "select s.id, r.position from computer_results r"
+                " join sessions s on s.seq = r.session_seq"
+                " where r.share = %s and r.delivery = %s and s.state = %s"
+                " order by s.id, r.position",
+                [replica_id, pb.DELIVERY_PENDING, pb.SESSION_STATE_RUNNING],
+            )
+            return by_key((row["id"], row["position"]) for row in await cur.fetchall())
+
+    async def claim_shares(self, replica_id: str) -> dict[str, list[int]]:
+        async with self._unit() as cur:
+            await cur.execute(
+                "with taken as (select r.session_seq, r.position from computer_results r"
+                " join sessions s on s.seq = r.session_seq"
+                " where r.delivery = %s and r.share <> '' and r.share <> %s and s.state = %s"
+                " and r.share not in (select id from replicas where expires_ns > %s)"
+                " for update of r skip locked)"
+                " update computer_results as r set share = %s from taken"
+                " where r.session_seq = taken.session_seq and r.position = taken.position"
+                " returning r.session_seq, r.position",
+                [
+                    pb.DELIVERY_PENDING,
+                    replica_id,
+                    pb.SESSION_STATE_RUNNING,
+                    time.time_ns(),
+                    replica_id,
+                ],
+            )
+            claimed = await cur.fetchall()
+            if not claimed:
+                return {}
+            await cur.execute(
+                "select seq, id from sessions where seq = any(%s)",
+                [sorted({row["session_seq"] for row in claimed})],
+            )
+            ids = {row["seq"]: row["id"] for row in await cur.fetchall()}
+            return by_key(sorted((ids[row["session_seq"]], row["position"]) for row in claimed))
+
+    async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
+        started = time.perf_counter()
+        async with self._unit() as cur:
+            await statements.save_results(cur, await statements.seq(cur, session_id), changes)
+        return time.perf_counter() - started
+
+    async def delivered_results(
+        self, session_id: str, positions: Sequence[int]
+    ) -> list[ResultChange]:
+        async with self._unit() as cur:
+            seq = await statements.seq(cur, session_id)
+            await cur.execute(
+                f"select position, {', '.join(CHANGE_FIELDS)} from computer_results"
+                " where session_seq = %s and position = any(%s) and delivery <> %s"
+                " order by position",
+                [seq, list(positions), pb.DELIVERY_PENDING],
+            )
+            found = await cur.fetchall()
+        return changes_from_rows(
+            (row["position"], *(row[name] for name in CHANGE_FIELDS)) for row in found
+        )
