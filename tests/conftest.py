@@ -5,6 +5,7 @@ import contextlib
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +35,20 @@ RECONCILE_FOR = 3.0
 # the local SMTP server and HTTP receiver notifications are sent to.
 pytest_plugins = ["postgres_support", "notify_support"]
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def extracted_tool(package: str, binary: str) -> str:
+    """A tool `make test` extracts from a Debian package into .tools/ (`.ci/debian-extract`),
+    or one on PATH; a skip saying how to get it where it is absent, a failure under CI."""
+    local = ROOT / ".tools" / package / "usr" / "bin" / binary
+    found = str(local) if local.exists() else shutil.which(binary)
+    if found is None:
+        why = f"{binary} not found: `bash .ci/debian-extract {package}` extracts it"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    return found
 
 @pytest.fixture
 def closed_address() -> Iterator[str]:

@@ -1,9 +1,7 @@
 """promtool on what docs/monitoring ships and on real scrapes of a running server and agent."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,24 +15,17 @@ from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup_server.app import BackupServer
 
-from conftest import policy_over, wait_for
+from conftest import extracted_tool, policy_over, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "docs" / "monitoring"
-LOCAL_PROMTOOL = ROOT / ".tools" / "prometheus" / "usr" / "bin" / "promtool"
 METRIC_NAME = re.compile(r"\b((?:backup|grpc_server|process)_[a-z_]+)")
 
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
     """promtool as `make test` extracts it (.ci/promtool), or one on PATH; CI never skips."""
-    found = str(LOCAL_PROMTOOL) if LOCAL_PROMTOOL.exists() else shutil.which("promtool")
-    if found is None:
-        why = "promtool not found: `bash .ci/promtool` extracts it from Debian's prometheus package"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return found
+    return extracted_tool("prometheus", "promtool")
 
 
 def run(promtool: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

