@@ -21,7 +21,8 @@ BENCH_AGENTS_PER_FLEET agents each). For each fleet size N:
 
 Rounds alternate floor and project so that both see the same machine load (the machine
 is shared); the table shows medians. BENCH_SIZES=100,1000 runs fewer sizes,
-BENCH_ROUNDS sets the rounds, BENCH_DEADLINE the deadline, BENCH_KEEP=DIR keeps the logs
+BENCH_ROUNDS sets the rounds, BENCH_DEADLINE the deadline, BENCH_SETTLE=0 sends sessions back to back instead of
+waiting for the server to settle between them, BENCH_KEEP=DIR keeps the logs
 and databases, BENCH_SERVER_ROOT=DIR runs the server from another checkout (before/after), BENCH_PROFILE=DIR records the server and a fleet with py-spy (installed separately).
 """
 
@@ -55,6 +56,13 @@ DEADLINE = float(os.environ.get("BENCH_DEADLINE", "2.0"))
 AGENTS_PER_FLEET = int(os.environ.get("BENCH_AGENTS_PER_FLEET", "2500"))
 HUNG_SHARE = 0.10
 HUNG_ROUNDS = 2
+# Before each measured session (and floor), wait until the server's CPU stands still, so
+# the figures are delivery alone: after a reply the server goes on following the jobs it
+# started or stopped (the follow section measures that). BENCH_SETTLE=0 sends back to
+# back, each session then competing with the following the previous one set off.
+SETTLE = os.environ.get("BENCH_SETTLE", "1") != "0"
+QUIET_WAIT_SECONDS = 30.0
+QUIET_STEP_SECONDS = 0.25
 START_TIMEOUT = 120.0
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE_LINE = re.compile(r"session (\S+) finished .* storage ([\d.]+) ms in (\d+) writes")
@@ -266,6 +274,20 @@ class Bench:
     async def session(self, action: str, policy_id: str) -> tuple[float, pb.PolicySession]:
         return await timed_session(self.service, action, policy_id)
 
+    async def quiet(self) -> float:
+        """Waits (up to QUIET_WAIT_SECONDS) until the server's CPU stands still: what the
+        last session set off after its reply (the jobs it follows: 5,000 WatchJob streams
+        opened, 5,000 job ends recorded) is over. Returns the seconds waited."""
+        began = time.monotonic()
+        last = self.server.cpu_seconds()
+        while time.monotonic() - began < QUIET_WAIT_SECONDS:
+            await asyncio.sleep(QUIET_STEP_SECONDS)
+            now = self.server.cpu_seconds()
+            if now - last < QUIET_STEP_SECONDS * 0.04:
+                break
+            last = now
+        return time.monotonic() - began
+
 
 def policy_over(policy_id: str, addresses: Sequence[str]) -> pb.BackupPolicy:
     return pb.BackupPolicy(
@@ -345,27 +367,37 @@ async def rounds(bench: Bench) -> dict[str, object]:
     cpu: dict[str, dict[str, list[float]]] = {"floor": {}, "start": {}}
     start_ids: list[str] = []
     missed = 0  # computers that did not receive a measured command: should stay 0
+    missed_by: dict[str, int] = {"start": 0, "stop": 0, "hung": 0}
 
     async def start_policy() -> float:
         nonlocal missed
         wall, session = await bench.session("start", "all")
         missed += count - session.statistics.received
+        missed_by["start"] += count - session.statistics.received
         start_ids.append(session.id)
         return wall
 
     for _ in range(ROUNDS):
+        if SETTLE:
+            await bench.quiet()
         walls["floor"].append(
             await bench.timed_cpu(lambda: bench.floor.send("StartJob", start_bytes), cpu["floor"])
         )
         walls["floor_stop"].append(await bench.floor.send("StopJob", stop_bytes))
         walls["start"].append(await bench.timed_cpu(start_policy, cpu["start"]))
+        if SETTLE:
+            await bench.quiet()
         wall, session = await bench.session("stop", "all")
         walls["stop"].append(wall)
         missed += count - session.statistics.received
+        missed_by["stop"] += count - session.statistics.received
     hung_walls = []
     for _ in range(HUNG_ROUNDS):
+        if SETTLE:
+            await bench.quiet()
         wall, session = await bench.session("start", "hung")
         missed += count - len(bench.hung) - session.statistics.received
+        missed_by["hung"] += count - len(bench.hung) - session.statistics.received
         hung_walls.append(wall)
     await asyncio.sleep(0.5)
     rss = bench.server.rss_kb()
@@ -396,6 +428,7 @@ async def rounds(bench: Bench) -> dict[str, object]:
         "server_rss_kb_per_computer": (rss - idle_rss) / (count + len(bench.hung)),
         "storage_ms_per_session": storage_ms(bench.server, start_ids),
         "missed": missed,
+        "missed_by_session": missed_by,
     }
 
 
@@ -444,13 +477,19 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"  {row['computers']:>6,}: "
             + ", ".join(f"{name} {floor[name]:.2f} / {start[name]:.2f}" for name in floor)  # type: ignore[index]
         )
+    print("missed, by the sessions they were missed in:")
+    for row in rows:
+        missed_by = row["missed_by_session"]
+        print(f"  {row['computers']:>6,}: " + ", ".join(f"{k} {v:,}" for k, v in missed_by.items()))  # type: ignore[attr-defined]
 
 
 async def run() -> dict[str, object]:
     print(
         f"\n== fan-out: medians of {ROUNDS} rounds; deadline D = {DEADLINE} s; "
         f"{HUNG_SHARE:.0%} hung in the hung run; {os.cpu_count()} CPUs shared by client, "
-        "server and fleet",
+        "server and fleet; "
+        + ("the server settled before each session" if SETTLE else "sessions back to back")
+        + f"; load average {os.getloadavg()[0]:.1f}",
         flush=True,
     )
     rows = []
