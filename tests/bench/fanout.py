@@ -275,18 +275,22 @@ class Bench:
         return await timed_session(self.service, action, policy_id)
 
     async def quiet(self) -> float:
-        """Waits (up to QUIET_WAIT_SECONDS) until the server's CPU stands still: what the
-        last session set off after its reply (the jobs it follows: 5,000 WatchJob streams
-        opened, 5,000 job ends recorded) is over. Returns the seconds waited."""
-        began = time.monotonic()
-        last = self.server.cpu_seconds()
-        while time.monotonic() - began < QUIET_WAIT_SECONDS:
-            await asyncio.sleep(QUIET_STEP_SECONDS)
-            now = self.server.cpu_seconds()
-            if now - last < QUIET_STEP_SECONDS * 0.04:
-                break
-            last = now
-        return time.monotonic() - began
+        return await settled(self.server)
+
+
+async def settled(*servers: Process) -> float:
+    """Waits (up to QUIET_WAIT_SECONDS) until the servers' CPU stands still: what their last
+    sessions set off after the reply (the jobs they follow: 5,000 WatchJob streams opened,
+    5,000 job ends recorded) is over. Returns the seconds waited."""
+    began = time.monotonic()
+    last = sum(server.cpu_seconds() for server in servers)
+    while time.monotonic() - began < QUIET_WAIT_SECONDS:
+        await asyncio.sleep(QUIET_STEP_SECONDS)
+        now = sum(server.cpu_seconds() for server in servers)
+        if now - last < QUIET_STEP_SECONDS * 0.04 * len(servers):
+            break
+        last = now
+    return time.monotonic() - began
 
 
 def policy_over(policy_id: str, addresses: Sequence[str]) -> pb.BackupPolicy:

@@ -38,6 +38,7 @@ from fanout import (
     bench_workdir,
     connect_all,
     policy_over,
+    settled,
     start_fleets,
     start_server,
     timed_session,
@@ -101,10 +102,12 @@ async def fanout_overhead(workdir: Path) -> dict[str, object]:
         missed = 0
         named = list(zip(("plain", "metrics"), services, strict=True))
         for index in range(ROUNDS):
+            await settled(plain, measured)
             walls["floor"].append(await floor.send("StartJob", start_bytes))
-            # Alternate which server goes first: the first one's followers are still being
-            # set up while the second sends, which would bias a fixed order.
+            # Alternate which server goes first, and let both settle before each (the
+            # jobs a session starts are followed after its reply, on that server's loop).
             for name, service in named if index % 2 == 0 else named[::-1]:
+                await settled(plain, measured)
                 wall, session = await timed_session(service, "start", "all")
                 walls[name].append(wall)
                 missed += SIZE - session.statistics.received
