@@ -37,6 +37,7 @@ class Replicas:
         self.address = address
         self.lease = lease
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         self._adopt: Callable[[str], Awaitable[None]] | None = None
         self._follow: Callable[[pb.PolicySession], object] | None = None
 
@@ -66,7 +67,9 @@ class Replicas:
                 self._follow(session)
 
     async def _keep(self) -> None:
-        while True:
+        # Not `while True`: a cancel that lands as the pool hands over a connection can be
+        # lost on Python 3.11 (asyncio.wait_for inside psycopg_pool), and stop() must end.
+        while not self._stopped:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self.storage.renew_lease(self.id, self.address, self.lease)
@@ -89,9 +92,10 @@ class Replicas:
 
     async def stop(self) -> None:
         """Stops renewing and gives the lease up, so the others need not wait it out."""
+        self._stopped = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a task whose cancel was lost ends at its next look at _stopped.
+            await asyncio.wait([self._task], timeout=self.lease)
         with contextlib.suppress(LocalFault):
             await self.storage.end_lease(self.id)

@@ -34,6 +34,7 @@ log = logging.getLogger("backup_server.shares")
 # How often a replica looks for computers assigned to it (a share starts within this of
 # being stored), and how often the receiving replica reads the rows others delivered.
 POLL_SECONDS = 0.2
+STOP_WAIT_SECONDS = 10.0
 MERGE_SECONDS = 0.1
 POLICY_GONE = "cancelled: the policy was deleted before this replica sent its share"
 
@@ -150,6 +151,7 @@ class Shares:
         self._starts: dict[str, set[FanOut]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def assign(self, session: pb.PolicySession) -> list[int] | None:
         """Shares a stored session's pending computers among the live replicas; returns
@@ -221,7 +223,9 @@ class Shares:
         """Every POLL_SECONDS: sends the computers newly assigned to this replica; every
         third of a lease, first claims those of replicas whose lease ran out."""
         claimed_at = 0.0
-        while True:
+        # Not `while True`: a cancel that lands as the pool hands over a connection can be
+        # lost on Python 3.11 (asyncio.wait_for inside psycopg_pool), and stop() must end.
+        while not self._stopped:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 if time.monotonic() - claimed_at >= self._lease / 3:
@@ -351,9 +355,10 @@ class Shares:
     async def stop(self) -> None:
         """Stops polling and sending; what was not stored stays pending in its rows, for
         another replica to claim once this one's lease is gone."""
+        self._stopped = True
         tasks = [task for task in (self._task, *self._tasks) if task is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if tasks:
+            # Bounded: a task whose cancel was lost ends at its next look at _stopped.
+            await asyncio.wait(tasks, timeout=STOP_WAIT_SECONDS)
