@@ -12,7 +12,10 @@ from agent_stub.store import AgentStore
 
 def backed_up(tmp_path: Path) -> tuple[Path, Path, str]:
     source = tmp_path / "source"
-    write(source / "large", os.urandom(MIB))
+    # One chunk file of its own: above the pack limit, below the chunker's smallest cut.
+    # (A random MiB was cut at random; now and then its tail was small enough to be packed
+    # beside the small files, and deleting their pack healed 21 chunks, not 20.)
+    write(source / "large", os.urandom(MIB // 5))
     for index in range(20):
         write(source / "small" / f"f{index}", os.urandom(3000 + index))
     backup_policy = policy(source, tmp_path / "repository")
