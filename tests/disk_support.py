@@ -3,11 +3,14 @@
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from backup.v1.resources_pb2 import JOB_STATE_RUNNING
 
 SIZE = "4m"
 PAGE = 4096
@@ -53,3 +56,17 @@ def small_disk(where: Path, size: str = SIZE, mode: str = "0700") -> Iterator[Sm
         yield SmallDisk(where)
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def final_job_saves_fail(store: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], None]:
+    """Makes the agent store's `save_job` fail with ENOSPC for every record but a running
+    job's (a disk that filled while the job ran); returns the real `save_job`."""
+    original: Callable[[Any], None] = store.save_job
+
+    def full_at_the_end(job: Any) -> None:
+        if job.state != JOB_STATE_RUNNING:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        original(job)
+
+    monkeypatch.setattr(store, "save_job", full_at_the_end)
+    return original

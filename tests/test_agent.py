@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from disk_support import final_job_saves_fail
 
 from agent_stub.app import AgentConfig, AgentServer
 from agent_stub.store import read_policy
@@ -374,14 +375,7 @@ async def test_a_record_that_cannot_be_saved_does_not_block_the_policy(
     agent = await start_agent("a1")
     control = agent_control(agent.address)
     store = agent.jobs._store
-    original = store.save_job
-
-    def full_at_the_end(job: pb.Job) -> None:
-        if job.state != pb.JOB_STATE_RUNNING:
-            raise OSError(28, "No space left on device")
-        original(job)
-
-    monkeypatch.setattr(store, "save_job", full_at_the_end)
+    original = final_job_saves_fail(store, monkeypatch)
     first = await control.StartJob(
         agent_api.StartJobRequest(policy=backup_policy(tmp_path, source_tree))
     )

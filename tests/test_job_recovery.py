@@ -5,6 +5,7 @@ import logging
 import subprocess
 import sys
 
+from disk_support import final_job_saves_fail
 from test_agent import backup_policy
 
 from backup.v1 import agent_control_pb2 as agent_api
@@ -20,14 +21,7 @@ async def test_a_job_that_succeeded_while_the_data_dir_filled_stays_succeeded(
     agent = await start_agent("a1")
     control = agent_control(agent.address)
     store = agent.jobs._store
-    original = store.save_job
-
-    def full_at_the_end(job: pb.Job) -> None:
-        if job.state != pb.JOB_STATE_RUNNING:
-            raise OSError(28, "No space left on device")
-        original(job)
-
-    monkeypatch.setattr(store, "save_job", full_at_the_end)
+    original = final_job_saves_fail(store, monkeypatch)
     started = await control.StartJob(
         agent_api.StartJobRequest(session_id="s-1", policy=backup_policy(tmp_path, source_tree))
     )

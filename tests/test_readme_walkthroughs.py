@@ -206,6 +206,28 @@ async def run_section(
     return outputs
 
 
+async def walkthrough_world(
+    server: BackupServer,
+    start_agent,  # type: ignore[no-untyped-def]
+    closed_address: str,
+    tmp_path: Path,
+) -> dict[str, str]:
+    """The README's addresses and folder, mapped to this test's server, two real agents
+    ws1 and ws2, a closed port for ws3, and a folder holding data/hello.txt."""
+    ws1: AgentServer = await start_agent("ws1")
+    ws2: AgentServer = await start_agent("ws2")
+    walkthrough = tmp_path / "walkthrough"
+    (walkthrough / "data").mkdir(parents=True)
+    (walkthrough / "data" / "hello.txt").write_text("hello\n")
+    return {
+        "127.0.0.1:50051": server.address,
+        "127.0.0.1:50061": ws1.address,
+        "127.0.0.1:50062": ws2.address,
+        "127.0.0.1:50069": closed_address,
+        "/tmp/walkthrough": str(walkthrough),
+    }
+
+
 @pytest.mark.parametrize("section", SECTIONS)
 async def test_readme_walkthrough_runs_as_written(
     section: str,
@@ -215,18 +237,7 @@ async def test_readme_walkthrough_runs_as_written(
     tmp_path: Path,
 ) -> None:
     """Each command of the section runs, exits as expected and prints what the README says."""
-    ws1: AgentServer = await start_agent("ws1")
-    ws2: AgentServer = await start_agent("ws2")
-    walkthrough = tmp_path / "walkthrough"
-    (walkthrough / "data").mkdir(parents=True)
-    (walkthrough / "data" / "hello.txt").write_text("hello\n")
-    live = {
-        "127.0.0.1:50051": server.address,
-        "127.0.0.1:50061": ws1.address,
-        "127.0.0.1:50062": ws2.address,
-        "127.0.0.1:50069": closed_address,
-        "/tmp/walkthrough": str(walkthrough),
-    }
+    live = await walkthrough_world(server, start_agent, closed_address, tmp_path)
     # The README's backupctl commands use the default server, which is this one here.
     shell = Shell(clean_environment(BACKUP_SERVER=server.address), tmp_path)
     outputs = await run_section(section, SECTIONS[section], shell, live)
@@ -248,18 +259,7 @@ async def test_backupctl_walkthrough_runs_after_the_grpcurl_one(
 ) -> None:
     """A reader who follows the grpcurl walkthrough, then the backupctl one, on the same
     server and database, hits no ALREADY_EXISTS: each uses its own ids."""
-    ws1: AgentServer = await start_agent("ws1")
-    ws2: AgentServer = await start_agent("ws2")
-    walkthrough = tmp_path / "walkthrough"
-    (walkthrough / "data").mkdir(parents=True)
-    (walkthrough / "data" / "hello.txt").write_text("hello\n")
-    live = {
-        "127.0.0.1:50051": server.address,
-        "127.0.0.1:50061": ws1.address,
-        "127.0.0.1:50062": ws2.address,
-        "127.0.0.1:50069": closed_address,
-        "/tmp/walkthrough": str(walkthrough),
-    }
+    live = await walkthrough_world(server, start_agent, closed_address, tmp_path)
     shell = Shell(clean_environment(BACKUP_SERVER=server.address), tmp_path)
     for section in ("grpcurl walkthrough", "backupctl: the operator's command line"):
         await run_section(section, SECTIONS[section], shell, live)

@@ -1,7 +1,8 @@
 """Retries in a real server with real agents: only the computers that did not succeed, attempts, supersession, restarts."""
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def retrying(computers: list[tuple[str, str]], tmp_path: Path, source: Path, att
     return policy_over(computers, tmp_path, source, retry=pb.RetryPolicy(attempts=attempts, interval=duration_pb2.Duration(seconds=60)))
 
 
+@asynccontextmanager
+async def operating(start_server: Start, policy: pb.BackupPolicy) -> AsyncIterator[tuple[Operator, ManualClock, datetime]]:
+    """A server on a manual clock holding `policy` as "nightly", its operator, the clock and its start."""
+    now = datetime.now(UTC)
+    clock = ManualClock(now)
+    server = await start_server(clock=clock)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        operator = Operator(api_grpc.PolicyServiceStub(channel), server)
+        await operator.stub.CreatePolicy(api.CreatePolicyRequest(policy_id="nightly", policy=policy))
+        yield operator, clock, now
+
+
 def names(session: pb.PolicySession) -> list[str]:
     return [r.computer.name for r in session.computer_results]
 
@@ -76,14 +89,7 @@ async def test_an_operator_retry_starts_only_what_did_not_succeed(policy_service
 async def test_retries_target_the_failed_computer_until_attempts_run_out(start_server: Start, start_agent, tmp_path: Path, source_tree: Path, closed_address: str) -> None:
     """With 2 attempts 60 s apart, the unreachable computer alone is retried twice (RETRY, attempt 1 and 2, the original's id), then no more."""
     agent = await start_agent("a1")
-    now = datetime.now(UTC)
-    clock = ManualClock(now)
-    server = await start_server(clock=clock)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        operator = Operator(api_grpc.PolicyServiceStub(channel), server)
-        await operator.stub.CreatePolicy(api.CreatePolicyRequest(
-            policy_id="nightly", policy=retrying([("a1", agent.address), ("gone", closed_address)], tmp_path, source_tree, 2),
-        ))  # fmt: skip
+    async with operating(start_server, retrying([("a1", agent.address), ("gone", closed_address)], tmp_path, source_tree, 2)) as (operator, clock, now):
         original = await operator.final((await operator.stub.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))).id)
         await operator.advance(clock, now + timedelta(seconds=30))
         assert len(await operator.sessions()) == 1
@@ -102,14 +108,7 @@ async def test_retries_stop_once_every_computer_succeeded(start_server: Start, s
     """A job that failed (its source was missing) is retried once the interval passed; it succeeds and no second retry follows."""
     agent = await start_agent("a1")
     missing = tmp_path / "later"
-    now = datetime.now(UTC)
-    clock = ManualClock(now)
-    server = await start_server(clock=clock)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        operator = Operator(api_grpc.PolicyServiceStub(channel), server)
-        await operator.stub.CreatePolicy(api.CreatePolicyRequest(
-            policy_id="nightly", policy=retrying([("a1", agent.address)], tmp_path, missing, 5),
-        ))  # fmt: skip
+    async with operating(start_server, retrying([("a1", agent.address)], tmp_path, missing, 5)) as (operator, clock, now):
         first = await operator.final((await operator.stub.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))).id)
         assert first.outcome == pb.SESSION_STATE_FAILED
         missing.mkdir()
@@ -126,14 +125,7 @@ async def test_retries_stop_once_every_computer_succeeded(start_server: Start, s
 async def test_an_operator_start_supersedes_the_pending_retry(start_server: Start, start_agent, tmp_path: Path, source_tree: Path, closed_address: str) -> None:
     """A newer operator start of the policy before the retry is due means no retry of the older session is made."""
     agent = await start_agent("a1")
-    now = datetime.now(UTC)
-    clock = ManualClock(now)
-    server = await start_server(clock=clock)
-    async with grpc.aio.insecure_channel(server.address) as channel:
-        operator = Operator(api_grpc.PolicyServiceStub(channel), server)
-        await operator.stub.CreatePolicy(api.CreatePolicyRequest(
-            policy_id="nightly", policy=retrying([("a1", agent.address), ("gone", closed_address)], tmp_path, source_tree, 3),
-        ))  # fmt: skip
+    async with operating(start_server, retrying([("a1", agent.address), ("gone", closed_address)], tmp_path, source_tree, 3)) as (operator, clock, now):
         await operator.final((await operator.stub.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))).id)
         newer = await operator.final((await operator.stub.StartPolicy(api.StartPolicyRequest(policy_id="nightly", computer_names=["a1"]))).id)
         assert newer.outcome == pb.SESSION_STATE_SUCCESS
