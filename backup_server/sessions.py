@@ -308,9 +308,18 @@ class SessionWriter:
         self._storage = storage
         self.live = live
         self.failure: BackupError | None = None
+        # One save at a time, each taking its batch only once the one before is stored: a
+        # cancelled writer's shielded save goes on while the end is written, and on
+        # PostgreSQL (a pool, no single writer) the two could commit out of order, an older
+        # header (RUNNING) landing over the final one.
+        self._saving = asyncio.Lock()
 
     async def save(self) -> bool:
         """Writes what changed since the last write; False if the storage refused it."""
+        async with self._saving:
+            return await self._save()
+
+    async def _save(self) -> bool:
         progress = self.live.take_progress()
         try:
             took = await self._storage.save_progress(progress)
@@ -338,7 +347,7 @@ class SessionWriter:
             if self.live.dirty or self.live.job_ends or self.live.outcome_unstored:
                 # Shielded: the batch has left `live.dirty`, so it must reach the storage
                 # (or go back) even if the fan-out ends now and cancels this writer; the
-                # final write queues behind it.
+                # final write waits for it (`save` holds a lock).
                 await asyncio.shield(self.save())
                 self.live.publish()
 

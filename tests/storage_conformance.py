@@ -19,7 +19,14 @@ import pytest
 
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
-from backup_server.sessions import JobEnd, LiveSession, Target, new_session
+from backup_server.sessions import (
+    JobEnd,
+    LiveSession,
+    Progress,
+    SessionWriter,
+    Target,
+    new_session,
+)
 from backup_server.storage import INTERRUPTED, OUTCOME_UNKNOWN, Storage
 
 Reopen = Callable[[], Awaitable[Storage]]
@@ -303,6 +310,39 @@ async def test_progress_batches_update_results_and_the_header(storage: Storage) 
     live.finish()
     await storage.save_progress(live.take_progress())
     assert await storage.get_session("s-1") == live.session
+
+
+class SlowFirstSave:
+    """The storage, but its first `save_progress` waits before it writes: a pooled
+    connection slower than the one after it."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self.saves = 0
+
+    async def save_progress(self, progress: Progress) -> float:
+        self.saves += 1
+        if self.saves == 1:
+            await asyncio.sleep(0.3)
+        return await self._storage.save_progress(progress)
+
+
+async def test_a_sessions_end_is_stored_after_a_slow_batch_before_it(storage: Storage) -> None:
+    """A writer cancelled while its batch is being saved: the end waits for that batch, so
+    the stored header is the final one, not the older RUNNING one landing last."""
+    live = LiveSession(a_session("s-1"))
+    await storage.insert_session(live.snapshot())
+    slow = SlowFirstSave(storage)
+    writer = SessionWriter(slow, live)  # type: ignore[arg-type]
+    running = asyncio.ensure_future(writer.run(interval=0.01))
+    live.record(0, pb.DELIVERY_RECEIVED, "OK: job j-0 started", 1_000, "j-0")
+    while slow.saves == 0:
+        await asyncio.sleep(0.01)
+    running.cancel()  # as a fan-out's end cancels its writer, its batch still in flight
+    live.record(1, pb.DELIVERY_RECEIVED, "OK: job j-1 started", 1_000, "j-1")
+    assert await writer.end()
+    stored = await storage.get_session("s-1")
+    assert stored.state != pb.SESSION_STATE_RUNNING and stored == live.session
 
 
 async def test_progress_for_an_unknown_session_is_not_found(storage: Storage) -> None:
