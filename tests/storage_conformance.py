@@ -319,10 +319,12 @@ class SlowFirstSave:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
         self.saves = 0
+        self.first = asyncio.Event()
 
     async def save_progress(self, progress: Progress) -> float:
         self.saves += 1
         if self.saves == 1:
+            self.first.set()
             await asyncio.sleep(0.3)
         return await self._storage.save_progress(progress)
 
@@ -336,8 +338,7 @@ async def test_a_sessions_end_is_stored_after_a_slow_batch_before_it(storage: St
     writer = SessionWriter(slow, live)  # type: ignore[arg-type]
     running = asyncio.ensure_future(writer.run(interval=0.01))
     live.record(0, pb.DELIVERY_RECEIVED, "OK: job j-0 started", 1_000, "j-0")
-    while slow.saves == 0:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(slow.first.wait(), 5)
     running.cancel()  # as a fan-out's end cancels its writer, its batch still in flight
     live.record(1, pb.DELIVERY_RECEIVED, "OK: job j-1 started", 1_000, "j-1")
     assert await writer.end()
