@@ -39,6 +39,10 @@ class Replicas:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._adopt: Callable[[str], Awaitable[None]] | None = None
+        # Sessions claimed but not yet adopted: a claimed session is this replica's, so no
+        # later sweep claims it again, and one a storage error kept from its adoption
+        # would stay RUNNING as long as this replica lives; the next sweep adopts it.
+        self._unadopted: list[str] = []
         self._follow: Callable[[pb.PolicySession], object] | None = None
 
     async def start(
@@ -58,8 +62,10 @@ class Replicas:
         """Takes over the sessions of replicas whose lease ran out (PostgreSQL), or fails
         what a stopped server left RUNNING (SQLite)."""
         if self._adopt is not None:
-            for session_id in await self.storage.claim_sessions(self.id):
-                await self._adopt(session_id)
+            self._unadopted += await self.storage.claim_sessions(self.id)
+            while self._unadopted:
+                await self._adopt(self._unadopted[0])
+                del self._unadopted[0]
         await recovery.recover(self.storage, self.id)
         if self._follow is not None:
             # After recovery: what it failed (SQLite) has its delivered jobs followed too.

@@ -10,9 +10,11 @@ import grpc
 import pytest
 from storage_conformance import a_session
 
+from backup.errors import Unavailable
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
+from backup_server.replicas import Replicas
 from backup_server.storage.interface import INTERRUPTED
 from backup_server.storage.postgres import PostgresStorage
 
@@ -129,6 +131,34 @@ async def test_a_session_is_swept_only_once_its_replicas_lease_runs_out(postgres
         assert await storage.fail_interrupted_sessions("r-other") == []
         await asyncio.sleep(0.6)
         assert await storage.fail_interrupted_sessions("r-other") == ["busy"]
+    finally:
+        await storage.close()
+
+
+async def test_a_claimed_session_a_storage_error_kept_from_adoption_is_adopted_next_sweep(
+    postgres_url: str,
+) -> None:
+    """A dead replica's session claimed, then its adoption failed (the database went away):
+    no later claim returns it (it is this replica's now), yet the next sweep adopts it."""
+    storage = await PostgresStorage.open(postgres_url, 2)
+    adopted: list[str] = []
+
+    async def adopt(session_id: str) -> None:
+        if not adopted:
+            adopted.append("refused")
+            raise Unavailable("the server's database cannot be reached")
+        adopted.append(session_id)
+
+    replicas = Replicas(storage, "127.0.0.1:1", lease=30)
+    try:
+        await storage.renew_lease("r-dead", "127.0.0.1:2", 0.1)
+        await storage.insert_session(a_session("left"), owner="r-dead")
+        await asyncio.sleep(0.2)
+        with pytest.raises(Unavailable):
+            await replicas.start(adopt)
+        assert await storage.claim_sessions(replicas.id) == []
+        await replicas.sweep()
+        assert adopted == ["refused", "left"]
     finally:
         await storage.close()
 
