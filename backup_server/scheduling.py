@@ -1,8 +1,10 @@
 """The scheduler's `Actions` in the server: storage for what it reads, Control for what it does.
 
 A scheduled start is the operator's StartPolicy path with another `Origin`. The window's
-end stops only the computers whose agent reports a running job of the policy, however
-it was started (by a session, a retry, or on the agent itself).
+end stops the computers whose agent reports a running job of the policy, however it was
+started (by a session, a retry, or on the agent itself), and those whose agent could not
+be asked: one may be running the job, so it gets the stop too and the session records
+whether it received it (rule 1: nothing is left out for being unreachable).
 """
 
 import asyncio
@@ -75,14 +77,16 @@ class ServerActions:
         return await self._control.run_as(policy_id, pb.SESSION_ACTION_START, origin)
 
     async def stop_running(self, policy_id: str) -> pb.PolicySession | None:
-        names = await self.running_computers(policy_id)
+        names = await self.computers_to_stop(policy_id)
         if not names:
             return None
         origin = Origin(pb.SESSION_TRIGGER_WINDOW, tuple(names))
         return await self._control.run_as(policy_id, pb.SESSION_ACTION_STOP, origin)
 
-    async def running_computers(self, policy_id: str) -> list[str]:
-        """The policy's computers whose agent lists a running job of the policy, asked at once."""
+    async def computers_to_stop(self, policy_id: str) -> list[str]:
+        """The policy's computers whose agent lists a running job of the policy, or could
+        not be asked (unreachable, silent, or an answer that could not be read); asked at
+        once."""
         policy, groups = await self._storage.get_policy_and_groups(policy_id)
         targets = [t for t in resolve_targets(policy, groups) if not t.skipped_because]
         request = agent_pb.ListJobsRequest(policy_id=policy_id).SerializeToString()
@@ -93,9 +97,9 @@ class ServerActions:
                 jobs = agent_pb.ListJobsResponse.FromString(reply).jobs
             except AgentCallError as error:
                 log.info("policy %s: cannot ask %s for its jobs: %s", policy_id, address, error)
-                return False
+                return True
             except DecodeError:
-                return False
+                return True
             return any(
                 job.policy_id == policy_id and job.state == pb.JOB_STATE_RUNNING for job in jobs
             )

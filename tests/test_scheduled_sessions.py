@@ -156,3 +156,29 @@ async def test_window_end_stops_only_the_computers_whose_job_runs(start_server: 
     assert ended.state == pb.JOB_STATE_STOPPED
     jobs = await agent_control(idle.address).ListJobs(agent_api.ListJobsRequest(policy_id="nightly"))
     assert list(jobs.jobs) == []
+
+
+async def test_window_end_stops_the_computers_it_cannot_ask_too(start_server: Start, start_agent, agent_control, tmp_path: Path, source_tree: Path, closed_address: str, hung_addresses) -> None:
+    """A computer whose port is closed and one that never answers may be running the job: the WINDOW stop targets them beside the busy agent and records them not received; the idle agent is left out."""
+    busy, idle = await start_agent("busy"), await start_agent("idle")
+    (source_tree / "big.bin").write_bytes(b"z" * 3_000_000)
+    [hung] = hung_addresses(1)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    clock = ManualClock(now)
+    server = await start_server(clock=clock, agent_deadline=1.0)
+    window = pb.BackupWindow(start=f"{now:%H:%M}", end=f"{now + timedelta(hours=1):%H:%M}")
+    computers = [("busy", busy.address), ("idle", idle.address), ("closed", closed_address), ("silent", hung)]
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await api_stub(channel).CreatePolicy(api.CreatePolicyRequest(
+            policy_id="nightly",
+            policy=policy_over(computers, tmp_path, source_tree, backup_window=window, throttle_bytes_per_second=200_000),
+        ))  # fmt: skip
+        started = await api_stub(channel).StartPolicy(api.StartPolicyRequest(policy_id="nightly", computer_names=["busy"]))
+    await advance(server, clock, now + timedelta(hours=1, seconds=1))
+    stop = (await sessions_of(server))[-1]
+    assert stop.action == pb.SESSION_ACTION_STOP and stop.trigger == pb.SESSION_TRIGGER_WINDOW
+    deliveries = {r.computer.name: r.delivery for r in stop.computer_results}
+    assert deliveries == {"busy": pb.DELIVERY_RECEIVED, "closed": pb.DELIVERY_NOT_RECEIVED, "silent": pb.DELIVERY_NOT_RECEIVED}
+    assert stop.statistics.not_received == 2 and stop.state == pb.SESSION_STATE_WARNING
+    ended = await job_ends(agent_control(busy.address), started.computer_results[0].job_id)
+    assert ended.state == pb.JOB_STATE_STOPPED
