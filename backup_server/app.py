@@ -199,7 +199,7 @@ class BackupServer:
                 self.control,
                 queries,
                 ComputerStatuses(storage),
-                PolicyDeletion(policies, self.control, self.followed),
+                PolicyDeletion(policies, self.control, self.followed, storage),
             ),
             server,
         )

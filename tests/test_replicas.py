@@ -18,7 +18,7 @@ from backup_server.replicas import Replicas
 from backup_server.storage.interface import INTERRUPTED
 from backup_server.storage.postgres import PostgresStorage
 
-from conftest import policy_over, wait_for
+from conftest import job_ends, policy_over, wait_for
 
 Stubs = tuple[api_grpc.PolicyServiceStub, api_grpc.PolicyServiceStub]
 
@@ -100,6 +100,38 @@ async def test_a_retry_on_another_replica_returns_the_session_the_first_runs(
         await on_second.StopPolicy(api.StopPolicyRequest(policy_id="p", session_id="retried"))
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert len([r.job_id for r in retried.computer_results if r.job_id]) == 1
+
+
+async def test_delete_policy_on_another_replica_sees_the_jobs_the_first_follows(
+    start_server, start_agent, agent_control, postgres_url: str, tmp_path: Path, source_tree: Path
+) -> None:
+    """A job started and followed by one replica: DeletePolicy on the other is
+    FAILED_PRECONDITION naming it; with force, the job is stopped and the policy gone."""
+    (source_tree / "big.bin").write_bytes(b"x" * 2_000_000)
+    first = await start_server(db=postgres_url)
+    second = await start_server(db=postgres_url)
+    agent = await start_agent("a1")
+    policy = policy_over(
+        [("a1", agent.address)], tmp_path, source_tree, throttle_bytes_per_second=200_000
+    )
+    async with (
+        grpc.aio.insecure_channel(first.address) as one,
+        grpc.aio.insecure_channel(second.address) as two,
+    ):
+        on_first, on_second = api_grpc.PolicyServiceStub(one), api_grpc.PolicyServiceStub(two)
+        await on_first.CreatePolicy(api.CreatePolicyRequest(policy_id="p", policy=policy))
+        started = await on_first.StartPolicy(api.StartPolicyRequest(policy_id="p"))
+        job_id = started.computer_results[0].job_id
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await on_second.DeletePolicy(api.DeletePolicyRequest(policy_id="p"))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"a1 (job {job_id})" in refused.value.details()
+        await on_second.DeletePolicy(api.DeletePolicyRequest(policy_id="p", force=True))
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await on_first.GetPolicy(api.GetPolicyRequest(policy_id="p"))
+        assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    stopped = await job_ends(agent_control(agent.address), job_id)
+    assert stopped.state == pb.JOB_STATE_STOPPED
 
 
 async def test_leases_list_the_live_replicas_and_leadership_has_one_holder(postgres_url: str) -> None:
