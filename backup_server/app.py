@@ -218,7 +218,7 @@ class BackupServer:
         # After recovery, so missed runs and due retries see the sessions as they ended.
         self._scheduling = asyncio.create_task(self.scheduler.run())
         self._warming = asyncio.create_task(
-            warm_channels(storage, self.transport, self.config.agent_deadline)
+            warm_channels(storage, self.transport, self.config.agent_deadline, replicas.id)
         )
         log.info(
             "backup server listening on %s (%s), database %s, agent deadline %.1f s, "

@@ -1,7 +1,10 @@
 """Warm channels: at start-up the server connects to the computers of its stored policies
 in the background, a bounded number of handshakes at once, so the first session after a
 restart finds its channels ready instead of spending its deadline on thousands of
-handshakes (issue 15 item 5: 5,000 mutual-TLS agents, 3,193 reached cold)."""
+handshakes (issue 15 item 5: 5,000 mutual-TLS agents, 3,193 reached cold). Among
+replicas each warms only the computers it owns (`shares.owner_of` over the live
+members): the others' channels are theirs to keep, and a share taken over from a dead
+replica is warmed by its claimer before it sends."""
 
 import logging
 import time
@@ -10,6 +13,7 @@ from backup.errors import BackupError
 
 from .fanout import AgentTransport
 from .sessions import resolve_targets
+from .shares import owner_of
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.warming")
@@ -37,12 +41,16 @@ async def computers_of_every_policy(storage: Storage) -> set[str]:
 
 
 async def warm_channels(
-    storage: Storage, transport: AgentTransport, connect_seconds: float
+    storage: Storage, transport: AgentTransport, connect_seconds: float, replica_id: str
 ) -> int:
-    """Connects to every computer of every stored policy; returns how many answered."""
+    """Connects to every computer of every stored policy that replica `replica_id` owns;
+    returns how many answered."""
     started = time.monotonic()
     try:
         addresses = await computers_of_every_policy(storage)
+        members = await storage.share_members(replica_id)
+        if len(members) > 1:
+            addresses = {a for a in addresses if owner_of(a, members) == replica_id}
     except BackupError as error:
         log.warning("channels not warmed: %s", error.message)
         return 0

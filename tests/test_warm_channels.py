@@ -9,6 +9,7 @@ import grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
+from backup_server.shares import owner_of
 from backup_server.transport import WARM_HANDSHAKES, GrpcAgentTransport
 
 from conftest import policy_over, wait_for
@@ -92,3 +93,31 @@ async def test_a_session_sent_while_warming_reaches_every_live_tls_computer(
     assert [delivered[f"a{i}"] for i in range(4)] == [pb.DELIVERY_RECEIVED] * 4
     assert delivered["down"] == delivered["hung"] == pb.DELIVERY_NOT_RECEIVED
     assert time.monotonic() - started < 0.5 + 3.0, "the hung computer costs about a deadline"
+
+
+async def test_each_replica_warms_only_the_computers_it_owns(
+    start_server, start_agent, postgres_url: str, closed_address: str, hung_address: str,
+    tmp_path: Path, source_tree: Path,
+) -> None:
+    """A replica starting beside another warms the live computers whose owner (rendezvous
+    hash over the live members) it is, not the other's; refused and hung ones are dropped."""
+    agents = [await start_agent(f"a{i}") for i in range(16)]
+    computers = [(a.config.name, a.address) for a in agents]
+    computers += [("down", closed_address), ("hung", hung_address)]
+    first = await start_server(db=postgres_url, agent_deadline=0.5)
+    async with grpc.aio.insecure_channel(first.address) as channel:
+        await api_grpc.PolicyServiceStub(channel).CreatePolicy(
+            api.CreatePolicyRequest(policy_id="p", policy=policy_over(computers, tmp_path, source_tree))
+        )
+    second = await start_server(db=postgres_url, agent_deadline=0.5)
+    assert second.replicas is not None and first.replicas is not None
+    members = await second.storage.share_members(second.replicas.id)
+    assert sorted(members) == sorted([first.replicas.id, second.replicas.id])
+    owned = [a for a in agents if owner_of(a.address, members) == second.replicas.id]
+    assert 0 < len(owned) < len(agents)
+    transport = second.transport
+    assert isinstance(transport, GrpcAgentTransport)
+    warming = second._warming
+    assert warming is not None
+    assert await asyncio.wait_for(asyncio.shield(warming), 10) == len(owned)
+    assert transport.channel_count == len(owned)
