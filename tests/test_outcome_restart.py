@@ -1,7 +1,9 @@
 """Restarts and shutdown never finalise an outcome whose jobs still run: the next server resumes following."""
 
 import asyncio
+import contextlib
 import signal
+import sqlite3
 
 import grpc
 from outcome_support import create, watch_outcome
@@ -82,7 +84,17 @@ async def test_a_server_killed_mid_delivery_fails_the_delivery_but_follows_the_j
             return now.statistics.received == 1
 
         await wait_for(delivered, 10)
-        await asyncio.sleep(0.6)  # the received delivery's batch reaches the file
+
+        async def stored() -> bool:
+            """The received delivery's batch is in the file (read-only, beside the server)."""
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as file:
+                row = file.execute(
+                    "select delivery from computer_results join sessions on seq = session_seq"
+                    " where id = 's-kill' and name = 'a1'"
+                ).fetchone()
+            return row is not None and row[0] == pb.DELIVERY_RECEIVED
+
+        await wait_for(stored, 10)
         server.popen.send_signal(signal.SIGKILL)
         server.popen.wait()
         starting.cancel()
