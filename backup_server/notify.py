@@ -61,13 +61,11 @@ def outcome_of(session: pb.PolicySession) -> str:
 
 
 def trigger_of(session: pb.PolicySession) -> str:
-    """What started the session; "operator" until sessions record a trigger."""
-    field = session.DESCRIPTOR.fields_by_name.get("trigger")
-    if field is None or field.enum_type is None:
+    """What started the session, as a label; "operator" for sessions stored before
+    sessions recorded a trigger (UNSPECIFIED)."""
+    if session.trigger == pb.SESSION_TRIGGER_UNSPECIFIED:
         return "operator"
-    value = getattr(session, "trigger", 0)
-    name = field.enum_type.values_by_number[value].name if value else "OPERATOR"
-    return name.removeprefix("SESSION_TRIGGER_").lower()
+    return pb.SessionTrigger.Name(session.trigger).removeprefix("SESSION_TRIGGER_").lower()
 
 
 def problems_of(result: pb.ComputerResult) -> str:
