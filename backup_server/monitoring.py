@@ -32,15 +32,20 @@ from backup.v1 import resources_pb2 as pb
 
 from .followed import FollowedSessions
 from .monitoring_restore import restore_stored_gauges
-from .notify import Notifier, outcome_of, retry_note, session_message, trigger_of
+from .notify import (
+    ACTION,
+    DELIVERY,
+    Notifier,
+    outcome_of,
+    retry_note,
+    session_message,
+    trigger_of,
+)
 from .retries import unsuccessful_computers
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.monitoring")
 
-ACTION = enum_labels(pb.SessionAction)
-DELIVERY = enum_labels(pb.Delivery)
-OUTCOME = enum_labels(pb.SessionState)
 FINAL_OUTCOMES = ("success", "warning", "failed")
 JOB = enum_labels(pb.JobState)
 # The session statistics of each job state: `backup_last_session_jobs{state}`.
