@@ -51,29 +51,44 @@ class RetryPlan:
     due: datetime
 
 
+def retry_may_follow(policy: pb.BackupPolicy, latest: pb.PolicySession | None) -> bool:
+    """Whether the latest session may call for a retry, by its header alone (no results
+    needed): a finished start of a policy with attempts left that did not all succeed."""
+    if latest is None or latest.action != pb.SESSION_ACTION_START:
+        return False
+    if not policy.HasField("retry") or policy.retry.attempts <= 0:
+        return False
+    if policy.HasField("schedule") and policy.schedule.paused:
+        return False
+    if latest.outcome in (
+        pb.SESSION_STATE_UNSPECIFIED,
+        pb.SESSION_STATE_RUNNING,
+        pb.SESSION_STATE_SUCCESS,  # every targeted computer's job succeeded
+    ):
+        return False
+    return latest.HasField("outcome_time") and latest.attempt < policy.retry.attempts
+
+
+def retry_due(policy: pb.BackupPolicy, latest: pb.PolicySession) -> datetime:
+    """When the retry `latest` calls for is due: `interval` after its outcome, in the window."""
+    due = latest.outcome_time.ToDatetime(tzinfo=UTC) + policy.retry.interval.ToTimedelta()
+    window = Window.of(policy)
+    return window.opens_at_or_after(due) if window is not None else due
+
+
 def plan_retry(policy: pb.BackupPolicy, latest: pb.PolicySession | None) -> RetryPlan | None:
-    """The retry the policy's latest session calls for, if any.
+    """The retry the policy's latest session (with its results) calls for, if any.
 
     Only the latest session counts: any newer session of the policy (an operator's start
     or stop, the next scheduled run, a window stop) supersedes a pending retry. The
     interval counts from the previous attempt's outcome_time; a retry that falls outside
     the window waits for it to open.
     """
-    if latest is None or latest.action != pb.SESSION_ACTION_START:
-        return None
-    if not policy.HasField("retry") or policy.retry.attempts <= 0:
-        return None
-    if policy.HasField("schedule") and policy.schedule.paused:
-        return None
-    if latest.outcome in (pb.SESSION_STATE_UNSPECIFIED, pb.SESSION_STATE_RUNNING):
-        return None
-    if not latest.HasField("outcome_time") or latest.attempt >= policy.retry.attempts:
+    if latest is None or not retry_may_follow(policy, latest):
         return None
     names = unsuccessful_computers(latest)
     if not names:
         return None
-    due = latest.outcome_time.ToDatetime(tzinfo=UTC) + policy.retry.interval.ToTimedelta()
-    window = Window.of(policy)
-    if window is not None:
-        due = window.opens_at_or_after(due)
-    return RetryPlan(policy.id, original_of(latest), latest.attempt + 1, tuple(names), due)
+    return RetryPlan(
+        policy.id, original_of(latest), latest.attempt + 1, tuple(names), retry_due(policy, latest)
+    )

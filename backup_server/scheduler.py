@@ -20,7 +20,7 @@ from typing import Protocol
 from backup.errors import BackupError
 from backup.v1 import resources_pb2 as pb
 
-from .retries import plan_retry
+from .retries import original_of, plan_retry, retry_due, retry_may_follow
 from .schedule import TICK, Plan, Window
 
 log = logging.getLogger("backup_server.scheduler")
@@ -76,8 +76,10 @@ class Actions(Protocol):
 
     async def policies(self) -> list[pb.BackupPolicy]: ...
 
-    async def latest_session(self, policy_id: str) -> pb.PolicySession | None:
-        """The policy's newest session, with its computers' results."""
+    async def latest_session(
+        self, policy_id: str, with_results: bool = True
+    ) -> pb.PolicySession | None:
+        """The policy's newest session, with its computers' results unless told not to."""
         ...
 
     async def last_scheduled_start(self, policy_id: str) -> datetime | None:
@@ -230,16 +232,22 @@ class Scheduler:
 
     async def _retry(self, policy: pb.BackupPolicy, now: datetime) -> list[datetime]:
         """Starts the retry the latest session calls for once it is due and the window open."""
-        retry = plan_retry(policy, await self._actions.latest_session(policy.id))
-        if retry is None:
+        # The header first: every policy with retries is looked at on every tick, and the
+        # results of a 10,000-computer session are read only once its retry is due.
+        latest = await self._actions.latest_session(policy.id, with_results=False)
+        if latest is None or not retry_may_follow(policy, latest):
             return []
-        key = (policy.id, retry.retry_of_session_id, retry.attempt)
+        key = (policy.id, original_of(latest), latest.attempt + 1)
         if key in self._tried:
             return []
+        due = retry_due(policy, latest)
         window = Window.of(policy)
-        due_at = window.opens_at_or_after(max(retry.due, now)) if window else retry.due
+        due_at = window.opens_at_or_after(max(due, now)) if window else due
         if due_at > now:
             return [due_at]
+        retry = plan_retry(policy, await self._actions.latest_session(policy.id))
+        if retry is None or (policy.id, retry.retry_of_session_id, retry.attempt) != key:
+            return []  # nothing to retry after all, or a newer session meanwhile
         self._tried.add(key)
         log.info(
             "policy %s: retry %d of session %s for %d computers",

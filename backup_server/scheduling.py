@@ -49,8 +49,10 @@ class ServerActions:
                 return found
             after = page[-1].id
 
-    async def latest_session(self, policy_id: str) -> pb.PolicySession | None:
-        rows = await self._storage.list_sessions(policy_id, 0, 1, True)
+    async def latest_session(
+        self, policy_id: str, with_results: bool = True
+    ) -> pb.PolicySession | None:
+        rows = await self._storage.list_sessions(policy_id, 0, 1, with_results)
         if not rows:
             return None
         # A session this process still runs or follows is newer in memory than stored.

@@ -26,11 +26,15 @@ class MemoryActions:
         self.stops: list[datetime] = []
         self.failing: set[str] = set()
         self.running = True
+        self.reads_with_results = 0
 
     async def policies(self) -> list[pb.BackupPolicy]:
         return list(self.catalogue.values())
 
-    async def latest_session(self, policy_id: str) -> pb.PolicySession | None:
+    async def latest_session(
+        self, policy_id: str, with_results: bool = True
+    ) -> pb.PolicySession | None:
+        self.reads_with_results += with_results
         mine = [s for s in self.sessions if s.policy_id == policy_id]
         return mine[-1] if mine else None
 
@@ -195,6 +199,18 @@ async def test_retries_target_only_the_failed_computers_until_attempts_run_out()
     assert all(r.trigger == pb.SESSION_TRIGGER_RETRY and r.retry_of_session_id == original.id for r in retries)
     assert all([c.computer.name for c in r.computer_results] == ["b"] for r in retries)
     assert starts(actions, pb.SESSION_TRIGGER_RETRY) == [MONDAY + timedelta(hours=2, minutes=10 * n) for n in (1, 2, 3)]
+
+
+async def test_results_are_read_only_when_a_retry_is_due() -> None:
+    """Twelve hours of ticks over a policy with retries: the latest session's results (a
+    large session's thousands of rows) are read once per retry made, never for a success."""
+    clock, actions, scheduler = make(retrying(3), MONDAY + timedelta(hours=1))
+    actions.failing = {"b"}
+    await run_for(scheduler, clock, timedelta(hours=12))
+    assert len(actions.sessions) == 4 and actions.reads_with_results == 3
+    clock, actions, scheduler = make(retrying(3), MONDAY + timedelta(hours=1))
+    await run_for(scheduler, clock, timedelta(days=2))
+    assert len(actions.sessions) == 2 and actions.reads_with_results == 0
 
 
 async def test_retries_stop_once_every_computer_succeeded() -> None:

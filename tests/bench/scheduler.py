@@ -43,7 +43,9 @@ class Catalogue:
     async def policies(self) -> list[pb.BackupPolicy]:
         return self.items
 
-    async def latest_session(self, policy_id: str) -> pb.PolicySession | None:
+    async def latest_session(
+        self, policy_id: str, with_results: bool = True
+    ) -> pb.PolicySession | None:
         return None
 
     async def last_scheduled_start(self, policy_id: str) -> datetime | None:
