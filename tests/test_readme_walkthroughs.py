@@ -4,8 +4,8 @@ Every ```sh block of a section is run in order with bash, as one terminal would 
 (what a block exports, the next one sees). The README's fixed addresses and paths are
 replaced by live ones. In the backupctl and grpcurl sections: the server (50051), agents
 ws1 (50061) and ws2 (50062), a closed port (50069) and /tmp/walkthrough, with the
-processes of the ```console blocks started by fixtures. In the secure setup, every
-process is started from its own block, as written.
+processes of the ```console blocks started by fixtures. In the secure setup and the two
+replicas over PostgreSQL, every process is started from its own block, as written.
 """
 
 import asyncio
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from cli_support import clean_environment
+from postgres_support import PostgresServer
 
 from agent_stub.app import AgentServer
 from backup_server.app import BackupServer
@@ -74,6 +75,15 @@ SECTIONS = {
         Step("/ListSessions", prints=('"id": "first-start"',)),
     ],
 }
+TWO_REPLICAS = [
+    Step("createdb"),
+    Step("--listen 127.0.0.1:50051", prints=("database postgresql://",), serves="127.0.0.1:50051"),
+    Step("--listen 127.0.0.1:50052", prints=("database postgresql://",), serves="127.0.0.1:50052"),
+    Step(
+        "policy create nightly",
+        prints=("created policy nightly", "outcome: SUCCESS", "start nightly: SUCCESS", "start"),
+    ),
+]
 SERVER, AGENT = "backup.example.net:50051", "web-1.example.net:50061"
 SECURE_SETUP = [
     Step(
@@ -290,3 +300,43 @@ async def test_secure_setup(tmp_path: Path) -> None:
             process.stop()
     assert len(restore_points(tmp_path / "var" / "backups" / "nightly")) == 1
     assert not (tmp_path / "var" / "backups" / "stray").exists()
+
+
+async def test_two_replicas_serve_the_walkthrough_as_written(
+    postgres: PostgresServer,
+    start_agent,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """The "Two replicas" section runs as written on the tests' PostgreSQL: the database
+    made with createdb, two replica processes from their blocks, a policy made on one,
+    started on the other until its job succeeded, and listed on the first."""
+    postgres.admin(
+        "do $$ begin if not exists (select from pg_roles where rolname = 'backup') then "
+        "create role backup login createdb; end if; end $$",
+        "drop database if exists backup with (force)",
+    )
+    web1: AgentServer = await start_agent("web-1")
+    (tmp_path / "srv" / "www").mkdir(parents=True)
+    (tmp_path / "srv" / "www" / "index.html").write_text("<p>hello</p>\n")
+    live = {
+        "-p 5432": f"-p {postgres.port}",
+        "127.0.0.1:5432": f"127.0.0.1:{postgres.port}",
+        # Until a replica runs, any port will do; then its real address.
+        "127.0.0.1:50051": "127.0.0.1:0",
+        "127.0.0.1:50052": "127.0.0.1:0",
+        "127.0.0.1:50061": web1.address,
+        " /srv/www": f" {tmp_path}/srv/www",
+        " /backup/www": f" {tmp_path}/backup/www",
+    }
+    env = clean_environment()
+    shell = Shell({**env, "PATH": f"{postgres.bin}:{env['PATH']}"}, tmp_path)
+    serving: dict[str, Process] = {}
+    try:
+        outputs = await run_section("Two replicas", TWO_REPLICAS, shell, live, serving)
+        listed = outputs["policy create nightly"].stdout.splitlines()[-3:]
+        assert any("start" in line and "SUCCESS" in line for line in listed), listed
+    finally:
+        for process in serving.values():
+            process.stop()
+        postgres.admin("drop database if exists backup with (force)")
+    assert len(restore_points(tmp_path / "backup" / "www")) == 1
