@@ -275,6 +275,23 @@ async def test_backupctl_walkthrough_runs_after_the_grpcurl_one(
         await run_section(section, SECTIONS[section], shell, live)
 
 
+async def test_both_walkthroughs_run_on_two_replicas_of_one_postgresql(
+    start_server,  # type: ignore[no-untyped-def]
+    start_agent,  # type: ignore[no-untyped-def]
+    postgres_url: str,
+    closed_address: str,
+    tmp_path: Path,
+) -> None:
+    """Two replicas over one PostgreSQL serve the README: the grpcurl walkthrough on one,
+    then the backupctl walkthrough on the other, over the same database, as written."""
+    first: BackupServer = await start_server(db=postgres_url)
+    second: BackupServer = await start_server(db=postgres_url)
+    live = await walkthrough_world(first, start_agent, closed_address, tmp_path)
+    shell = Shell(clean_environment(BACKUP_SERVER=second.address), tmp_path)
+    for section in ("grpcurl walkthrough", "backupctl: the operator's command line"):
+        await run_section(section, SECTIONS[section], shell, live)
+
+
 async def test_secure_setup(tmp_path: Path) -> None:
     """The secure setup runs as written: certificates, a TLS server and a confined TLS agent started from their blocks, backupctl and grpcurl with the operator certificate and then with the token, refusals in one line."""
     (tmp_path / "srv" / "data").mkdir(parents=True)
