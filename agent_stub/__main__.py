@@ -55,7 +55,7 @@ def serve(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="backup-agent",
         usage="%(prog)s --listen HOST:PORT --name NAME --data-dir DIR [options]\n"
-        "       %(prog)s {run,points,ls,restore,verify} ... --data-dir DIR",
+        "       %(prog)s {run,points,ls,restore,verify,repair} ... --data-dir DIR",
         description="The backup agent: serves AgentControl (runs and cancels backup jobs), "
         "or acts on this computer's backups with a command.",
         epilog=COMMANDS_HELP,
@@ -63,7 +63,11 @@ def serve(argv: list[str]) -> None:
     )
     _version(parser)
     parser.add_argument("--listen", required=True, help="HOST:PORT to serve AgentControl on")
-    parser.add_argument("--name", required=True, help="this computer's name, for logs")
+    parser.add_argument(
+        "--name",
+        required=True,
+        help="this computer's name, for logs and recorded in its restore points",
+    )
     parser.add_argument("--data-dir", type=Path, required=True, help="the agent's own state")
     parser.add_argument(
         "--allow-path",

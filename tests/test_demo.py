@@ -37,6 +37,10 @@ def test_demo_backs_up_stops_restores_and_verifies() -> None:
         assert "succeeded" in row and TIMED_ID.search(row.split(job_id)[1]), row
     assert re.search(r"OK: job j-[\w-]+ stopped", out), "the stop found the jobs running"
     assert "archive job on alpha: JOB_STATE_STOPPED" in out
+    # The server's own answer to "is every computer protected", from the jobs it followed.
+    status_rows = {line.split()[3]: line for line in out.splitlines() if line.startswith("│ nightly")}
+    assert "never ran" in status_rows["dc-down"] and "status exits 3" in out
+    assert all("succeeded" in status_rows[name] and "rp-" in status_rows[name] for name in ("alpha", "bravo"))
     assert "\n$ cmp " in out and "identical: the restored q3.bin is byte for byte the original" in out
     assert re.search(r"verified \d+ restore points?, .* read back: OK", out)
     assert out.count("not received: computer=dc-down") == 1

@@ -53,11 +53,15 @@ def job_state(result: pb.ComputerResult) -> Text:
 
 def jobs_table(session: pb.PolicySession, wide: bool = False) -> Table:
     """Each computer's delivery and job result. Names and ids are never cut; the delivery
-    and the restore point or error wrap. -o wide adds the address and the files."""
+    and the error wrap, and the restore point fits 100 columns beside them. -o wide adds
+    the address, the job id and the files."""
     columns = [("computer", "id")]
     if wide:
         columns.append(("address", "id"))
-    columns += [("delivery", "text"), ("job", "id"), ("job state", "id"), ("bytes", "number")]
+    columns.append(("delivery", "text"))
+    if wide:
+        columns.append(("job", "id"))
+    columns += [("job state", "id"), ("bytes", "number")]
     if wide:
         columns.append(("files", "number"))
     columns.append(("restore point or error", "text"))
@@ -71,7 +75,10 @@ def jobs_table(session: pb.PolicySession, wide: bool = False) -> Table:
         if wide:
             cells.append(result.computer.address)
         size = formats.size(job.bytes_done) if job.id else ""
-        cells += [delivery, job.id, job_state(result), size]
+        cells.append(delivery)
+        if wide:
+            cells.append(job.id)
+        cells += [job_state(result), size]
         if wide:
             cells.append(str(job.files_done) if job.id else "")
         cells.append(job.restore_point_id or job.error or ("" if job.id else result.detail))

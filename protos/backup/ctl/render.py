@@ -121,6 +121,13 @@ def results_table(session: pb.PolicySession, wide: bool = False) -> Table:
     return shown
 
 
+def outcome_text(session: pb.PolicySession) -> Text:
+    """The outcome of the session's jobs; "-" for a session stored before outcomes."""
+    if session.outcome == pb.SESSION_STATE_UNSPECIFIED:
+        return Text("-", style="dim")
+    return state_text(session.outcome)
+
+
 def counts(stats: pb.SessionStatistics, *, zeros: bool = True) -> str:
     """'2 received, 1 not received, ...': every delivery (zeros optional), pending if any."""
     parts = [
@@ -161,10 +168,10 @@ SESSION_COUNTS = ("total", "received", "not received", "skipped", "rejected", "c
 
 
 def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Table:
-    """One session a row, with what started it; the deliveries as one phrase (-o wide: how
-    long it took, and a column per count)."""
+    """One session a row, with what started it, its delivery state and its jobs' outcome;
+    the deliveries as one phrase (-o wide: how long it took, and a column per count)."""
     columns = [("session", "id"), ("policy", "id"), ("action", "id"), ("trigger", "id")]
-    columns += [("attempt", "number"), ("state", "id"), ("started", "text")]
+    columns += [("attempt", "number"), ("state", "id"), ("outcome", "id"), ("started", "text")]
     if wide:
         columns.append(("took", "number"))
         columns += [(name, "number") for name in SESSION_COUNTS]
@@ -180,6 +187,7 @@ def sessions_table(sessions: list[pb.PolicySession], wide: bool = False) -> Tabl
             trigger_text(session),
             str(session.attempt),
             state_text(session.state),
+            outcome_text(session),
             when(session.start_time),
         ]
         if wide:

@@ -34,16 +34,23 @@ def worst_first(statuses: list[pb.ComputerStatus]) -> list[pb.ComputerStatus]:
     )
 
 
-def statuses_table(statuses: list[pb.ComputerStatus]) -> Table:
-    table = Table()
-    # Ids and addresses are never wrapped or cut: they are what an operator copies.
-    for column in ("policy", "computer", "address", "last job", "state", "ended"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("last success", no_wrap=True)
-    table.add_column("restore point", no_wrap=True)
-    table.add_column("failures in a row", justify="right")
-    table.add_column("last contact", no_wrap=True)
-    table.add_column("error", overflow="fold")
+def statuses_table(statuses: list[pb.ComputerStatus], wide: bool = False) -> Table:
+    """One row per policy and computer: its last job's state, last success and the restore
+    point it made, failures in a row, the error. Ids are never cut (they are what an
+    operator copies); dates and errors wrap, so it fits 100 columns. -o wide adds the
+    address, the job id, when it ended and the last contact."""
+    columns = [("policy", "id"), ("computer", "id")]
+    if wide:
+        columns.append(("address", "id"))
+    columns.append(("last job", "id"))
+    if wide:
+        columns += [("job id", "id"), ("ended", "text")]
+    columns += [("last success", "text"), ("restore point", "id")]
+    columns.append(("failures\nin a row", "number"))
+    if wide:
+        columns.append(("last contact", "text"))
+    columns.append(("error", "text"))
+    table = render.table(*columns)
     for status in statuses:
         job = status.last_job
         state = (
@@ -54,22 +61,20 @@ def statuses_table(statuses: list[pb.ComputerStatus]) -> Table:
             if job.id
             else Text("never ran", style="red")
         )
-        table.add_row(
-            status.policy_id,
-            status.computer.name,
-            status.computer.address,
-            job.id,
-            state,
-            render.when(job.end_time),
-            render.when(status.last_success_time),
-            status.last_restore_point_id,
-            Text(
-                str(status.consecutive_failures),
-                style="red" if status.consecutive_failures else "",
-            ),
-            render.when(status.last_contact_time),
-            job.error,
+        cells: list[str | Text] = [status.policy_id, status.computer.name]
+        if wide:
+            cells.append(status.computer.address)
+        cells.append(state)
+        if wide:
+            cells += [job.id, render.when(job.end_time)]
+        cells += [render.when(status.last_success_time), status.last_restore_point_id]
+        cells.append(
+            Text(str(status.consecutive_failures), style="red" if status.consecutive_failures else "")
         )
+        if wide:
+            cells.append(render.when(status.last_contact_time))
+        cells.append(job.error)
+        table.add_row(*cells)
     return table
 
 
@@ -91,8 +96,9 @@ def statuses_table(statuses: list[pb.ComputerStatus]) -> Table:
 def status(policy_id: str) -> None:
     """Show whether each computer is protected: last job, last success, failures in a row.
 
-    From the jobs the server followed, worst first. Exit 0 when every listed computer's
-    last job succeeded, 3 otherwise, 1 on error.
+    From the jobs the server followed, worst first (-o wide: address, job id, when it
+    ended, last contact). Exit 0 when every listed computer's last job succeeded, 3
+    otherwise, 1 on error.
     """
     options = settings()
     found: list[pb.ComputerStatus] = []
@@ -113,6 +119,6 @@ def status(policy_id: str) -> None:
     if options.structured:
         render.emit(api.ListComputerStatusesResponse(computer_statuses=found), options.output)
     else:
-        render.console().print(statuses_table(found))
+        render.console().print(statuses_table(found, options.wide))
     all_protected = all(protected(s) for s in found)
     raise click.exceptions.Exit(EXIT_SUCCEEDED if all_protected else EXIT_NOT_ALL_SUCCEEDED)
