@@ -68,9 +68,8 @@ def statuses_table(statuses: list[pb.ComputerStatus], wide: bool = False) -> Tab
         if wide:
             cells += [job.id, render.when(job.end_time)]
         cells += [render.when(status.last_success_time), status.last_restore_point_id]
-        cells.append(
-            Text(str(status.consecutive_failures), style="red" if status.consecutive_failures else "")
-        )
+        failures = status.consecutive_failures
+        cells.append(Text(str(failures), style="red" if failures else ""))
         if wide:
             cells.append(render.when(status.last_contact_time))
         cells.append(job.error)
