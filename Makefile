@@ -17,8 +17,12 @@ test: $(READY) examples/node/node_modules/.ready $(PROMTOOL) $(PROTOC_GEN_GO)
 slow: $(READY)
 	$(PY) -m pytest -m slow
 
+# The wire contract as release 1 shipped it (API.md: add freely, never rename or drop).
+RELEASE_1 := 11aa6e4
+
 lint: $(READY) node_modules/.ready
-	node_modules/.bin/buf lint && $(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports
+	node_modules/.bin/buf lint && node_modules/.bin/buf breaking --against '.git#ref=$(RELEASE_1)'
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/lint-imports
 
 proto: $(READY)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos $(PROTOS)
