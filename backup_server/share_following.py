@@ -25,7 +25,7 @@ from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
 from .outcomes import awaits_reconciliation, ended_job, follows
-from .sessions import PROGRESS_INTERVAL, LiveSession
+from .sessions import PROGRESS_INTERVAL, JobEnd, LiveSession
 from .storage.interface import Storage
 from .tracking import FOLLOW_AFTER, STREAMS_PER_SECOND, mark_reconciled, record_job
 
@@ -66,6 +66,7 @@ class FollowedShares:
             on_ended=self._ended,
         )
         self._shares: dict[str, _Share] = {}
+        self._claimed: dict[str, set[int]] = {}  # claimed from dead replicas, not yet followed
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -101,7 +102,9 @@ class FollowedShares:
                 self.follower.reconcile(key, mine.computer.address, session.policy_id)
             else:
                 if mine.delivery == pb.DELIVERY_RECEIVED and ended_job(mine.job):
-                    record_job(share.live, mine, mine.job, ended_before=False)
+                    # Ended by the time it answered: its status still needs the end.
+                    end = JobEnd(session.policy_id, mine.computer, mine.job, time.time_ns())
+                    share.live.job_ends.append(end)
                 self._done(key)
 
     # following.Recorder
@@ -178,20 +181,24 @@ class FollowedShares:
                 await self._save(session_id, share)
 
     async def _claim(self) -> None:
-        for session_id, positions in (
-            await self._storage.claim_followed_shares(self.replica_id)
-        ).items():
+        claimed = await self._storage.claim_followed_shares(self.replica_id)
+        for session_id, positions in claimed.items():
             log.warning(
                 "session %s: following %d jobs of a replica that stopped",
                 session_id,
                 len(positions),
                 extra={"session_id": session_id},
             )
-            share = self._shares.get(session_id)
+            self._claimed.setdefault(session_id, set()).update(positions)
+        # Rows claimed are this replica's now, whatever happens next: kept until followed
+        # (a session that could not be read is read again at the next claim).
+        for session_id, taken in list(self._claimed.items()):
             live = LiveSession(await self._storage.get_session(session_id))
+            share = self._shares.get(session_id)
             if share is not None:
-                share.followed.difference_update(positions)
-            self.follow(live, positions)
+                share.followed.difference_update(taken)
+            self.follow(live, sorted(taken))
+            del self._claimed[session_id]
 
     async def _save(self, session_id: str, share: _Share) -> None:
         live = share.live

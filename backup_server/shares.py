@@ -87,6 +87,9 @@ def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:
             change.latency_ns,
             change.job_id,
             job,
+            # Never written back from here: its replica follows the job and writes the
+            # row, and a stale copy written later would undo the job's end.
+            stored=True,
         )
         merged += 1
     return merged

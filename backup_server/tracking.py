@@ -48,6 +48,7 @@ class LiveRecord(Protocol):
     session: pb.PolicySession
     dirty: list[int]
     job_ends: list[JobEnd]
+    header_changed: bool
 
     def publish(self) -> None: ...
 
@@ -82,15 +83,11 @@ def _job_counts(stats: pb.SessionStatistics) -> tuple[int, ...]:
     return tuple(getattr(stats, name) for name in JOB_STATISTICS)
 
 
-def record_job(
-    live: LiveRecord, result: pb.ComputerResult, job: pb.Job, ended_before: bool | None = None
-) -> None:
+def record_job(live: LiveRecord, result: pb.ComputerResult, job: pb.Job) -> None:
     """Records the job as the agent now has it; a job that ended since it was last seen
-    (`ended_before` False: it had not) is a `JobEnd` for the computer's status."""
-    if ended_before is None:
-        ended_before = result.job.id == job.id and ended_job(result.job)
-    if result.job is not job:
-        result.job.CopyFrom(job)
+    is a `JobEnd` for the computer's status."""
+    ended_before = result.job.id == job.id and ended_job(result.job)
+    result.job.CopyFrom(job)
     result.job_id = job.id
     now = time.time_ns()
     result.last_contact_time.FromNanoseconds(now)
@@ -221,8 +218,10 @@ class OutcomeTracker:
         if tracked is None:
             return
         session = tracked.live.session
+        changed = False
         for change, done in rows:
             result = session.computer_results[change.position]
+            before = (result.delivery, result.job.state, result.job_unknown)
             if change.reconciled and not result.reconciled:
                 if result.delivery == pb.DELIVERY_NOT_RECEIVED:
                     session.statistics.not_received -= 1
@@ -232,8 +231,12 @@ class OutcomeTracker:
                 note_reconciled(session)
             else:
                 apply_row(result, change)
+            changed |= before != (result.delivery, result.job.state, result.job_unknown)
             if done:
                 tracked.elsewhere.discard(change.position)
+        if changed:
+            # The rows are stored already; the header's counts follow with the next batch.
+            tracked.live.header_changed = True
         self._changed(tracked)
         if not tracked.elsewhere and not self.follower.following(session_id):
             self._idle(session_id)
