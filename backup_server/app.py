@@ -31,10 +31,12 @@ from .running import RunningSessions
 from .scheduler import Clock, Leadership, Scheduler
 from .scheduling import ServerActions
 from .service import PolicyService
+from .share_following import FollowedShares
 from .shares import Shares
 from .statuses import ComputerStatuses
 from .storage.backends import DEFAULT_POOL_SIZE, open_storage, shown
 from .storage.interface import Storage
+from .storage.postgres import is_postgres_url
 from .transport import GrpcAgentTransport
 from .warming import warm_channels
 
@@ -154,6 +156,20 @@ class BackupServer:
             # Following needs server streams: a transport without them (a test's) ends each
             # session with its delivery, as before outcomes existed.
             if isinstance(self.transport, AgentStreams):
+                # Over PostgreSQL each replica follows the jobs of its own shares.
+                followed_shares = (
+                    FollowedShares(
+                        storage,
+                        self.transport,
+                        self.config.agent_deadline,
+                        replicas.id,
+                        self.config.replica_lease,
+                        self.config.agent_lost_after,
+                        self.config.reconcile_for,
+                    )
+                    if is_postgres_url(self.config.db)
+                    else None
+                )
                 self.followed = FollowedSessions(
                     storage,
                     self.transport,
@@ -161,7 +177,10 @@ class BackupServer:
                     self.config.agent_deadline,
                     self.config.agent_lost_after,
                     self.config.reconcile_for,
+                    followed_shares,
                 )
+                if followed_shares is not None:
+                    shares.on_delivered = followed_shares.follow
                 if self.monitoring is not None:
                     self.monitoring.follow(self.followed)
             self.control = Control(
@@ -180,6 +199,8 @@ class BackupServer:
             follow = self.followed.follow_claimed if self.followed is not None else None
             await replicas.start(self.control.adopt, follow)
             shares.start()
+            if self.followed is not None and self.followed.shares is not None:
+                self.followed.shares.start()
         except (OSError, BackupError) as error:
             raise SystemExit(f"cannot open the database {shown(self.config.db)}: {error}") from None
         queries = SessionQueries(storage, self.control.running)
@@ -274,6 +295,8 @@ class BackupServer:
         await stopping
         if self.shares is not None:
             await self.shares.stop()
+        if self.followed is not None and self.followed.shares is not None:
+            await self.followed.shares.stop()
         await self.transport.close()
         if self.replicas is not None:
             await self.replicas.stop()

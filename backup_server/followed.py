@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import logging
 
+from backup.errors import BackupError
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams
 from .outcomes import awaits_reconciliation, follows
 from .running import RunningSessions
-from .sessions import LiveSession, SessionWriter
+from .sessions import PROGRESS_INTERVAL, LiveSession, SessionWriter
+from .share_following import FollowedShares
 from .storage.interface import Storage
 from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
 
@@ -43,8 +45,13 @@ class FollowedSessions:
         deadline: float,
         lost_after: float = AGENT_LOST_AFTER,
         reconcile_for: float | None = None,
+        shares: FollowedShares | None = None,
     ) -> None:
+        """With `shares` (replicas over one database), each replica follows the jobs of
+        its own share of a session; this one, the owner, merges the others' rows."""
         self._storage = storage
+        self.shares = shares
+        self._merging: dict[str, asyncio.Task[None]] = {}
         self._running = running
         self.tracker = OutcomeTracker(
             agents, deadline, lost_after, release=self._release, reconcile_for=reconcile_for
@@ -61,7 +68,8 @@ class FollowedSessions:
     @property
     def followed_jobs(self) -> int:
         """Jobs followed and computers being reconciled now (the backup_jobs_followed gauge)."""
-        return self.tracker.follower.count
+        jobs = self.tracker.follower.count
+        return jobs + self.shares.count if self.shares is not None else jobs
 
     def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
         """(computer name, job id) of the policy's jobs followed as running now (or about
@@ -100,7 +108,43 @@ class FollowedSessions:
 
     def _track(self, live: LiveSession) -> None:
         self._pending.pop(live.session.id, None)
-        self.tracker.track(live)
+        if self.shares is None:
+            self.tracker.track(live)
+            return
+        session_id = live.session.id
+        task = self._merging[session_id] = asyncio.ensure_future(self._track_shared(live))
+        task.add_done_callback(lambda _: self._merging.pop(session_id, None))
+
+    async def _track_shared(self, live: LiveSession) -> None:
+        """Follows the owner's share of the session and merges the rows the other
+        replicas' followers write, every PROGRESS_INTERVAL, until they are done."""
+        session_id = live.session.id
+        try:
+            elsewhere = await self._storage.shared_positions(session_id)
+        except BackupError as error:
+            # Unknown shares: followed from here, all of them (a job followed twice
+            # records the same end twice, which the statuses fold once).
+            log.warning(
+                "session %s: its shares not read, all its jobs followed here: %s",
+                session_id,
+                error.message,
+                extra={"session_id": session_id},
+            )
+            elsewhere = []
+        self.tracker.track(live, elsewhere)
+        while positions := self.tracker.elsewhere(session_id):
+            try:
+                rows = await self._storage.followed_results(session_id, positions)
+            except BackupError as error:
+                log.warning(
+                    "session %s: other replicas' followed rows not read: %s",
+                    session_id,
+                    error.message,
+                    extra={"session_id": session_id},
+                )
+            else:
+                self.tracker.merge_followed(session_id, rows)
+            await asyncio.sleep(PROGRESS_INTERVAL)
 
     def follow_claimed(self, session: pb.PolicySession) -> bool:
         """Follows a stored session this replica claimed (`Storage.claim_followed_sessions`:
@@ -155,6 +199,10 @@ class FollowedSessions:
         for handle, _ in self._pending.values():
             handle.cancel()
         self._pending.clear()
+        merging = list(self._merging.values())
+        for task in merging:
+            task.cancel()
+        await asyncio.gather(*merging, return_exceptions=True)
         await self.tracker.close()
         entries = list(self._writers.values())
         self._writers.clear()

@@ -108,8 +108,11 @@ class Follower:
         clock: Callable[[], float] = time.monotonic,
         on_idle: Callable[[str], None] | None = None,
         reconcile_for: float | None = None,
+        on_ended: Callable[[JobKey], None] | None = None,
     ) -> None:
-        """`on_idle(session_id)` is called when a session has nothing followed any more."""
+        """`on_idle(session_id)` is called when a session has nothing followed any more,
+        `on_ended(key)` when one job or computer is followed no more (not at `close`)."""
+        self._on_ended = on_ended
         self._reconcile_for = RECONCILE_FOR if reconcile_for is None else reconcile_for
         self._agents = agents
         self._on_idle = on_idle
@@ -129,6 +132,10 @@ class Follower:
     def following(self, session_id: str) -> bool:
         """Whether anything of that session is still followed or reconciled."""
         return session_id in self._per_session
+
+    def positions(self, session_id: str) -> list[int]:
+        """The positions of the session followed or reconciled here now, in order."""
+        return sorted(key.position for key in self._tasks if key.session_id == session_id)
 
     def follow(self, key: JobKey, address: str, job: pb.Job, after: float = 0.0) -> None:
         """Follows `job` on the agent at `address` until it ends (or long after it is lost),
@@ -153,6 +160,8 @@ class Follower:
             del self._tasks[key]
         if not task.cancelled() and task.exception() is not None:
             log.error("following %s failed", key, exc_info=task.exception())
+        if self._on_ended is not None and not self._closing and key not in self._tasks:
+            self._on_ended(key)
         left = self._per_session[key.session_id] - 1
         if left:
             self._per_session[key.session_id] = left

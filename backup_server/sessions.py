@@ -161,6 +161,9 @@ class LiveSession:
     def __init__(self, session: pb.PolicySession) -> None:
         self.session = session
         self.dirty: list[int] = []
+        # The header changed without a row of this replica's to write (a row another
+        # replica stored was merged): the next batch carries the header alone.
+        self.header_changed = False
         self.job_ends: list[JobEnd] = []
         self._changed = asyncio.Event()
         # The (outcome, outcome_ns) the storage has. Once its jobs are followed
@@ -188,8 +191,11 @@ class LiveSession:
         latency_ns: int = 0,
         job_id: str = "",
         job: pb.Job | None = None,
+        stored: bool = False,
     ) -> None:
-        """Sets one computer's delivery (and the job it answered with); recorded once."""
+        """Sets one computer's delivery (and the job it answered with); recorded once.
+        `stored`: its row says so already (another replica wrote it), so it is not
+        written again from here."""
         result = self.session.computer_results[position]
         if result.delivery != pb.DELIVERY_PENDING:
             return
@@ -208,7 +214,10 @@ class LiveSession:
             result.last_contact_time.GetCurrentTime()
         if latency_ns:
             result.latency.FromNanoseconds(latency_ns)
-        self.dirty.append(position)
+        if stored:
+            self.header_changed = True
+        else:
+            self.dirty.append(position)
 
     @property
     def outcome_unstored(self) -> bool:
@@ -219,6 +228,7 @@ class LiveSession:
         """The changes since the last call, for one storage write."""
         # A position changed many times since the last batch is written once.
         dirty, self.dirty = list(dict.fromkeys(self.dirty)), []
+        self.header_changed = False
         job_ends, self.job_ends = self.job_ends, []
         results = self.session.computer_results
         changes = []
@@ -256,6 +266,7 @@ class LiveSession:
     def give_back(self, progress: Progress) -> None:
         """A batch that could not be stored: its results go into the next one."""
         self.dirty[:0] = [change.position for change in progress.results]
+        self.header_changed = True
         self.job_ends[:0] = progress.job_ends
 
     def finish(self) -> None:
@@ -344,7 +355,8 @@ class SessionWriter:
         """Every interval: one write for the outcomes so far, then wake the watchers."""
         while True:
             await asyncio.sleep(interval)
-            if self.live.dirty or self.live.job_ends or self.live.outcome_unstored:
+            live = self.live
+            if live.dirty or live.job_ends or live.outcome_unstored or live.header_changed:
                 # Shielded: the batch has left `live.dirty`, so it must reach the storage
                 # (or go back) even if the fan-out ends now and cancels this writer; the
                 # final write waits for it (`save` holds a lock).

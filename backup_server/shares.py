@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from backup.errors import BackupError, NotFound
 from backup.v1 import resources_pb2 as pb
@@ -87,6 +87,9 @@ def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:
             change.latency_ns,
             change.job_id,
             job,
+            # Never written back from here: its replica follows the job and writes the
+            # row, and a stale copy written later would undo the job's end.
+            stored=True,
         )
         merged += 1
     return merged
@@ -152,6 +155,9 @@ class Shares:
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        # `on_delivered(live, positions)`: this replica's share of a session whose jobs
+        # are followed was sent; it follows them (share_following.FollowedShares.follow).
+        self.on_delivered: Callable[[LiveSession, list[int]], None] | None = None
 
     async def assign(self, session: pb.PolicySession) -> list[int] | None:
         """Shares a stored session's pending computers among the live replicas; returns
@@ -282,7 +288,11 @@ class Shares:
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
-                await asyncio.shield(self._save(live))
+                try:
+                    await asyncio.shield(self._save(live))
+                finally:
+                    # Rows not stored went back to `live`, whose follower writes them.
+                    self._delivered(live, positions)
             received = sum(1 for p in positions if results[p].delivery == pb.DELIVERY_RECEIVED)
             log.info(
                 "session %s: share of %d computers delivered by replica %s, %d received",
@@ -305,6 +315,16 @@ class Shares:
             sending.difference_update(found)
             if not sending:
                 self._in_flight.pop(session_id, None)
+
+    def _delivered(self, live: LiveSession, positions: list[int]) -> None:
+        results = live.session.computer_results
+        sent = [p for p in positions if results[p].delivery != pb.DELIVERY_PENDING]
+        if (
+            self.on_delivered is not None
+            and sent
+            and (live.session.outcome == pb.SESSION_STATE_RUNNING)
+        ):
+            self.on_delivered(live, sent)
 
     def _fanout(
         self, live: LiveSession, command: Command, positions: list[int], warm: bool

@@ -14,7 +14,7 @@ notifications and retries hook there.
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,7 +30,7 @@ from .outcomes import (
     job_running,
     outcome_of,
 )
-from .sessions import JobEnd, state_of
+from .sessions import JobEnd, ResultChange, state_of
 
 log = logging.getLogger("backup_server.tracking")
 
@@ -48,6 +48,7 @@ class LiveRecord(Protocol):
     session: pb.PolicySession
     dirty: list[int]
     job_ends: list[JobEnd]
+    header_changed: bool
 
     def publish(self) -> None: ...
 
@@ -60,6 +61,8 @@ OutcomeHook = Callable[[pb.PolicySession, bool], None]
 class _Tracked:
     live: LiveRecord
     awaiting: set[int] = field(default_factory=set)
+    # Positions another replica follows (its share); their rows are merged, not followed.
+    elsewhere: set[int] = field(default_factory=set)
     settle_due: bool = False
     counted: tuple[int, ...] = ()  # the jobs_* when the outcome was last set
     published: tuple[int, ...] = ()  # the jobs_* watchers were last woken for
@@ -78,6 +81,62 @@ def _job_fields(session: pb.PolicySession, result: pb.ComputerResult) -> dict[st
 
 def _job_counts(stats: pb.SessionStatistics) -> tuple[int, ...]:
     return tuple(getattr(stats, name) for name in JOB_STATISTICS)
+
+
+def record_job(live: LiveRecord, result: pb.ComputerResult, job: pb.Job) -> None:
+    """Records the job as the agent now has it; a job that ended since it was last seen
+    is a `JobEnd` for the computer's status."""
+    ended_before = result.job.id == job.id and ended_job(result.job)
+    result.job.CopyFrom(job)
+    result.job_id = job.id
+    now = time.time_ns()
+    result.last_contact_time.FromNanoseconds(now)
+    if ended_job(job) and not ended_before:
+        live.job_ends.append(JobEnd(live.session.policy_id, result.computer, job, now))
+        if job.state == pb.JOB_STATE_FAILED:
+            log.warning(
+                "session %s: job %s on computer %s (%s) failed: %s",
+                live.session.id,
+                job.id,
+                result.computer.name,
+                result.computer.address,
+                job.error,
+                extra=_job_fields(live.session, result),
+            )
+
+
+def mark_reconciled(result: pb.ComputerResult, job: pb.Job) -> None:
+    """A computer recorded not received that had in fact started `job`."""
+    result.delivery = pb.DELIVERY_RECEIVED
+    result.reconciled = True
+    result.detail = f"OK: reconciled: the agent's job list has job {job.id} ({result.detail})"
+
+
+def note_reconciled(session: pb.PolicySession) -> None:
+    """The session's warning that counts its reconciled computers, set or updated."""
+    count = sum(1 for r in session.computer_results if r.reconciled)
+    note = (
+        f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
+        "received the command (their agent's job list shows the job)"
+    )
+    for index, warning in enumerate(session.warnings):
+        if warning.startswith(RECONCILED_WARNING):
+            session.warnings[index] = note
+            break
+    else:
+        session.warnings.append(note)
+
+
+def apply_row(result: pb.ComputerResult, change: ResultChange) -> None:
+    """Sets a computer's result as a stored row has it (written by another replica)."""
+    result.delivery, result.detail, result.job_id = change.delivery, change.detail, change.job_id
+    if change.job:
+        result.job.ParseFromString(change.job)
+    else:
+        result.ClearField("job")
+    result.reconciled, result.job_unknown = change.reconciled, change.job_unknown
+    if change.contact_ns:
+        result.last_contact_time.FromNanoseconds(change.contact_ns)
 
 
 class OutcomeTracker:
@@ -114,15 +173,19 @@ class OutcomeTracker:
                     found[result.job.id] = (result.computer.name, result.job.id)
         return list(found.values())
 
-    def track(self, live: LiveRecord) -> None:
+    def track(self, live: LiveRecord, elsewhere: Collection[int] = ()) -> None:
         """Starts following a delivered (or resumed) session's jobs, and reconciling its
-        computers whose command timed out; settles its outcome if nothing needs following."""
+        computers whose command timed out; settles its outcome if nothing needs following.
+        The computers at `elsewhere` are followed by other replicas (their shares): each
+        holds the outcome until `merge_followed` says its follower is done with it."""
         session = live.session
-        tracked = self._sessions[session.id] = _Tracked(live)
+        tracked = self._sessions[session.id] = _Tracked(live, elsewhere=set(elsewhere))
         policy_id = session.policy_id
         now = time.time_ns()
         opened = 0
         for position, result in enumerate(session.computer_results):
+            if position in tracked.elsewhere:
+                continue
             key = JobKey(session.id, position)
             address = result.computer.address
             if result.delivery == pb.DELIVERY_RECEIVED and not result.HasField("last_contact_time"):
@@ -141,10 +204,48 @@ class OutcomeTracker:
         if not self.follower.following(session.id):
             self._idle(session.id)
 
-    def _idle(self, session_id: str) -> None:
-        tracked = self._sessions.pop(session_id, None)
+    def elsewhere(self, session_id: str) -> list[int]:
+        """The positions of the session other replicas still follow, in order."""
+        tracked = self._sessions.get(session_id)
+        return sorted(tracked.elsewhere) if tracked is not None else []
+
+    def merge_followed(self, session_id: str, rows: Iterable[tuple[ResultChange, bool]]) -> None:
+        """Records the rows other replicas' followers wrote (their job ends, losses and
+        reconciliations; the statuses they changed are stored with them), each with
+        whether its follower is done with it; once none is left and nothing is followed
+        here, the session is released."""
+        tracked = self._sessions.get(session_id)
         if tracked is None:
             return
+        session = tracked.live.session
+        changed = False
+        for change, done in rows:
+            result = session.computer_results[change.position]
+            before = (result.delivery, result.job.state, result.job_unknown)
+            if change.reconciled and not result.reconciled:
+                if result.delivery == pb.DELIVERY_NOT_RECEIVED:
+                    session.statistics.not_received -= 1
+                    session.statistics.received += 1
+                apply_row(result, change)
+                session.state = state_of(session.statistics)
+                note_reconciled(session)
+            else:
+                apply_row(result, change)
+            changed |= before != (result.delivery, result.job.state, result.job_unknown)
+            if done:
+                tracked.elsewhere.discard(change.position)
+        if changed:
+            # The rows are stored already; the header's counts follow with the next batch.
+            tracked.live.header_changed = True
+        self._changed(tracked)
+        if not tracked.elsewhere and not self.follower.following(session_id):
+            self._idle(session_id)
+
+    def _idle(self, session_id: str) -> None:
+        tracked = self._sessions.get(session_id)
+        if tracked is None or tracked.elsewhere:
+            return  # other replicas' shares still hold it: `merge_followed` releases it
+        del self._sessions[session_id]
         if tracked.settle_due:
             self._settle(tracked)
         if self._release is not None:
@@ -173,7 +274,7 @@ class OutcomeTracker:
                 pb.JobState.Name(job.state),
                 extra={"session_id": key.session_id},
             )
-        self._record_job(tracked, result, job)
+        record_job(tracked.live, result, job)
         result.job_unknown = False
         self._changed(tracked)
 
@@ -204,22 +305,10 @@ class OutcomeTracker:
         if result.delivery == pb.DELIVERY_NOT_RECEIVED:
             stats.not_received -= 1
             stats.received += 1
-        result.delivery = pb.DELIVERY_RECEIVED
-        result.reconciled = True
-        result.detail = f"OK: reconciled: the agent's job list has job {job.id} ({result.detail})"
-        self._record_job(tracked, result, job)
+        mark_reconciled(result, job)
+        record_job(tracked.live, result, job)
         session.state = state_of(stats)
-        count = sum(1 for r in session.computer_results if r.reconciled)
-        note = (
-            f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
-            "received the command (their agent's job list shows the job)"
-        )
-        for index, warning in enumerate(session.warnings):
-            if warning.startswith(RECONCILED_WARNING):
-                session.warnings[index] = note
-                break
-        else:
-            session.warnings.append(note)
+        note_reconciled(session)
         log.info(
             "session %s: computer %s reconciled: job %s",
             session.id,
@@ -235,27 +324,6 @@ class OutcomeTracker:
         if tracked is not None:
             tracked.awaiting.discard(key.position)
             self._changed(tracked)
-
-    @staticmethod
-    def _record_job(tracked: _Tracked, result: pb.ComputerResult, job: pb.Job) -> None:
-        ended_before = result.job.id == job.id and ended_job(result.job)
-        result.job.CopyFrom(job)
-        result.job_id = job.id
-        now = time.time_ns()
-        result.last_contact_time.FromNanoseconds(now)
-        if ended_job(job) and not ended_before:
-            live = tracked.live
-            live.job_ends.append(JobEnd(live.session.policy_id, result.computer, job, now))
-            if job.state == pb.JOB_STATE_FAILED:
-                log.warning(
-                    "session %s: job %s on computer %s (%s) failed: %s",
-                    live.session.id,
-                    job.id,
-                    result.computer.name,
-                    result.computer.address,
-                    job.error,
-                    extra=_job_fields(live.session, result),
-                )
 
     @staticmethod
     def _count_missed(live: LiveRecord) -> None:
@@ -278,7 +346,9 @@ class OutcomeTracker:
         live = tracked.live
         session = live.session
         count_jobs(session)
-        outcome = outcome_of(session, tracked.awaiting)
+        # Another replica's computer holds the outcome until its follower is done with it
+        # (its job's end and the status it changed stored).
+        outcome = outcome_of(session, tracked.awaiting | tracked.elsewhere)
         previous = session.outcome
         counted = _job_counts(session.statistics)
         # Watchers hear a change of counts or outcome now; progress (bytes) reaches them

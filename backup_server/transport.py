@@ -84,6 +84,7 @@ class GrpcAgentTransport(AgentTransport):
         connect_seconds: float | None = None,
     ) -> None:
         self._options = channel_options(deadline)
+        self._deadline = deadline
         # Half a deadline, as the fan-out's first wave never gets less: a computer that
         # waited for its place still has time for its handshake, and the silent ones of
         # a session end with its deadline as long as their places came within half of it.
@@ -226,8 +227,14 @@ class GrpcAgentTransport(AgentTransport):
 
     async def stream(self, address: str, method: str, request: bytes) -> AsyncIterator[bytes]:
         """A server-streaming call without a deadline (following a job lasts as long as
-        the job); the channel's keepalive breaks it if the agent vanishes."""
+        the job); the channel's keepalive breaks it if the agent vanishes. A channel not
+        connected yet connects first, inside the handshake places as a command does."""
         agent = self._agent(address)
+        try:
+            agent = await self._ready(address, agent, self._deadline)
+        except NotConnected as late:
+            self._forget(address, agent)
+            raise AgentCallError("UNAVAILABLE", str(late)) from None
         call = agent.channel.unary_stream(
             SERVICE + method, request_serializer=_identity, response_deserializer=_identity
         )(request)

@@ -587,6 +587,34 @@ async def test_a_finished_sessions_pending_rows_are_not_polled(storage: Storage)
     assert await storage.claim_shares("r-other") == {}
 
 
+async def test_a_followed_share_writes_its_rows_statuses_and_done_marks(storage: Storage) -> None:
+    """save_followed writes a share's rows and the statuses its job ends change and marks rows done, in one unit, leaving the header; followed_results reads them back with the marks."""
+    await storage.insert_session(a_session("followed", computers=3), owner="r-me")
+    await storage.assign_shares("followed", {"r-b": [1, 2]})
+    assert await storage.shared_positions("followed") == [1, 2]
+    live = LiveSession(await storage.get_session("followed"))
+    job = a_job("j-1", pb.JOB_STATE_RUNNING, 100)
+    live.record(1, pb.DELIVERY_RECEIVED, "OK: started", 5, job=job)
+    await storage.save_share("followed", live.take_progress().results)
+    ended = a_job("j-1", pb.JOB_STATE_SUCCEEDED, 100)
+    live.session.computer_results[1].job.CopyFrom(ended)
+    live.dirty.append(1)
+    computer = live.session.computer_results[1].computer
+    end = JobEnd("p", computer, ended, 1_700_000_100_000_000_000)
+    took = await storage.save_followed("followed", live.take_progress().results, [end], [1])
+    assert took >= 0
+    [(first, done), (second, not_done)] = await storage.followed_results("followed", [2, 1])
+    assert (first.position, done, second.position, not_done) == (1, True, 2, False)
+    assert pb.Job.FromString(first.job).state == pb.JOB_STATE_SUCCEEDED
+    [status] = await storage.list_computer_statuses("p", ("", ""), 10)
+    assert status.computer.address == computer.address and status.last_job.id == "j-1"
+    assert (await storage.get_session("followed")).statistics.pending == 3
+    # A pending row, or one done, is no dead replica's followed share to claim.
+    assert await storage.claim_followed_shares("r-c") == {}
+    with pytest.raises(NotFound):
+        await storage.shared_positions("absent")
+
+
 # Errors
 
 

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress, ResultChange
+from ..sessions import JobEnd, Progress, ResultChange
 
 # Checks a policy against the groups it names, inside the unit of work that stores it;
 # raises a `backup.errors` error to refuse it.
@@ -231,6 +231,41 @@ class Storage(Protocol):
     ) -> list[ResultChange]:
         """The rows among `positions` of the session that are no longer pending, in
         position order: what other replicas delivered, for the owner to merge."""
+        ...
+
+    # Followed shares (backup_server.share_following): after delivery, the replica of a
+    # computer's share follows its job, writes its row and the statuses its job ends
+    # change, and marks the row done; the session's owner reads those rows.
+
+    async def shared_positions(self, session_id: str) -> list[int]:
+        """The positions of the session's computers whose share is another replica's (not
+        the owner's ""), in order. NotFound if no session."""
+        ...
+
+    async def followed_results(
+        self, session_id: str, positions: Sequence[int]
+    ) -> list[tuple[ResultChange, bool]]:
+        """The rows at `positions` of the session, in position order, each with whether
+        its follower is done with it (`save_followed`'s `done`)."""
+        ...
+
+    async def save_followed(
+        self,
+        session_id: str,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+    ) -> float:
+        """Writes a followed share's changed rows, folds `job_ends` into the computers'
+        statuses, and marks the rows at `done` done, in one unit of work (never the
+        session's header); returns the seconds the write took. NotFound if no session."""
+        ...
+
+    async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:
+        """Makes `replica_id` the follower of the delivered rows not done of sessions whose
+        outcome is RUNNING and whose share is a replica whose lease ran out, each row
+        claimed by one replica only; returns them by session id. A storage only one
+        server uses claims none."""
         ...
 
 

@@ -123,6 +123,12 @@ def _migration_computer_shares(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_followed_shares(db: sqlite_utils.Database) -> None:
+    """Whether the replica following a computer of another replica's share is done with
+    it (its job ended or was lost, its reconciliation settled: backup_server.share_following)."""
+    db.table("computer_results").add_column("follow_done", int, not_null_default=0)
+
+
 # Append only: a migration that has shipped is never edited, a new one is added.
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("initial schema", _migration_1_initial),
@@ -130,6 +136,7 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("session trigger, retry link and attempt", _migration_session_origin),
     ("replica leases and session owners", _migration_replicas),
     ("5 computer shares", _migration_computer_shares),
+    ("6 followed shares", _migration_followed_shares),
 ]
 
 

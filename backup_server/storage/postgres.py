@@ -21,6 +21,7 @@ from ..sessions import Progress
 from . import postgres_statements as statements
 from . import rows
 from .interface import GroupChange, PolicyChange, PolicyCheck
+from .postgres_follows import FollowRows
 from .postgres_pool import DEFAULT_POOL_SIZE, is_postgres_url, storage_error
 from .postgres_replicas import ReplicaRows
 from .postgres_shares import ShareRows
@@ -29,7 +30,7 @@ from .rows import RESULT_COLUMNS
 __all__ = ["DEFAULT_POOL_SIZE", "PostgresStorage", "is_postgres_url", "storage_error"]
 
 
-class PostgresStorage(ReplicaRows, ShareRows):
+class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
     """The `Storage` over one PostgreSQL database, shared by every replica."""
 
     # Protection groups

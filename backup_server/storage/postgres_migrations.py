@@ -96,6 +96,12 @@ MIGRATION_5_COMPUTER_SHARES = [
     f" where delivery = {pb.DELIVERY_PENDING}",
 ]
 
+# Whether the replica following a computer of another replica's share is done with it
+# (see backup_server.share_following).
+MIGRATION_6_FOLLOWED_SHARES = [
+    "alter table computer_results add column follow_done integer not null default 0",
+]
+
 # Append only, in step with migrations.MIGRATIONS: (name, statements).
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("initial schema", MIGRATION_1_INITIAL),
@@ -103,6 +109,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("session trigger, retry link and attempt", MIGRATION_3_SESSION_ORIGIN),
     ("replica leases and session owners", MIGRATION_4_REPLICAS),
     ("5 computer shares", MIGRATION_5_COMPUTER_SHARES),
+    ("6 followed shares", MIGRATION_6_FOLLOWED_SHARES),
 ]
 
 

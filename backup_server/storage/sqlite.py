@@ -17,7 +17,7 @@ from typing import ParamSpec, TypeVar
 from backup.errors import BackupError, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress, ResultChange
+from ..sessions import JobEnd, Progress, ResultChange
 from .interface import GroupChange, PolicyChange, PolicyCheck
 from .sqlite_file import SqliteFile
 
@@ -206,6 +206,29 @@ class SqliteStorage:
         self, session_id: str, positions: Sequence[int]
     ) -> list[ResultChange]:
         return await self._run(self.file.delivered_results, session_id, positions)
+
+    # Followed shares: one server per file, so no computer is another replica's.
+
+    async def shared_positions(self, session_id: str) -> list[int]:
+        return await self._run(self.file.shared_positions, session_id)
+
+    async def followed_results(
+        self, session_id: str, positions: Sequence[int]
+    ) -> list[tuple[ResultChange, bool]]:
+        return await self._run(self.file.followed_results, session_id, positions)
+
+    async def save_followed(
+        self,
+        session_id: str,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+    ) -> float:
+        call = self.file.save_followed
+        return (await self._run_timed(call, session_id, changes, job_ends, done))[1]
+
+    async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:
+        return {}  # one server per file: no other replica's followed share to take over
 
 
 __all__ = ["SqliteFile", "SqliteStorage", "storage_error"]

@@ -21,7 +21,7 @@ from . import rows
 from .interface import OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
 from .migrations import migrate
 from .rows import CHANGE_FIELDS, RESULT_COLUMNS, RESULT_FIELDS
-from .sqlite_shares import ShareFile
+from .sqlite_follows import FollowFile
 from .statuses import apply_job_ends, list_statuses
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -40,7 +40,7 @@ def open_database(path: str | Path) -> sqlite_utils.Database:
     return db
 
 
-class SqliteFile(ShareFile):
+class SqliteFile(FollowFile):
     """Every statement, synchronous; used only from the storage thread (or a test)."""
 
     def __init__(self, path: str | Path) -> None:

@@ -1,0 +1,235 @@
+"""This replica's shares of other replicas' sessions, their jobs followed after delivery.
+
+Each computer of a shared session is sent to by one replica (`shares.py`); that replica
+also follows its job over its own warm channel: `FollowedShares` is the
+`following.Recorder` of those jobs. What it learns goes into the computer's row, with the
+statuses the job's end changes and, once this replica is done with the computer (its job
+ended or was lost, its reconciliation settled), the row's done mark, one write per
+PROGRESS_INTERVAL (`Storage.save_followed`). It never writes the session's header: the
+session's owner reads the rows (`followed.FollowedSessions`) and computes the outcome,
+which is final only once every share's rows are done, so a reader never sees a final
+outcome before the statuses are stored. A replica that dies has its rows not done
+claimed by a live one within a lease and a third (`Storage.claim_followed_shares`), which
+follows them from the stored rows.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from backup.errors import BackupError
+from backup.v1 import resources_pb2 as pb
+
+from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
+from .outcomes import awaits_reconciliation, ended_job, follows
+from .sessions import PROGRESS_INTERVAL, JobEnd, LiveSession
+from .storage.interface import Storage
+from .tracking import FOLLOW_AFTER, STREAMS_PER_SECOND, mark_reconciled, record_job
+
+log = logging.getLogger("backup_server.share_following")
+
+STOP_WAIT_SECONDS = 10.0
+
+
+@dataclass
+class _Share:
+    live: LiveSession
+    followed: set[int] = field(default_factory=set)  # positions followed here
+    done: list[int] = field(default_factory=list)  # done, not yet marked in storage
+
+
+class FollowedShares:
+    """Follows the jobs of this replica's shares; `count` is how many right now."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        agents: AgentStreams,
+        deadline: float,
+        replica_id: str,
+        lease: float,
+        lost_after: float = AGENT_LOST_AFTER,
+        reconcile_for: float | None = None,
+    ) -> None:
+        self._storage = storage
+        self.replica_id = replica_id
+        self._lease = lease
+        self.follower = Follower(
+            agents,
+            self,
+            deadline,
+            lost_after,
+            reconcile_for=reconcile_for,
+            on_ended=self._ended,
+        )
+        self._shares: dict[str, _Share] = {}
+        self._claimed: dict[str, set[int]] = {}  # claimed from dead replicas, not yet followed
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def count(self) -> int:
+        """Jobs followed and computers being reconciled for other replicas' sessions."""
+        return self.follower.count
+
+    def follow(self, live: LiveSession, positions: Sequence[int]) -> None:
+        """Follows the jobs of the positions this replica delivered (or claimed) of
+        `live`'s session, to their end; those with nothing to follow are done at once."""
+        if self._stopped:
+            return  # shutting down: the rows stay not done, for a live replica to claim
+        session = live.session
+        share = self._shares.get(session.id)
+        if share is None:
+            share = self._shares[session.id] = _Share(live)
+        results = share.live.session.computer_results
+        opened = 0
+        for position in positions:
+            if position in share.followed:
+                continue
+            mine = results[position]
+            if share.live is not live:  # claimed again: the stored row is the news
+                mine.CopyFrom(session.computer_results[position])
+            key = JobKey(session.id, position)
+            share.followed.add(position)
+            if follows(mine) or (mine.job_unknown and mine.job.id):
+                after = FOLLOW_AFTER + opened / STREAMS_PER_SECOND
+                self.follower.follow(key, mine.computer.address, mine.job, after)
+                opened += 1
+            elif awaits_reconciliation(mine):
+                self.follower.reconcile(key, mine.computer.address, session.policy_id)
+            else:
+                if mine.delivery == pb.DELIVERY_RECEIVED and ended_job(mine.job):
+                    # Ended by the time it answered: its status still needs the end.
+                    end = JobEnd(session.policy_id, mine.computer, mine.job, time.time_ns())
+                    share.live.job_ends.append(end)
+                self._done(key)
+
+    # following.Recorder
+
+    def job_seen(self, key: JobKey, job: pb.Job) -> None:
+        found = self._result(key)
+        if found is not None:
+            share, result = found
+            record_job(share.live, result, job)
+            result.job_unknown = False
+            if ended_job(job):
+                self._done(key)
+
+    def job_lost(self, key: JobKey, why: str) -> None:
+        found = self._result(key)
+        if found is not None:
+            found[1].job_unknown = True
+            log.warning(
+                "session %s: job %s on computer %s is unknown: %s",
+                key.session_id,
+                found[1].job.id,
+                found[1].computer.address,
+                why,
+                extra={"session_id": key.session_id},
+            )
+            self._done(key)
+
+    def reconciled(self, key: JobKey, job: pb.Job) -> None:
+        found = self._result(key)
+        if found is not None:
+            share, result = found
+            mark_reconciled(result, job)
+            record_job(share.live, result, job)
+            if ended_job(job):
+                self._done(key)
+
+    def reconcile_settled(self, key: JobKey) -> None:
+        self._done(key)
+
+    def _result(self, key: JobKey) -> tuple[_Share, pb.ComputerResult] | None:
+        share = self._shares.get(key.session_id)
+        if share is None:
+            return None
+        share.live.dirty.append(key.position)
+        return share, share.live.session.computer_results[key.position]
+
+    def _done(self, key: JobKey) -> None:
+        share = self._shares.get(key.session_id)
+        if share is not None and key.position in share.followed:
+            share.done.append(key.position)
+
+    def _ended(self, key: JobKey) -> None:
+        # Followed no more (ended, lost for good, cancelled): done, if not already.
+        share = self._shares.get(key.session_id)
+        if share is not None and key.position not in share.done:
+            self._done(key)
+
+    # Storage
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def run(self) -> None:
+        """Every PROGRESS_INTERVAL: writes what was learned; every third of a lease, first
+        claims the followed rows of replicas whose lease ran out."""
+        claimed_at = 0.0
+        while not self._stopped:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            if time.monotonic() - claimed_at >= self._lease / 3:
+                claimed_at = time.monotonic()
+                with contextlib.suppress(BackupError):  # asked again a third of a lease on
+                    await self._claim()
+            for session_id, share in list(self._shares.items()):
+                await self._save(session_id, share)
+
+    async def _claim(self) -> None:
+        claimed = await self._storage.claim_followed_shares(self.replica_id)
+        for session_id, positions in claimed.items():
+            log.warning(
+                "session %s: following %d jobs of a replica that stopped",
+                session_id,
+                len(positions),
+                extra={"session_id": session_id},
+            )
+            self._claimed.setdefault(session_id, set()).update(positions)
+        # Rows claimed are this replica's now, whatever happens next: kept until followed
+        # (a session that could not be read is read again at the next claim).
+        for session_id, taken in list(self._claimed.items()):
+            live = LiveSession(await self._storage.get_session(session_id))
+            share = self._shares.get(session_id)
+            if share is not None:
+                share.followed.difference_update(taken)
+            self.follow(live, sorted(taken))
+            del self._claimed[session_id]
+
+    async def _save(self, session_id: str, share: _Share) -> None:
+        live = share.live
+        if not (live.dirty or live.job_ends or share.done):
+            return
+        progress = live.take_progress()
+        done, share.done = share.done, []
+        try:
+            await asyncio.shield(
+                self._storage.save_followed(session_id, progress.results, progress.job_ends, done)
+            )
+        except BackupError as error:
+            live.give_back(progress)
+            share.done[:0] = done
+            log.warning(
+                "session %s: followed share not stored, kept in memory: %s",
+                session_id,
+                error.message,
+                extra={"session_id": session_id},
+            )
+            return
+        if not self.follower.following(session_id) and not (live.dirty or share.done):
+            del self._shares[session_id]
+
+    async def stop(self) -> None:
+        """Stops following and stores what is known; rows not done stay so, for a live
+        replica to claim once this one's lease is gone."""
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.wait([self._task], timeout=STOP_WAIT_SECONDS)
+        await self.follower.close()
+        for session_id, share in list(self._shares.items()):
+            await self._save(session_id, share)
