@@ -207,5 +207,8 @@ class SqliteStorage:
     ) -> list[ResultChange]:
         return await self._run(self.file.delivered_results, session_id, positions)
 
+    async def pending_earlier_starts(self, session_id: str) -> list[tuple[str, int, str]]:
+        return await self._run(self.file.pending_earlier_starts, session_id)
+
 
 __all__ = ["SqliteFile", "SqliteStorage", "storage_error"]
