@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 from backup.errors import BackupError, NotFound
 from backup.v1 import resources_pb2 as pb
+from backup.waits import finished_within
 
 from .commands import COMMAND_OF_ACTION, Command
 from .fanout import AgentTransport, FanOut, Followed
@@ -119,10 +120,9 @@ class ShareFanOut(FanOut):
         if self._warm and self.positions:
             results = self.live.session.computer_results
             addresses = [results[position].computer.address for position in self.positions]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._transport.warm(addresses, self._deadline / 2), self._deadline
-                )
+            await finished_within(
+                self._transport.warm(addresses, self._deadline / 2), self._deadline
+            )
         await super().run()
 
 
