@@ -324,14 +324,15 @@ class Shares:
         """The share's fan-out; a stop's follows this replica's running starts of the
         policy (cancelling their commands not yet sent) and the earlier starts' rows."""
         policy_id = live.session.policy_id
-        starts = list(self.running.starts.get(policy_id, ()))
-        follow: list[Followed] = [*starts, self.earlier_starts(live.session.id)]
+        follow: list[Followed] = []
         if command.cancels_queued_starts:
+            starts = list(self.running.starts.get(policy_id, ()))
             for start in starts:
                 start.cancel_queued(
                     f"cancelled: stop session {live.session.id} arrived before this command"
                     " was sent"
                 )
+            follow = [*starts, self.earlier_starts(live.session.id)]
         fanout = ShareFanOut(
             live,
             self._transport,
@@ -339,7 +340,7 @@ class Shares:
             self._deadline,
             self._max_in_flight,
             positions,
-            follow if command.cancels_queued_starts else (),
+            follow,
             warm,
         )
         if command.registers_as_start:
@@ -349,11 +350,8 @@ class Shares:
     def earlier_starts(self, stop_session_id: str) -> EarlierStarts:
         """What a stop's command to each computer waits for besides this replica's
         starts: the rows other replicas (or claimers) still hold of earlier starts."""
-        return EarlierStarts(self._storage, stop_session_id, self._started_here, self._bound)
-
-    @property
-    def _bound(self) -> float:
-        return wait_bound(self._deadline, self._lease)
+        bound = wait_bound(self._deadline, self._lease)
+        return EarlierStarts(self._storage, stop_session_id, self._started_here, bound)
 
     def _started_here(self, session_id: str) -> list[LiveSession]:
         own = self.running.live.get(session_id)

@@ -97,7 +97,8 @@ class EarlierStarts:
         self._drop_delivered_here()
         if self._waiting:
             log.info(
-                "session %s: %d computers wait for an earlier start's command to end",
+                "session %s: %d computers still pending in earlier starts of the policy;"
+                " the stop to each waits until its start has ended",
                 self._session_id,
                 len(self._waiting),
                 extra={"session_id": self._session_id},
