@@ -3,7 +3,7 @@
     python -m agent_stub.fleet --count N --base-port P [--hung K] [--refused K]
                                [--job-seconds S [--job-seconds-max S]] [--write FILE]
                                [--fail F] [--hang F] [--restart F] [--partition F]
-                               [--restart-seconds S] [--seed N]
+                               [--restart-seconds S] [--start-delay S] [--seed N]
                                [--tls-cert FILE --tls-key FILE --tls-ca FILE]
 
 Every simulated agent serves the real `AgentControl` servicer (the same validation and
@@ -17,8 +17,11 @@ WatchJob follows one. Nothing touches the disk: a job runs between `--job-second
 `--seed`) fail, hang until stopped, restart half-way through a job (down for
 `--restart-seconds`, then back on the same port with the job FAILED), or stop answering
 for `--restart-seconds` while the job goes on; the others succeed, without a restore point
-since none was written, so ListRestorePoints answers with none. Per-call log lines are
-off: thousands of agents in one process would each log every stop.
+since none was written, so ListRestorePoints answers with none. With `--start-delay S`
+every StartJob waits S seconds before it starts its job (a slow agent, or a long network
+path): a StopJob arriving meanwhile finds nothing running, as on a real agent whose start
+is still on the wire. Per-call log lines are off: thousands of agents in one process
+would each log every stop.
 
 Agents listen on P, P+1, ... P+N-1, the hung addresses on the next K ports and the
 refused ones on the K after (`--base-port 0` lets the system choose every port). A hung
@@ -65,11 +68,12 @@ from backup import limits, serving
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
+from backup.v1 import agent_control_pb2 as agent_pb
 from backup.v1 import agent_control_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
 
 from .app import control_rules
-from .service import AgentControl
+from .service import AgentControl, Context
 from .simulated import OUTCOMES, SimulatedJobs, assign_outcomes
 
 log = logging.getLogger("agent_stub.fleet")
@@ -87,6 +91,20 @@ class NoRestorePoints:
         return []
 
 
+class SlowStarts(AgentControl):
+    """An agent whose StartJob waits before it starts the job (`--start-delay`)."""
+
+    def __init__(self, jobs: SimulatedJobs, delay: float) -> None:
+        super().__init__(jobs, NoRestorePoints())
+        self._delay = delay
+
+    async def StartJob(
+        self, request: agent_pb.StartJobRequest, context: Context
+    ) -> agent_pb.StartJobResponse:
+        await asyncio.sleep(self._delay)
+        return await super().StartJob(request, context)
+
+
 @dataclass
 class FleetConfig:
     count: int
@@ -102,6 +120,7 @@ class FleetConfig:
     partition: float = 0.0
     restart_seconds: float = 2.0
     seed: int = 0
+    start_delay: float = 0.0
 
     @property
     def durations(self) -> tuple[float, float]:
@@ -200,7 +219,12 @@ class Fleet:
 
     async def _serve(self, port: int, jobs: SimulatedJobs) -> tuple[grpc.aio.Server, int]:
         server = grpc.aio.server(options=serving.SERVER_OPTIONS, interceptors=[self._authorizer])
-        api_grpc.add_AgentControlServicer_to_server(AgentControl(jobs, NoRestorePoints()), server)
+        servicer = (
+            SlowStarts(jobs, self.config.start_delay)
+            if self.config.start_delay
+            else AgentControl(jobs, NoRestorePoints())
+        )
+        api_grpc.add_AgentControlServicer_to_server(servicer, server)
         try:
             bound = serving.bind(server, f"{HOST}:{port}", self._credentials)
         except SystemExit as error:  # bind's one line, for the fleet to stop on cleanly
@@ -304,6 +328,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
     parser.add_argument(
         "--restart-seconds", type=float, default=2.0, help="how long a restart is down"
     )
+    parser.add_argument(
+        "--start-delay", type=float, default=0.0, help="seconds each StartJob waits first"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds outcomes and durations")
     parser.add_argument("--write", type=Path, help="also write the addresses JSON to this file")
     # Every agent serves on loopback: there is no off-loopback plaintext to allow.
@@ -321,8 +348,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         parser.error(
             "--fail, --hang, --restart and --partition are shares from 0 to 1, together at most 1"
         )
-    if args.restart_seconds < 0:
-        parser.error("--restart-seconds must not be negative")
+    if args.restart_seconds < 0 or args.start_delay < 0:
+        parser.error("--restart-seconds and --start-delay must not be negative")
     config = FleetConfig(
         args.count,
         args.base_port,
@@ -337,6 +364,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FleetConfig, Path | N
         partition=args.partition,
         restart_seconds=args.restart_seconds,
         seed=args.seed,
+        start_delay=args.start_delay,
     )
     return config, args.write
 

@@ -5,7 +5,6 @@ starts nothing, for as long as that job is in the history (the last MAX_JOBS_KEP
 """
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -15,6 +14,7 @@ from pathlib import Path
 from backup.errors import NotFound
 from backup.ids import new_job_id, newest_first
 from backup.v1 import resources_pb2 as pb
+from backup.waits import wait_event
 
 from . import engine
 from .engine import RepositoryError
@@ -292,8 +292,7 @@ class JobRunner:
     async def wait_end(self, job_id: str, at_most: float) -> None:
         running = self._running_job(job_id)
         if running is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(running.ended.wait(), at_most)
+            await wait_event(running.ended, at_most)
 
     def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
         return snapshots(self, job_id, PROGRESS_EVERY)

@@ -19,7 +19,6 @@ the job it started, ListJobs filters by policy and session.
 """
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from backup.errors import NotFound
 from backup.ids import new_job_id
 from backup.v1 import resources_pb2 as pb
+from backup.waits import wait_event
 
 from .jobs import jobs_newest_first, matching
 from .watching import snapshots
@@ -153,8 +153,7 @@ class SimulatedJobs:
         if planned is None:
             return
         wait = (planned.end_ns - time.time_ns()) / 1e9 if planned.end_ns else None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(planned.ended.wait(), wait)
+        await wait_event(planned.ended, wait)
 
     def watch(self, job_id: str) -> AsyncIterator[pb.Job]:
         return snapshots(self, job_id)

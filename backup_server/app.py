@@ -152,6 +152,7 @@ class BackupServer:
                 self.config.max_in_flight,
                 replicas.id,
                 self.config.replica_lease,
+                running,
             )
             # Following needs server streams: a transport without them (a test's) ends each
             # session with its delivery, as before outcomes existed.

@@ -15,7 +15,7 @@ from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
 from .commands import COMMAND_OF_ACTION, Command
-from .fanout import AgentTransport, FanOut
+from .fanout import AgentTransport, FanOut, Followed
 from .followed import FollowedSessions
 from .monitoring import NoObserver, SessionObserver
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
@@ -164,10 +164,13 @@ class Control:
         session, policy_id = live.session, live.session.policy_id
         # Registered before any await, so a watcher never finds it stored but not live.
         self.running.live[session.id] = live
-        # A stop follows the commands a running start of the policy has on the wire.
-        follow = (
-            list(self.running.starts.get(policy_id, ())) if command.cancels_queued_starts else []
-        )
+        # A stop follows the commands a running start of the policy has on the wire here,
+        # and with replicas the earlier starts' rows held elsewhere (stop_order).
+        follow: list[Followed] = []
+        if command.cancels_queued_starts:
+            follow.extend(self.running.starts.get(policy_id, ()))
+            if self._shares is not None:
+                follow.append(self._shares.earlier_starts(session.id))
         fanout = (
             FanOut(live, self._transport, command, self._deadline, self._max_in_flight, follow)
             if own is None

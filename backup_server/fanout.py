@@ -70,6 +70,15 @@ class AgentTransport(Protocol):
         return None
 
 
+class Followed(Protocol):
+    """What a fan-out's command to a computer waits for first: an earlier fan-out's
+    command to it (`FanOut`), or an earlier start's row elsewhere (`stop_order`)."""
+
+    async def finished_with(self, address: str) -> None:
+        """Returns once nothing earlier is left to end for `address`."""
+        ...
+
+
 class FanOut:
     """One session's commands in flight: at most `limit` at once, the rest queued."""
 
@@ -80,11 +89,12 @@ class FanOut:
         command: Command,
         deadline: float,
         limit: int,
-        follow: Sequence["FanOut"] = (),
+        follow: Sequence[Followed] = (),
     ) -> None:
         self.live = live
         # Earlier fan-outs of the same policy (a stop follows a running start): a command
-        # to a computer waits until their command to it, already on the wire, has ended.
+        # to a computer waits until their command to it, already on the wire, has ended;
+        # with replicas, also until the rows of starts sent elsewhere have (stop_order).
         self._follow = follow
         self._on_wire: set[str] = set()
         self._ended: dict[str, asyncio.Future[None]] = {}

@@ -19,7 +19,6 @@ Metric label values are the lower-case enum suffixes (API.md); only
 """
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict
 from typing import Protocol
@@ -29,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from backup.errors import BackupError, NotFound
 from backup.metrics import enum_labels
 from backup.v1 import resources_pb2 as pb
+from backup.waits import finished_within
 
 from .followed import FollowedSessions
 from .monitoring_restore import restore_stored_gauges
@@ -224,8 +224,7 @@ class ServerMonitoring:
     async def close(self, grace: float) -> None:
         """Hands what is queued to the notifier (for up to `grace` s), then stops both."""
         if self._tasks and self.notifier is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox.join(), grace)
+            await finished_within(self._outbox.join(), grace)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from backup.errors import BackupError
 from backup.v1 import resources_pb2 as pb
+from backup.waits import wait_event
 
 from .retries import original_of, plan_retry, retry_due, retry_may_follow
 from .schedule import TICK, Plan, Window
@@ -49,13 +50,8 @@ class SystemClock:
         delay = (instant - self.now()).total_seconds()
         # Not asyncio.wait_for: on Python 3.11 a wake-up landing together with a
         # cancellation returns normally and drops the cancellation, and the scheduler
-        # went on (the server's shutdown then waited for it forever). asyncio.wait
-        # always raises the cancellation.
-        woken = asyncio.ensure_future(wake.wait())
-        try:
-            await asyncio.wait([woken], timeout=max(delay, 0.0))
-        finally:
-            woken.cancel()
+        # went on (the server's shutdown then waited for it forever).
+        await wait_event(wake, max(delay, 0.0))
 
 
 class Leadership(Protocol):

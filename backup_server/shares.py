@@ -23,10 +23,13 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 
 from backup.errors import BackupError, NotFound
 from backup.v1 import resources_pb2 as pb
+from backup.waits import finished_within
 
 from .commands import COMMAND_OF_ACTION, Command
-from .fanout import AgentTransport, FanOut
+from .fanout import AgentTransport, FanOut, Followed
+from .running import RunningSessions
 from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
+from .stop_order import EarlierStarts, wait_bound
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.shares")
@@ -108,7 +111,7 @@ class ShareFanOut(FanOut):
         deadline: float,
         limit: int,
         positions: Sequence[int],
-        follow: Sequence[FanOut] = (),
+        follow: Sequence[Followed] = (),
         warm: bool = False,
     ) -> None:
         super().__init__(live, transport, command, deadline, limit, follow)
@@ -120,10 +123,9 @@ class ShareFanOut(FanOut):
         if self._warm and self.positions:
             results = self.live.session.computer_results
             addresses = [results[position].computer.address for position in self.positions]
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._transport.warm(addresses, self._deadline / 2), self._deadline
-                )
+            await finished_within(
+                self._transport.warm(addresses, self._deadline / 2), self._deadline
+            )
         await super().run()
 
 
@@ -138,7 +140,11 @@ class Shares:
         max_in_flight: int,
         replica_id: str,
         lease: float,
+        running: RunningSessions | None = None,
     ) -> None:
+        """`running` is the replica's own sessions (`Control`'s): its starts and the
+        shares of starts sent here are one registry, so a stop received here or sent here
+        as a share follows (and cancels the queued commands of) both."""
         self._storage = storage
         self._transport = transport
         self._deadline = deadline
@@ -149,9 +155,10 @@ class Shares:
         self._in_flight: dict[str, set[int]] = {}
         # Positions it claimed from dead replicas and has not sent yet: warmed first.
         self._taken: dict[str, set[int]] = {}
-        # This replica's shares of running starts, by policy: its share of a stop follows
-        # them (and cancels their queued commands), as `Control` does for whole sessions.
-        self._starts: dict[str, set[FanOut]] = {}
+        self.running = running or RunningSessions()
+        # The live sessions of the shares this replica is sending, by session id: a stop
+        # waiting for an earlier start's row (stop_order) sees it delivered here at once.
+        self._lives: dict[str, list[LiveSession]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -280,17 +287,20 @@ class Shares:
             fanout = self._fanout(live, command, positions, warm=bool(taken & set(positions)))
             if reason:
                 fanout.cancel_queued(reason)
+            self._lives.setdefault(session_id, []).append(live)
             writing = asyncio.create_task(self._write(live))
             try:
                 await fanout.run()
             finally:
-                self._starts.get(session.policy_id, set()).discard(fanout)
+                if command.registers_as_start:
+                    self.running.remove_start(session.policy_id, fanout)
                 writing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
                 try:
                     await asyncio.shield(self._save(live))
                 finally:
+                    self._forget(session_id, live)
                     # Rows not stored went back to `live`, whose follower writes them.
                     self._delivered(live, positions)
             received = sum(1 for p in positions if results[p].delivery == pb.DELIVERY_RECEIVED)
@@ -329,16 +339,18 @@ class Shares:
     def _fanout(
         self, live: LiveSession, command: Command, positions: list[int], warm: bool
     ) -> FanOut:
-        """The share's fan-out; a stop's follows this replica's shares of running starts
-        of the policy and cancels their commands not yet sent."""
+        """The share's fan-out; a stop's follows this replica's running starts of the
+        policy (cancelling their commands not yet sent) and the earlier starts' rows."""
         policy_id = live.session.policy_id
-        follow = list(self._starts.get(policy_id, ()))
+        follow: list[Followed] = []
         if command.cancels_queued_starts:
-            for start in follow:
+            starts = list(self.running.starts.get(policy_id, ()))
+            for start in starts:
                 start.cancel_queued(
                     f"cancelled: stop session {live.session.id} arrived before this command"
                     " was sent"
                 )
+            follow = [*starts, self.earlier_starts(live.session.id)]
         fanout = ShareFanOut(
             live,
             self._transport,
@@ -346,12 +358,29 @@ class Shares:
             self._deadline,
             self._max_in_flight,
             positions,
-            follow if command.cancels_queued_starts else (),
+            follow,
             warm,
         )
         if command.registers_as_start:
-            self._starts.setdefault(policy_id, set()).add(fanout)
+            self.running.add_start(policy_id, fanout)
         return fanout
+
+    def earlier_starts(self, stop_session_id: str) -> EarlierStarts:
+        """What a stop's command to each computer waits for besides this replica's
+        starts: the rows other replicas (or claimers) still hold of earlier starts."""
+        bound = wait_bound(self._deadline, self._lease)
+        return EarlierStarts(self._storage, stop_session_id, self._started_here, bound)
+
+    def _started_here(self, session_id: str) -> list[LiveSession]:
+        own = self.running.live.get(session_id)
+        return [*self._lives.get(session_id, ()), *([own] if own is not None else [])]
+
+    def _forget(self, session_id: str, live: LiveSession) -> None:
+        lives = self._lives.get(session_id, [])
+        if live in lives:
+            lives.remove(live)
+        if not lives:
+            self._lives.pop(session_id, None)
 
     async def _write(self, live: LiveSession) -> None:
         while True:

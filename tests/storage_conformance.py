@@ -615,6 +615,30 @@ async def test_a_followed_share_writes_its_rows_statuses_and_done_marks(storage:
         await storage.shared_positions("absent")
 
 
+async def test_a_stop_finds_the_computers_still_pending_in_earlier_starts_of_its_policy(storage: Storage) -> None:
+    """pending_earlier_starts names, for a stop, the pending rows of the RUNNING starts of its policy stored before it, not those delivered, of a finished start, of another policy, or of a later start."""
+    await storage.insert_session(a_session("s-early", computers=3), owner="r-me")
+    await storage.assign_shares("s-early", {"r-b": [1, 2]})
+    live = LiveSession(await storage.get_session("s-early"))
+    live.record(1, pb.DELIVERY_RECEIVED, "OK: started", 5, job_id="j1")
+    await storage.save_share("s-early", live.take_progress().results)
+    finished = a_session("s-done", computers=2)
+    finished.state = pb.SESSION_STATE_WARNING
+    await storage.insert_session(finished, owner="r-me")
+    await storage.insert_session(a_session("s-other", "q", computers=2), owner="r-me")
+    halt = a_session("halt", computers=3)
+    halt.action = pb.SESSION_ACTION_STOP
+    await storage.insert_session(halt, owner="r-me")
+    await storage.insert_session(a_session("s-later", computers=3), owner="r-me")
+    assert await storage.pending_earlier_starts("halt") == [
+        ("s-early", 0, "127.0.0.1:1000"),
+        ("s-early", 2, "127.0.0.1:1002"),
+    ]
+    assert await storage.pending_earlier_starts("s-early") == []
+    with pytest.raises(NotFound):
+        await storage.pending_earlier_starts("absent")
+
+
 # Errors
 
 

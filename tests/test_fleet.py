@@ -83,6 +83,20 @@ async def test_job_succeeds_after_its_running_time(start_fleet, agent_control) -
     assert not (await agent.StartJob(start_request())).already_running
 
 
+async def test_a_start_delay_lets_a_stop_arrive_while_the_start_is_on_the_wire(start_fleet, agent_control) -> None:
+    """With start_delay, a StopJob sent while a StartJob waits finds nothing running, and the job starts after it, as on a real agent whose start is still on the wire."""
+    fleet = await start_fleet(start_delay=0.5)
+    agent = agent_control(agents_of(fleet)[0])
+    starting = asyncio.ensure_future(agent.StartJob(start_request()))
+    await asyncio.sleep(0.1)
+    early = await agent.StopJob(agent_api.StopJobRequest(policy_id="nightly"))
+    assert not early.was_running and not starting.done()
+    started = await starting
+    assert started.job.state == pb.JOB_STATE_RUNNING and not started.already_running
+    late = await agent.StopJob(agent_api.StopJobRequest(policy_id="nightly"))
+    assert late.was_running and late.job.id == started.job.id
+
+
 async def test_refuses_what_an_agent_refuses(start_fleet, agent_control) -> None:
     """Bad ids are INVALID_ARGUMENT and an unknown job NOT_FOUND, as from a real agent."""
     fleet = await start_fleet()

@@ -268,5 +268,12 @@ class Storage(Protocol):
         server uses claims none."""
         ...
 
+    async def pending_earlier_starts(self, session_id: str) -> list[tuple[str, int, str]]:
+        """The computers still pending in the RUNNING start sessions of the same policy
+        stored before the session `session_id` (a stop), as (start session id, position,
+        address), in that order: the start commands a stop must not overtake, wherever
+        they are sent from. NotFound if no session."""
+        ...
+
 
 __all__ = ["INTERRUPTED", "OUTCOME_UNKNOWN", "PolicyChange", "PolicyCheck", "Storage"]

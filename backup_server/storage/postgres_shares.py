@@ -15,7 +15,7 @@ from ..sessions import ResultChange
 from . import postgres_statements as statements
 from .postgres_pool import PostgresPool
 from .rows import CHANGE_FIELDS
-from .share_rows import by_key, changes_from_rows
+from .share_rows import by_key, changes_from_rows, earlier_starts_query
 
 
 class ShareRows(PostgresPool):
@@ -113,3 +113,11 @@ class ShareRows(PostgresPool):
         return changes_from_rows(
             (row["position"], *(row[name] for name in CHANGE_FIELDS)) for row in found
         )
+
+    async def pending_earlier_starts(self, session_id: str) -> list[tuple[str, int, str]]:
+        sql, parameters = earlier_starts_query("%s")
+        async with self._unit() as cur:
+            seq = await statements.seq(cur, session_id)
+            await cur.execute(sql, [seq, seq, *parameters])
+            found = await cur.fetchall()
+        return [(str(row["id"]), int(row["position"]), str(row["address"])) for row in found]

@@ -3,7 +3,22 @@
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from backup.v1 import resources_pb2 as pb
+
 from ..sessions import ResultChange
+
+
+def earlier_starts_query(mark: str) -> tuple[str, list[int]]:
+    """The SQL of `pending_earlier_starts` with the driver's parameter `mark` (its
+    parameters after the stop's seq, twice, which the caller puts first)."""
+    return (
+        "select s.id, r.position, r.address from sessions s"
+        " join computer_results r on r.session_seq = s.seq"
+        f" where s.policy_id = (select policy_id from sessions where seq = {mark})"
+        f" and s.seq < {mark} and s.action = {mark} and s.state = {mark}"
+        f" and r.delivery = {mark} order by s.id, r.position",
+        [pb.SESSION_ACTION_START, pb.SESSION_STATE_RUNNING, pb.DELIVERY_PENDING],
+    )
 
 
 def by_key(found: Iterable[Sequence[Any]]) -> dict[str, list[int]]:

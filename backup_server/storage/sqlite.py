@@ -230,5 +230,8 @@ class SqliteStorage:
     async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:
         return {}  # one server per file: no other replica's followed share to take over
 
+    async def pending_earlier_starts(self, session_id: str) -> list[tuple[str, int, str]]:
+        return await self._run(self.file.pending_earlier_starts, session_id)
+
 
 __all__ = ["SqliteFile", "SqliteStorage", "storage_error"]

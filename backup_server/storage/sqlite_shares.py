@@ -15,7 +15,7 @@ from backup.v1 import resources_pb2 as pb
 from ..sessions import ResultChange
 from . import rows
 from .rows import CHANGE_FIELDS
-from .share_rows import by_key, changes_from_rows
+from .share_rows import by_key, changes_from_rows, earlier_starts_query
 
 
 class ShareFile:
@@ -80,3 +80,9 @@ class ShareFile:
                 [seq, pb.DELIVERY_PENDING, *chunk],
             ).fetchall()
         return changes_from_rows(sorted(found))
+
+    def pending_earlier_starts(self, session_id: str) -> list[tuple[str, int, str]]:
+        seq = self._share_seq(session_id)
+        sql, parameters = earlier_starts_query("?")
+        found = self.db.execute(sql, [seq, seq, *parameters])
+        return [(str(start), int(position), str(address)) for start, position, address in found]
