@@ -475,6 +475,26 @@ async def test_job_ends_update_computer_statuses(storage: Storage) -> None:
     assert await storage.list_computer_statuses("q", ("", ""), 10) == []
 
 
+async def test_one_batch_folds_a_computers_ends_in_their_order(storage: Storage) -> None:
+    """Several ends of one computer in one progress batch fold as they would one batch each: the duplicate counted once, the older one ignored."""
+    live = LiveSession(a_session("s-1"))
+    await storage.insert_session(live.snapshot())
+    computer, other = (result.computer for result in live.session.computer_results[:2])
+    jobs = [
+        (computer, a_job("j-1", pb.JOB_STATE_SUCCEEDED, 100)),
+        (other, a_job("k-1", pb.JOB_STATE_FAILED, 100)),
+        (computer, a_job("j-2", pb.JOB_STATE_FAILED, 200)),
+        (computer, a_job("j-2", pb.JOB_STATE_FAILED, 200)),
+        (computer, a_job("j-0", pb.JOB_STATE_SUCCEEDED, 50)),
+    ]
+    live.job_ends.extend(JobEnd("p", c, job, 1_700_000_100_000_000_000) for c, job in jobs)
+    await storage.save_progress(live.take_progress())
+    [first, second] = await storage.list_computer_statuses("p", ("", ""), 10)
+    assert (first.computer, first.last_job.id, first.consecutive_failures) == (computer, "j-2", 1)
+    assert first.last_restore_point_id == "rp-j-1"
+    assert (second.computer, second.last_job.id, second.consecutive_failures) == (other, "k-1", 1)
+
+
 # Replicas
 
 

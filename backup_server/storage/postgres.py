@@ -12,6 +12,7 @@ import time
 from psycopg import sql
 
 from backup.errors import (
+    AlreadyExists,
     FailedPrecondition,
     NotFound,
 )
@@ -148,8 +149,22 @@ class PostgresStorage(ReplicaRows, ShareRows):
         started = time.perf_counter()
         async with self._unit() as cur:
             row = rows.session_row(session, owner)
-            await statements.insert(cur, "sessions", row, f"session {session.id!r}")
-            seq = await statements.seq(cur, session.id)
+            # One round trip: no savepoint (a taken id ends the unit of work anyway) and
+            # the row number returned rather than looked up.
+            await cur.execute(
+                sql.SQL(
+                    "insert into sessions ({}) values ({}) on conflict (id) do nothing"
+                    " returning seq"
+                ).format(
+                    sql.SQL(", ").join(map(sql.Identifier, row)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(row)),
+                ),
+                list(row.values()),
+            )
+            inserted = await cur.fetchone()
+            if inserted is None:
+                raise AlreadyExists(f"session {session.id!r} already exists")
+            seq = int(inserted["seq"])
             # COPY: a 10,000-computer session is one round trip, not 10,000 inserts.
             async with cur.copy(
                 f"copy computer_results (session_seq, position, {RESULT_COLUMNS}) from stdin"
@@ -161,7 +176,7 @@ class PostgresStorage(ReplicaRows, ShareRows):
     async def save_progress(self, progress: Progress) -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
-            seq = await statements.seq(cur, progress.session_id)
+            seq = await self._seq(cur, progress.session_id)
             await statements.save_results(cur, seq, progress.results)
             header = rows.progress_header(progress)
             await cur.execute(

@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from backup.errors import BackupError, LocalFault, ResourceExhausted, Unavailable
 
+from . import postgres_statements as statements
 from .postgres_migrations import migrate
 
 log = logging.getLogger("backup_server.storage")
@@ -29,6 +30,8 @@ CONNECTION_WAIT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 10
 LOG_EVERY_SECONDS = 10.0
 DISK_FULL = "53100"
+# Session ids whose row number is kept (a number never changes: sessions are not deleted).
+SEQ_CACHE_SIZE = 4096
 # SQLSTATE classes meaning the server is gone or going: connection exception, operator
 # intervention (shutdown, restart), and insufficient resources other than a full disk.
 UNAVAILABLE_CLASSES = ("08", "57", "53")
@@ -61,6 +64,7 @@ class PostgresPool:
         self.pool = pool
         self._url = url
         self._logged: dict[str, float] = {}
+        self._seqs: dict[str, int] = {}
 
     @classmethod
     async def open(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Self:
@@ -104,6 +108,18 @@ class PostgresPool:
             translated = storage_error(error)
             self._log_failure(translated, error)
             raise translated from None
+
+    async def _seq(self, cur: AsyncCursor[dict[str, Any]], session_id: str) -> int:
+        """The session's row number (NotFound if there is none), looked up once: a running
+        session's every progress write, share write and merge poll would otherwise spend a
+        round trip on it."""
+        seq = self._seqs.get(session_id)
+        if seq is None:
+            seq = await statements.seq(cur, session_id)
+            if len(self._seqs) >= SEQ_CACHE_SIZE:
+                self._seqs.clear()
+            self._seqs[session_id] = seq
+        return seq
 
     def _log_failure(self, translated: BackupError, error: Exception) -> None:
         now = time.monotonic()
