@@ -1,14 +1,18 @@
 """The connection plumbing of the PostgreSQL backend: the pool, one unit of work, errors.
 
 `PostgresPool` opens (and migrates) the database and hands each storage method a cursor
-inside one transaction on a pooled connection. A driver error leaves as the project's
+inside one transaction on a pooled connection; `OwnConnection` is one connection outside
+the pool, for what a busy pool must not delay (the lease) or what belongs to one
+connection (the leadership lock). A driver error leaves as the project's
 error (`storage_error`): a lost or refused connection is `Unavailable`, a full disk
 `ResourceExhausted`, anything else `LocalFault`.
 """
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
@@ -55,6 +59,40 @@ def storage_error(error: Exception) -> BackupError:
     ):
         return Unavailable(f"the server's database cannot be reached ({reason}); try again")
     return LocalFault(f"the server's database failed ({reason}); nothing was stored")
+
+
+class OwnConnection:
+    """One autocommit connection outside the pool, opened when first needed and again after
+    it failed; `opened` counts its connections (what was held on an earlier one is lost)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: AsyncConnection | None = None
+        self._guard = asyncio.Lock()
+        self.opened = 0
+
+    async def fetch(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The statement's rows (none for a statement that returns none); a failure drops
+        the connection and leaves as the project's error."""
+        async with self._guard:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = None
+                    self._conn = await AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                    )
+                    self.opened += 1
+                cursor = await self._conn.execute(query, params)
+                return await cursor.fetchall() if cursor.description else []
+            except psycopg.Error as error:
+                await self.close()
+                raise storage_error(error) from None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.close()
+        self._conn = None
 
 
 class PostgresPool:
