@@ -258,6 +258,21 @@ async def test_a_session_round_trips_with_its_results(storage: Storage) -> None:
         await storage.get_session("s-2")
 
 
+async def test_a_sessions_header_is_the_session_without_its_results(storage: Storage) -> None:
+    """get_session_header reads the stored session as get_session does, only without its computers' rows; NotFound for an unknown id."""
+    live = LiveSession(a_session("s-h"))
+    await storage.insert_session(live.snapshot())
+    live.record(0, pb.DELIVERY_RECEIVED, "OK: started", 5, job_id="j1")
+    live.session.warnings.append("one warning")
+    await storage.save_progress(live.take_progress())
+    whole, header = await storage.get_session("s-h"), await storage.get_session_header("s-h")
+    assert len(whole.computer_results) == 3 and not header.computer_results
+    del whole.computer_results[:]
+    assert header == whole and header.statistics.received == 1
+    with pytest.raises(NotFound):
+        await storage.get_session_header("s-none")
+
+
 async def test_a_session_keeps_its_trigger_retry_link_and_attempt(storage: Storage, reopen: Reopen) -> None:
     """trigger, retry_of_session_id and attempt read back, also after a reopen."""
     session = a_session("s-2")

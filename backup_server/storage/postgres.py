@@ -190,13 +190,16 @@ class PostgresStorage(ReplicaRows, ShareRows):
             await statements.apply_job_ends(cur, progress.job_ends)
         return time.perf_counter() - started
 
-    async def get_session(self, session_id: str) -> pb.PolicySession:
+    async def get_session(self, session_id: str, with_results: bool = True) -> pb.PolicySession:
         async with self._unit() as cur:
             await cur.execute("select * from sessions where id = %s", [session_id])
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"session {session_id!r} not found")
-            return await statements.session_from_row(cur, row, with_results=True)
+            return await statements.session_from_row(cur, row, with_results)
+
+    async def get_session_header(self, session_id: str) -> pb.PolicySession:
+        return await self.get_session(session_id, with_results=False)
 
     async def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool
