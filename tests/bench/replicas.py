@@ -97,6 +97,7 @@ async def measure(name: str, started: list[tuple[Process, str]], agents: list[st
         return {
             "setup": name,
             "start_policy_s": statistics.median(walls),
+            "start_policy_walls_s": walls,
             "cpu_s_per_replica": cpu_each,
             "missed": missed,
         }
@@ -249,12 +250,17 @@ async def run() -> dict[str, object]:
             await asyncio.gather(*(process.stop() for process, _ in fleets))
             await asyncio.to_thread(postgres.stop, "immediate")
     base = rows[0]["start_policy_s"]
-    print(f"  {'setup':<14} {'Start s':>8} {'vs sqlite':>10}  CPU s per replica   missed")
+    print(
+        f"  {'setup':<14} {'Start s':>8} {'vs sqlite':>10}  {'rounds min-max s':<17}"
+        f"  CPU s per replica   missed"
+    )
     for row in rows:
         cpu = " / ".join(f"{value:.2f}" for value in row["cpu_s_per_replica"])
+        walls = row["start_policy_walls_s"]
         print(
             f"  {row['setup']:<14} {row['start_policy_s']:>8.3f} "
-            f"{row['start_policy_s'] / base:>10.2f}  {cpu:<18} {row['missed']:>6,}"
+            f"{row['start_policy_s'] / base:>10.2f}  {min(walls):.3f}-{max(walls):<11.3f}"
+            f"  {cpu:<18} {row['missed']:>6,}"
         )
     if lag:
         print(
