@@ -1,7 +1,8 @@
 """This server among its replicas: its lease in the storage, and the sessions dead ones left.
 
 Every server process is a replica with an id of its own (new at each start) and a lease:
-a row in the storage it renews every third of `--replica-lease`. A replica whose lease
+a row in the storage it renews every third of `--replica-lease` (in a loop of its own, on
+the storage's lease connection, so neither a sweep nor a busy pool delays it). A replica whose lease
 ran out is dead; a live replica claims each session it left RUNNING and finishes it
 (its pending computers get the command again), so no session stays RUNNING much past a
 lease after its replica died; and it claims the delivered sessions whose jobs a dead (or
@@ -36,7 +37,7 @@ class Replicas:
         self.id = f"r-{uuid.uuid4().hex[:12]}"
         self.address = address
         self.lease = lease
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
         self._adopt: Callable[[str], Awaitable[None]] | None = None
         # Sessions claimed but not yet adopted: a claimed session is this replica's, so no
@@ -56,7 +57,9 @@ class Replicas:
         self._adopt, self._follow = adopt, follow
         await self.storage.renew_lease(self.id, self.address, self.lease)
         await self.sweep()
-        self._task = asyncio.create_task(self._keep())
+        # Two loops: a sweep waiting for a pooled connection (or taking over a session)
+        # must not hold the next renewal back.
+        self._tasks = [asyncio.create_task(self._renewing()), asyncio.create_task(self._sweeping())]
 
     async def sweep(self) -> None:
         """Takes over the sessions of replicas whose lease ran out (PostgreSQL), or fails
@@ -72,18 +75,25 @@ class Replicas:
             for session in await self.storage.claim_followed_sessions(self.id):
                 self._follow(session)
 
-    async def _keep(self) -> None:
+    async def _renewing(self) -> None:
         # Not `while True`: a cancel that lands as the pool hands over a connection can be
         # lost on Python 3.11 (asyncio.wait_for inside psycopg_pool), and stop() must end.
         while not self._stopped:
             await asyncio.sleep(self.lease / 3)
             try:
                 await self.storage.renew_lease(self.id, self.address, self.lease)
-                await self.sweep()
             except BackupError as error:
                 # The database is out of reach: the lease may lapse, and the others
                 # will take over; this replica goes on trying.
                 log.warning("replica %s: lease not renewed: %s", self.id, error.message)
+
+    async def _sweeping(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                await self.sweep()
+            except BackupError as error:
+                log.warning("replica %s: sweep not done: %s", self.id, error.message)
 
     async def live(self) -> list[str]:
         """The ids of the replicas whose lease holds, in order."""
@@ -99,9 +109,10 @@ class Replicas:
     async def stop(self) -> None:
         """Stops renewing and gives the lease up, so the others need not wait it out."""
         self._stopped = True
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
             # Bounded: a task whose cancel was lost ends at its next look at _stopped.
-            await asyncio.wait([self._task], timeout=self.lease)
+            await asyncio.wait(self._tasks, timeout=self.lease)
         with contextlib.suppress(LocalFault):
             await self.storage.end_lease(self.id)

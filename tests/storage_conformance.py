@@ -265,6 +265,21 @@ async def test_a_session_round_trips_with_its_results(storage: Storage) -> None:
         await storage.get_session("s-2")
 
 
+async def test_a_sessions_header_is_the_session_without_its_results(storage: Storage) -> None:
+    """get_session_header reads the stored session as get_session does, only without its computers' rows; NotFound for an unknown id."""
+    live = LiveSession(a_session("s-h"))
+    await storage.insert_session(live.snapshot())
+    live.record(0, pb.DELIVERY_RECEIVED, "OK: started", 5, job_id="j1")
+    live.session.warnings.append("one warning")
+    await storage.save_progress(live.take_progress())
+    whole, header = await storage.get_session("s-h"), await storage.get_session_header("s-h")
+    assert len(whole.computer_results) == 3 and not header.computer_results
+    del whole.computer_results[:]
+    assert header == whole and header.statistics.received == 1
+    with pytest.raises(NotFound):
+        await storage.get_session_header("s-none")
+
+
 async def test_a_session_keeps_its_trigger_retry_link_and_attempt(storage: Storage, reopen: Reopen) -> None:
     """trigger, retry_of_session_id and attempt read back, also after a reopen."""
     session = a_session("s-2")
@@ -514,6 +529,26 @@ async def test_job_ends_update_computer_statuses(storage: Storage) -> None:
     after = await storage.list_computer_statuses("p", ("p", computer.address), 10)
     assert [s.computer.address for s in after] == [other.address]
     assert await storage.list_computer_statuses("q", ("", ""), 10) == []
+
+
+async def test_one_batch_folds_a_computers_ends_in_their_order(storage: Storage) -> None:
+    """Several ends of one computer in one progress batch fold as they would one batch each: the duplicate counted once, the older one ignored."""
+    live = LiveSession(a_session("s-1"))
+    await storage.insert_session(live.snapshot())
+    computer, other = (result.computer for result in live.session.computer_results[:2])
+    jobs = [
+        (computer, a_job("j-1", pb.JOB_STATE_SUCCEEDED, 100)),
+        (other, a_job("k-1", pb.JOB_STATE_FAILED, 100)),
+        (computer, a_job("j-2", pb.JOB_STATE_FAILED, 200)),
+        (computer, a_job("j-2", pb.JOB_STATE_FAILED, 200)),
+        (computer, a_job("j-0", pb.JOB_STATE_SUCCEEDED, 50)),
+    ]
+    live.job_ends.extend(JobEnd("p", c, job, 1_700_000_100_000_000_000) for c, job in jobs)
+    await storage.save_progress(live.take_progress())
+    [first, second] = await storage.list_computer_statuses("p", ("", ""), 10)
+    assert (first.computer, first.last_job.id, first.consecutive_failures) == (computer, "j-2", 1)
+    assert first.last_restore_point_id == "rp-j-1"
+    assert (second.computer, second.last_job.id, second.consecutive_failures) == (other, "k-1", 1)
 
 
 # Replicas

@@ -119,6 +119,12 @@ class Storage(Protocol):
         """The stored session with its results; NotFound if there is none."""
         ...
 
+    async def get_session_header(self, session_id: str) -> pb.PolicySession:
+        """The stored session without its results (its state, statistics, warnings):
+        what a watcher on another replica polls while the delivery runs, with
+        `delivered_results` for the computers newly delivered; NotFound if there is none."""
+        ...
+
     async def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool
     ) -> list[tuple[int, pb.PolicySession]]:

@@ -12,6 +12,7 @@ import time
 from psycopg import sql
 
 from backup.errors import (
+    AlreadyExists,
     FailedPrecondition,
     NotFound,
 )
@@ -149,8 +150,22 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
         started = time.perf_counter()
         async with self._unit() as cur:
             row = rows.session_row(session, owner)
-            await statements.insert(cur, "sessions", row, f"session {session.id!r}")
-            seq = await statements.seq(cur, session.id)
+            # One round trip: no savepoint (a taken id ends the unit of work anyway) and
+            # the row number returned rather than looked up.
+            await cur.execute(
+                sql.SQL(
+                    "insert into sessions ({}) values ({}) on conflict (id) do nothing"
+                    " returning seq"
+                ).format(
+                    sql.SQL(", ").join(map(sql.Identifier, row)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(row)),
+                ),
+                list(row.values()),
+            )
+            inserted = await cur.fetchone()
+            if inserted is None:
+                raise AlreadyExists(f"session {session.id!r} already exists")
+            seq = int(inserted["seq"])
             # COPY: a 10,000-computer session is one round trip, not 10,000 inserts.
             async with cur.copy(
                 f"copy computer_results (session_seq, position, {RESULT_COLUMNS}) from stdin"
@@ -162,7 +177,7 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
     async def save_progress(self, progress: Progress) -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
-            seq = await statements.seq(cur, progress.session_id)
+            seq = await self._seq(cur, progress.session_id)
             await statements.save_results(cur, seq, progress.results)
             header = rows.progress_header(progress)
             await cur.execute(
@@ -176,13 +191,16 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
             await statements.apply_job_ends(cur, progress.job_ends)
         return time.perf_counter() - started
 
-    async def get_session(self, session_id: str) -> pb.PolicySession:
+    async def get_session(self, session_id: str, with_results: bool = True) -> pb.PolicySession:
         async with self._unit() as cur:
             await cur.execute("select * from sessions where id = %s", [session_id])
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"session {session_id!r} not found")
-            return await statements.session_from_row(cur, row, with_results=True)
+            return await statements.session_from_row(cur, row, with_results)
+
+    async def get_session_header(self, session_id: str) -> pb.PolicySession:
+        return await self.get_session(session_id, with_results=False)
 
     async def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool

@@ -1,14 +1,18 @@
 """The connection plumbing of the PostgreSQL backend: the pool, one unit of work, errors.
 
 `PostgresPool` opens (and migrates) the database and hands each storage method a cursor
-inside one transaction on a pooled connection. A driver error leaves as the project's
+inside one transaction on a pooled connection; `OwnConnection` is one connection outside
+the pool, for what a busy pool must not delay (the lease) or what belongs to one
+connection (the leadership lock). A driver error leaves as the project's
 error (`storage_error`): a lost or refused connection is `Unavailable`, a full disk
 `ResourceExhausted`, anything else `LocalFault`.
 """
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Self
 
@@ -19,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from backup.errors import BackupError, LocalFault, ResourceExhausted, Unavailable
 
+from . import postgres_statements as statements
 from .postgres_migrations import migrate
 
 log = logging.getLogger("backup_server.storage")
@@ -29,6 +34,8 @@ CONNECTION_WAIT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 10
 LOG_EVERY_SECONDS = 10.0
 DISK_FULL = "53100"
+# Session ids whose row number is kept (a number never changes: sessions are not deleted).
+SEQ_CACHE_SIZE = 4096
 # SQLSTATE classes meaning the server is gone or going: connection exception, operator
 # intervention (shutdown, restart), and insufficient resources other than a full disk.
 UNAVAILABLE_CLASSES = ("08", "57", "53")
@@ -54,6 +61,40 @@ def storage_error(error: Exception) -> BackupError:
     return LocalFault(f"the server's database failed ({reason}); nothing was stored")
 
 
+class OwnConnection:
+    """One autocommit connection outside the pool, opened when first needed and again after
+    it failed; `opened` counts its connections (what was held on an earlier one is lost)."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: AsyncConnection | None = None
+        self._guard = asyncio.Lock()
+        self.opened = 0
+
+    async def fetch(self, query: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """The statement's rows (none for a statement that returns none); a failure drops
+        the connection and leaves as the project's error."""
+        async with self._guard:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = None
+                    self._conn = await AsyncConnection.connect(
+                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                    )
+                    self.opened += 1
+                cursor = await self._conn.execute(query, params)
+                return await cursor.fetchall() if cursor.description else []
+            except psycopg.Error as error:
+                await self.close()
+                raise storage_error(error) from None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await self._conn.close()
+        self._conn = None
+
+
 class PostgresPool:
     """A pool of connections to one PostgreSQL database, and units of work on it."""
 
@@ -61,6 +102,7 @@ class PostgresPool:
         self.pool = pool
         self._url = url
         self._logged: dict[str, float] = {}
+        self._seqs: dict[str, int] = {}
 
     @classmethod
     async def open(cls, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> Self:
@@ -104,6 +146,18 @@ class PostgresPool:
             translated = storage_error(error)
             self._log_failure(translated, error)
             raise translated from None
+
+    async def _seq(self, cur: AsyncCursor[dict[str, Any]], session_id: str) -> int:
+        """The session's row number (NotFound if there is none), looked up once: a running
+        session's every progress write, share write and merge poll would otherwise spend a
+        round trip on it."""
+        seq = self._seqs.get(session_id)
+        if seq is None:
+            seq = await statements.seq(cur, session_id)
+            if len(self._seqs) >= SEQ_CACHE_SIZE:
+                self._seqs.clear()
+            self._seqs[session_id] = seq
+        return seq
 
     def _log_failure(self, translated: BackupError, error: Exception) -> None:
         now = time.monotonic()

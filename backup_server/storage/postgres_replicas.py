@@ -6,12 +6,8 @@ Every claim is `for update skip locked`, so replicas sweeping at once take diffe
 and never one twice.
 """
 
-import asyncio
-import contextlib
 import time
 
-import psycopg
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from backup.v1 import resources_pb2 as pb
@@ -19,7 +15,7 @@ from backup.v1 import resources_pb2 as pb
 from . import postgres_statements as statements
 from . import rows
 from .interface import OUTCOME_UNKNOWN
-from .postgres_pool import CONNECT_TIMEOUT_SECONDS, PostgresPool, storage_error
+from .postgres_pool import OwnConnection, PostgresPool
 
 # The advisory lock whose holder is the deployment's one scheduler.
 LEADERSHIP_LOCK = 0x6261636B7570_02  # "backup" + 2
@@ -32,14 +28,16 @@ class ReplicaRows(PostgresPool):
         super().__init__(pool, url)
         # The leadership lock lives on a connection of its own, outside the pool: the
         # lock is the connection's, released by PostgreSQL when the connection is lost.
-        self._leader: AsyncConnection | None = None
-        self._leading = False
-        self._leader_guard = asyncio.Lock()
+        self._leader = OwnConnection(url)
+        self._leading_on = 0  # the leader connection (its `opened`) that holds the lock
+        # The lease is renewed on another: a pool busy with slow statements (every
+        # connection taken, callers waiting up to CONNECTION_WAIT_SECONDS) must not keep
+        # a live replica's lease from being renewed.
+        self._lease = OwnConnection(url)
 
     async def close(self) -> None:
-        if self._leader is not None:
-            with contextlib.suppress(psycopg.Error):
-                await self._leader.close()
+        await self._leader.close()
+        await self._lease.close()
         await super().close()
 
     async def fail_interrupted_sessions(self, replica_id: str = "") -> list[str]:
@@ -85,13 +83,13 @@ class ReplicaRows(PostgresPool):
             return sorted(row["id"] for row in await cur.fetchall())
 
     async def renew_lease(self, replica_id: str, address: str, lease_seconds: float) -> None:
-        async with self._unit() as cur:
-            await cur.execute(
-                "insert into replicas (id, address, expires_ns) values (%s, %s, %s)"
-                " on conflict (id) do update set address = excluded.address,"
-                " expires_ns = excluded.expires_ns",
-                [replica_id, address, time.time_ns() + int(lease_seconds * 1e9)],
-            )
+        """On the lease's own connection (see __init__)."""
+        await self._lease.fetch(
+            "insert into replicas (id, address, expires_ns) values (%s, %s, %s)"
+            " on conflict (id) do update set address = excluded.address,"
+            " expires_ns = excluded.expires_ns",
+            [replica_id, address, time.time_ns() + int(lease_seconds * 1e9)],
+        )
 
     async def end_lease(self, replica_id: str) -> None:
         async with self._unit() as cur:
@@ -105,27 +103,13 @@ class ReplicaRows(PostgresPool):
             return [row["id"] for row in await cur.fetchall()]
 
     async def hold_leadership(self) -> bool:
-        async with self._leader_guard:
-            try:
-                if self._leader is None or self._leader.closed:
-                    self._leader, self._leading = None, False
-                    self._leader = await AsyncConnection.connect(
-                        self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
-                    )
-                if self._leading:
-                    await self._leader.execute("select 1")  # still connected, still held
-                    return True
-                cursor = await self._leader.execute(
-                    "select pg_try_advisory_lock(%s)", [LEADERSHIP_LOCK]
-                )
-                self._leading = bool((await cursor.fetchone() or (False,))[0])
-                return self._leading
-            except psycopg.Error as error:
-                if self._leader is not None:
-                    with contextlib.suppress(psycopg.Error):
-                        await self._leader.close()
-                self._leader, self._leading = None, False
-                raise storage_error(error) from None
+        if self._leading_on and self._leading_on == self._leader.opened:
+            await self._leader.fetch("select 1", [])  # still connected, so still held
+            if self._leading_on == self._leader.opened:
+                return True
+        [(taken,)] = await self._leader.fetch("select pg_try_advisory_lock(%s)", [LEADERSHIP_LOCK])
+        self._leading_on = self._leader.opened if taken else 0
+        return bool(taken)
 
     async def claim_followed_sessions(self, replica_id: str) -> list[pb.PolicySession]:
         """`skip locked` as in `claim_sessions`: a session another replica is claiming

@@ -34,7 +34,7 @@ class ShareRows(PostgresPool):
         replicas = [replica for replica, positions in shares.items() for _ in positions]
         positions = [position for batch in shares.values() for position in batch]
         async with self._unit() as cur:
-            seq = await statements.seq(cur, session_id)
+            seq = await self._seq(cur, session_id)
             await cur.execute(
                 "update computer_results as r set share = c.share"
                 " from unnest(%s::integer[], %s::text[]) as c(position, share)"
@@ -44,7 +44,7 @@ class ShareRows(PostgresPool):
 
     async def pending_shares(self, session_id: str) -> dict[str, list[int]]:
         async with self._unit() as cur:
-            seq = await statements.seq(cur, session_id)
+            seq = await self._seq(cur, session_id)
             await cur.execute(
                 "select share, position from computer_results where session_seq = %s"
                 " and delivery = %s order by position",
@@ -95,14 +95,14 @@ class ShareRows(PostgresPool):
     async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
-            await statements.save_results(cur, await statements.seq(cur, session_id), changes)
+            await statements.save_results(cur, await self._seq(cur, session_id), changes)
         return time.perf_counter() - started
 
     async def delivered_results(
         self, session_id: str, positions: Sequence[int]
     ) -> list[ResultChange]:
         async with self._unit() as cur:
-            seq = await statements.seq(cur, session_id)
+            seq = await self._seq(cur, session_id)
             await cur.execute(
                 f"select position, {', '.join(CHANGE_FIELDS)} from computer_results"
                 " where session_seq = %s and position = any(%s) and delivery <> %s"

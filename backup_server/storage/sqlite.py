@@ -145,6 +145,9 @@ class SqliteStorage:
     async def get_session(self, session_id: str) -> pb.PolicySession:
         return await self._run(self.file.get_session, session_id)
 
+    async def get_session_header(self, session_id: str) -> pb.PolicySession:
+        return await self._run(self.file.get_session_header, session_id)
+
     async def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool
     ) -> list[tuple[int, pb.PolicySession]]:

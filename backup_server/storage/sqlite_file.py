@@ -220,10 +220,13 @@ class SqliteFile(FollowFile):
             rows.add_results(session, cursor)
         return session
 
-    def get_session(self, session_id: str) -> pb.PolicySession:
+    def get_session(self, session_id: str, with_results: bool = True) -> pb.PolicySession:
         for row in self.db.query("select * from sessions where id = ?", [session_id]):
-            return self._session_from_row(row, with_results=True)
+            return self._session_from_row(row, with_results)
         raise NotFound(f"session {session_id!r} not found")
+
+    def get_session_header(self, session_id: str) -> pb.PolicySession:
+        return self.get_session(session_id, with_results=False)
 
     def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool

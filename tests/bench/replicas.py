@@ -15,6 +15,8 @@ kill -9 run, so that its session is still running when the kill lands.
 For each: the median StartPolicy wall (a stop between rounds), and the CPU seconds each
 server process used during one StartPolicy; with two replicas each session's computers
 are shared between them (by rendezvous hash of the address), each sending its own share.
+Then a third replica joins and sessions received by the first are watched on it: the lag
+of the computers in the second's share (tests/watch_lag.py), after which it stops cleanly.
 Then two kills -9 mid fan-out, each while both replicas are sending their shares: of the
 replica sending the second share (the receiving one claims it and answers: the seconds
 from the kill to its reply) and of the receiving replica (the other claims the session;
@@ -51,6 +53,7 @@ from backup.v1 import resources_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from postgres_support import PostgresServer, start_postgres  # noqa: E402
+from watch_lag import end_lag, replica_ids, row_lags, share_of, spread, watched  # noqa: E402
 
 SIZE = int(os.environ.get("BENCH_REPLICAS_SIZE", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
@@ -94,12 +97,45 @@ async def measure(name: str, started: list[tuple[Process, str]], agents: list[st
         return {
             "setup": name,
             "start_policy_s": statistics.median(walls),
+            "start_policy_walls_s": walls,
             "cpu_s_per_replica": cpu_each,
             "missed": missed,
         }
     finally:
         for channel in channels:
             await channel.close()
+
+
+async def watch_lag(started: list[tuple[Process, str]], url: str) -> dict:
+    """Three replicas: sessions received by the first, watched on the third; the lag of the
+    computers in the second's share (job start on the agent to the snapshot on the third
+    showing it) and of the delivery's end (the last job's start to the ended snapshot)."""
+    (_, a_address), (_, b_address), (_, c_address) = started
+    b_id = (await replica_ids(url))[b_address]
+    lags: list[float] = []
+    ends: list[float] = []
+    async with (
+        grpc.aio.insecure_channel(a_address, options=CHANNEL_OPTIONS) as to_a,
+        grpc.aio.insecure_channel(c_address, options=CHANNEL_OPTIONS) as to_c,
+    ):
+        on_a, on_c = api_grpc.PolicyServiceStub(to_a), api_grpc.PolicyServiceStub(to_c)
+        await timed_session(on_a, "start", "all")  # the third's channels to its share warm
+        await timed_session(on_a, "stop", "all")
+        for index in range(ROUNDS):
+            request = api.StartPolicyRequest(policy_id="all", session_id=f"watched-{index}")
+            caller = asyncio.ensure_future(on_a.StartPolicy(request))
+            while True:
+                try:
+                    await on_c.GetSession(api.GetSessionRequest(session_id=request.session_id))
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.02)
+            seen = await watched(on_c, request.session_id)
+            await caller
+            lags += row_lags(seen, await share_of(url, request.session_id, b_id))
+            ends.append(end_lag(seen))
+            await timed_session(on_a, "stop", "all")
+    return {"row_lags_s": lags, "end_lags_s": ends}
 
 
 async def share_rows(url: str, session_id: str) -> dict[str, tuple[int, int]]:
@@ -180,6 +216,7 @@ async def run() -> dict[str, object]:
         agents = agents_of(fleets)
         hung = [address for _, addresses in fleets for address in addresses["hung"]]
         kills: list[dict] = []
+        lag: dict = {}
         try:
             for name, count in (("sqlite", 1), ("postgres", 1), ("two replicas", 2)):
                 if name == "sqlite":
@@ -190,6 +227,11 @@ async def run() -> dict[str, object]:
                 try:
                     rows.append(await measure(name, started, agents))
                     if count == 2:
+                        third = await servers(workdir, "watcher", db, 1)
+                        try:
+                            lag = await watch_lag(started + third, db)
+                        finally:
+                            await third[0][0].stop()  # a clean stop: its lease ends
                         mixed = agents[: SIZE - len(hung)] + hung
                         kills = [
                             await failover(started, mixed, db, kill_receiver=False),
@@ -208,12 +250,23 @@ async def run() -> dict[str, object]:
             await asyncio.gather(*(process.stop() for process, _ in fleets))
             await asyncio.to_thread(postgres.stop, "immediate")
     base = rows[0]["start_policy_s"]
-    print(f"  {'setup':<14} {'Start s':>8} {'vs sqlite':>10}  CPU s per replica   missed")
+    print(
+        f"  {'setup':<14} {'Start s':>8} {'vs sqlite':>10}  {'rounds min-max s':<17}"
+        f"  CPU s per replica   missed"
+    )
     for row in rows:
         cpu = " / ".join(f"{value:.2f}" for value in row["cpu_s_per_replica"])
+        walls = row["start_policy_walls_s"]
         print(
             f"  {row['setup']:<14} {row['start_policy_s']:>8.3f} "
-            f"{row['start_policy_s'] / base:>10.2f}  {cpu:<18} {row['missed']:>6,}"
+            f"{row['start_policy_s'] / base:>10.2f}  {min(walls):.3f}-{max(walls):<11.3f}"
+            f"  {cpu:<18} {row['missed']:>6,}"
+        )
+    if lag:
+        print(
+            f"  WatchSession on a third replica, {ROUNDS} sessions received by the first:"
+            f"\n    a computer of the second's share: {spread(lag['row_lags_s'])}"
+            f"\n    the delivery's end: {spread(lag['end_lags_s'])}"
         )
     for kill in kills:
         print(
@@ -223,4 +276,4 @@ async def run() -> dict[str, object]:
             f" {kill['kill_to_finished_s']:.2f} s, {kill['state']} with"
             f" {kill['received']:,} received, {kill['pending']:,} pending"
         )
-    return {"computers": SIZE, "rounds": ROUNDS, "setups": rows, "kills": kills}
+    return {"computers": SIZE, "rounds": ROUNDS, "setups": rows, "watch_lag": lag, "kills": kills}
