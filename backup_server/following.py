@@ -140,11 +140,29 @@ class Follower:
     def follow(self, key: JobKey, address: str, job: pb.Job, after: float = 0.0) -> None:
         """Follows `job` on the agent at `address` until it ends (or long after it is lost),
         opening its stream `after` seconds from now."""
-        self._start(key, self._follow(key, address, job, after))
+        lost = self._recorder.job_lost
+        self._start(key, self._settling(key, self._follow(key, address, job, after), lost))
 
     def reconcile(self, key: JobKey, address: str, policy_id: str) -> None:
         """Asks the agent whether session `key.session_id` started a job of the policy."""
-        self._start(key, self._reconcile(key, address, policy_id))
+        settled = self._recorder.reconcile_settled
+        work = self._reconcile(key, address, policy_id)
+        self._start(key, self._settling(key, work, lambda key, _why: settled(key)))
+
+    async def _settling(
+        self,
+        key: JobKey,
+        work: Coroutine[Any, Any, None],
+        settle: Callable[[JobKey, str], None],
+    ) -> None:
+        """Runs `work`; should it fail (a bug, not an agent's error: those it handles), the
+        computer is settled (its job unknown, or its reconciliation over), so the session's
+        outcome can still become final instead of staying RUNNING for good."""
+        try:
+            await work
+        except Exception as error:  # noqa: BLE001 - whatever it was, the outcome must settle
+            log.error("following %s failed", key, exc_info=True)
+            settle(key, f"following this job failed on the server: {error!r}")
 
     def _start(self, key: JobKey, work: Coroutine[Any, Any, None]) -> None:
         previous = self._tasks.pop(key, None)
@@ -159,6 +177,7 @@ class Follower:
         if self._tasks.get(key) is task:
             del self._tasks[key]
         if not task.cancelled() and task.exception() is not None:
+            # Only an error of the settling itself gets here (`_settling` catches the rest).
             log.error("following %s failed", key, exc_info=task.exception())
         if self._on_ended is not None and not self._closing and key not in self._tasks:
             self._on_ended(key)

@@ -137,6 +137,31 @@ async def test_an_agent_that_never_comes_back_is_lost_then_corrected(
     assert recording.last_job().state == pb.JOB_STATE_FAILED
 
 
+async def test_a_failure_inside_following_settles_the_job_as_unknown(
+    start_agent, agent_control, tmp_path, source_tree
+) -> None:
+    """A bug while recording a snapshot (here, the recorder raising) ends that job's
+    following as lost, naming the failure, so its session's outcome can still settle."""
+
+    class Failing(Recording):
+        def job_seen(self, key: JobKey, job: pb.Job) -> None:
+            raise ValueError("a bug in recording")
+
+    agent = await start_agent("a1")
+    job = await start_job(agent_control, agent.address, backup_policy(tmp_path, source_tree))
+    transport = GrpcAgentTransport(1.0)
+    recording = Failing()
+    follower = Follower(transport, recording, 1.0)
+    try:
+        follower.follow(KEY, agent.address, job)
+        await wait_for(lambda: asyncio.sleep(0, follower.count == 0))
+    finally:
+        await follower.close()
+        await transport.close()
+    [(kind, key, why)] = recording.events
+    assert (kind, key) == ("lost", KEY) and "a bug in recording" in str(why)
+
+
 async def test_a_timed_out_command_that_arrived_is_reconciled(
     start_fleet, agent_control, follower_of
 ) -> None:
