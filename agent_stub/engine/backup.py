@@ -26,12 +26,17 @@ from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
 from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
 from .job import BackupJob, Progress
-from .manifest import FILE, Entry, Manifest, PointSummary, summarize
+from .manifest import FILE, Entry, PointSummary, read_entries
 from .repository import Repository
 from .scan import Found, Sources, scan
+from .spool import Spool
 from .writer import ChunkWriter
 
 log = logging.getLogger("agent_stub.engine")
+
+# What an incremental backup keeps of a previous file: size, mtime, inode, and its
+# chunks' raw digests, joined (a tuple of hex names costs three times the memory).
+_Previous = tuple[int, int, int, bytes]
 
 # Files up to the largest chunk size are read whole and cut in memory.
 SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
@@ -100,50 +105,50 @@ class _Backup:
         self.lock: Any = None
         self.throttle = Throttle(spec.throttle_bytes_per_second, job)
 
-    def run(self) -> Manifest:
+    def run(self) -> PointSummary:
         previous = self._previous_files()
         self.sources = scan(
             list(self.spec.sources), self.job, self.spec.allowed_roots, self.spec.exclude_patterns
         )
-        found = self.sources.found
-        self.progress.bytes_total = sum(item.entry.size for item in found)
+        self.progress.bytes_total = self.sources.found.total_bytes
         self.progress.report(self.job, now=True)
-        entries: list[Entry] = []
-        # Taken from the end of the reversed list, so what the scan found is freed as it
-        # is backed up: the tree is in memory once, not twice.
-        found.reverse()
+        # Each entry goes into the spool as it is made: the new point's entries are never
+        # Python objects for the whole tree at once.
+        spool = Spool()
         try:
-            while found:
-                item = found.pop()
+            for item in self.sources.found:
                 check(self.job)
                 if item.entry.kind != FILE:
-                    entries.append(item.entry)
+                    spool.add(item.entry)
                     continue
-                entry = self._file(item, previous.get(item.entry.path))
+                entry = self._file(item, previous.pop(item.entry.path, None))
                 if entry is not None:
-                    entries.append(entry)
+                    spool.add(entry)
                 self.progress.report(self.job)
         finally:
             self.sources.close()
+        previous.clear()
         self.writer.finish()
         self.progress.report(self.job, now=True)
-        manifest = summarize(
-            new_point_id(),
-            self.spec.policy_id,
-            self.job_id,
-            time.time_ns(),
-            self.spec.sources,
-            entries,
-            self.progress.bytes_written,
+        summary = PointSummary(
+            id=new_point_id(),
+            policy_id=self.spec.policy_id,
+            job_id=self.job_id,
+            create_ns=time.time_ns(),
+            file_count=spool.file_count,
+            total_bytes=spool.total_bytes,
+            added_bytes=self.progress.bytes_written,
+            sources=tuple(self.spec.sources),
+            entry_count=spool.entry_count,
             computer=self.spec.computer,
             agent_id=self.spec.agent_id,
         )
         check(self.job)
         if self.lock is not None:
             self.lock.still_held()
-        self.repository.commit_point(manifest)
+        self.repository.commit_encoded(summary.id, spool.encode(summary), spool.chunk_digests())
         self._healed()
-        return manifest
+        return summary
 
     def _healed(self) -> None:
         """Clears the damage records of chunks this job wrote again, and says so."""
@@ -155,57 +160,64 @@ class _Backup:
                 f"again from the source, such as {self.writer.healed[0]}"
             )
 
-    def _previous_files(self) -> dict[str, Entry]:
-        """The files of the policy's newest restore point, by path, to skip unchanged ones."""
+    def _previous_files(self) -> dict[str, _Previous]:
+        """The files of the policy's newest restore point, by path, to skip unchanged ones:
+        only what that takes, read in batches (see manifest.read_entries)."""
         summaries, _ = self.repository.summaries()
         mine = [point for point in summaries if self.owns(point)]
         if not mine:
             return {}
+        subject = f"restore point {mine[0].id}"
+        files: dict[str, _Previous] = {}
         try:
-            manifest = self.repository.read_point(mine[0].id)
-        except (DamagedData, RepositoryError) as error:
+            with open(self.repository.manifest_path(mine[0].id), "rb") as stream:
+                summary, entries = read_entries(stream, subject)
+                if summary.id != mine[0].id:
+                    raise DamagedData(subject, f"its manifest names {summary.id!r}")
+                for entry in entries:
+                    if entry.kind == FILE:
+                        chunks = bytes.fromhex("".join(entry.chunks))
+                        files[entry.path] = (entry.size, entry.mtime_ns, entry.inode, chunks)
+        except (DamagedData, RepositoryError, OSError) as error:
             self.job.warn(f"previous restore point unusable, reading every file: {error}")
             return {}
-        return {entry.path: entry for entry in manifest.entries if entry.kind == FILE}
+        return files
 
     def owns(self, point: PointSummary) -> bool:
         """A point of this policy written by this computer: the base of the next one."""
         return point.policy_id == self.spec.policy_id and point.agent_id == self.spec.agent_id
 
-    def _intact(self, previous: Entry) -> bool:
+    def _intact(self, names: tuple[str, ...]) -> bool:
         """Whether every chunk of the unchanged file is stored and not known damaged. If
         not, the file is read again, which heals the chunk from the source (and a chunk
         gone without verify having seen it counts as healed, too)."""
         located, bad = self.repository.locations, self.repository.damaged_chunks
         missing = [
             name
-            for name in previous.chunks
+            for name in names
             if name in bad or (name not in located and not self.repository.has_chunk(name))
         ]
         self.repository.damaged_chunks.update(missing)
         return not missing
 
-    def _file(self, item: Found, previous: Entry | None) -> Entry | None:
+    def _file(self, item: Found, previous: _Previous | None) -> Entry | None:
         entry = item.entry
-        if (
-            previous is not None
-            and previous.size == entry.size
-            and previous.mtime_ns == entry.mtime_ns
-            and previous.inode == entry.inode
-            and self._intact(previous)
-        ):
-            self.progress.file_finished(entry.size)
-            return Entry(
-                entry.path,
-                FILE,
-                entry.mode,
-                entry.mtime_ns,
-                entry.uid,
-                entry.gid,
-                entry.size,
-                entry.inode,
-                previous.chunks,
-            )
+        if previous is not None and previous[:3] == (entry.size, entry.mtime_ns, entry.inode):
+            raw = previous[3]
+            names = tuple(raw[at : at + 32].hex() for at in range(0, len(raw), 32))
+            if self._intact(names):
+                self.progress.file_finished(entry.size)
+                return Entry(
+                    entry.path,
+                    FILE,
+                    entry.mode,
+                    entry.mtime_ns,
+                    entry.uid,
+                    entry.gid,
+                    entry.size,
+                    entry.inode,
+                    names,
+                )
         try:
             read = self._read(item)
         except _Unreadable as unreadable:
@@ -331,7 +343,7 @@ def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
             raise BackupFailed(str(error)) from error
         raise
     _collect(backup.repository, job, spec.agent_id)
-    return manifest.summary.id
+    return manifest.id
 
 
 def _expire(repository: Repository, spec: BackupJob, job: JobControl) -> None:
