@@ -12,6 +12,7 @@ repository lock alone; otherwise, and after a stop, the next collection removes 
 import logging
 import os
 import stat
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +35,11 @@ from .writer import ChunkWriter
 
 log = logging.getLogger("agent_stub.engine")
 
-# What an incremental backup keeps of a previous file: size, mtime, inode, and its
-# chunks' raw digests, joined (a tuple of hex names costs three times the memory).
-_Previous = tuple[int, int, int, bytes]
+# What an incremental backup keeps of a previous file, as one bytes object: its size,
+# mtime and inode packed as below, then its chunks' raw digests (a tuple of ints and hex
+# names would cost three times the memory, for every file of the tree).
+_Previous = bytes
+_UNCHANGED = struct.Struct("<QqQ")
 
 # Files up to the largest chunk size are read whole and cut in memory.
 SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
@@ -176,8 +179,11 @@ class _Backup:
                     raise DamagedData(subject, f"its manifest names {summary.id!r}")
                 for entry in entries:
                     if entry.kind == FILE:
-                        chunks = bytes.fromhex("".join(entry.chunks))
-                        files[entry.path] = (entry.size, entry.mtime_ns, entry.inode, chunks)
+                        try:
+                            key = _UNCHANGED.pack(entry.size, entry.mtime_ns, entry.inode)
+                        except struct.error:
+                            continue  # an mtime no file here can have: read it again
+                        files[entry.path] = key + bytes.fromhex("".join(entry.chunks))
         except (DamagedData, RepositoryError, OSError) as error:
             self.job.warn(f"previous restore point unusable, reading every file: {error}")
             return {}
@@ -202,9 +208,10 @@ class _Backup:
 
     def _file(self, item: Found, previous: _Previous | None) -> Entry | None:
         entry = item.entry
-        if previous is not None and previous[:3] == (entry.size, entry.mtime_ns, entry.inode):
-            raw = previous[3]
-            names = tuple(raw[at : at + 32].hex() for at in range(0, len(raw), 32))
+        unchanged = _UNCHANGED.pack(entry.size, entry.mtime_ns, entry.inode)
+        if previous is not None and previous.startswith(unchanged):
+            start = _UNCHANGED.size
+            names = tuple(previous[at : at + 32].hex() for at in range(start, len(previous), 32))
             if self._intact(names):
                 self.progress.file_finished(entry.size)
                 return Entry(

@@ -38,15 +38,15 @@ class ChunkStore:
         self.damaged = root / "damaged"
         self.tmp = root / "tmp"
         self.small_files = small_files
-        self._locations: dict[str, packs.Location] | None = None
+        self._locations: packs.ChunkIndex | None = None
         self._damaged: set[str] | None = None
         self.index_problems: list[str] = []
 
     @property
-    def locations(self) -> dict[str, packs.Location]:
+    def locations(self) -> packs.ChunkIndex:
         """Where each packed chunk is, from every index file (a later file wins)."""
         if self._locations is None:
-            self._locations = {}
+            self._locations = packs.ChunkIndex()
             self.index_problems = []
             try:
                 names = sorted(p.name for p in self.index.iterdir() if p.suffix == ".json")
@@ -75,11 +75,14 @@ class ChunkStore:
         self._locations = None
         self._damaged = None
 
+    def forget_locations(self) -> None:
+        """Drops what was read of the index (not the damage records): read again on use."""
+        self._locations = None
+
     def add_locations(self, found: dict[str, list[tuple[str, int, int]]]) -> None:
-        locations = self.locations if self._locations is not None else {}
+        locations = self.locations if self._locations is not None else packs.ChunkIndex()
         for pack_id, rows in found.items():
-            for name, offset, length in rows:
-                locations[name] = (pack_id, offset, length)
+            locations.add(pack_id, rows)
         self._locations = locations
 
     @property

@@ -146,9 +146,11 @@ class Sources:
         return self.roots[item.root].open_file(item.parts, item.device, item.inode)
 
     def close(self) -> None:
+        """Closes the roots and drops what was found (read by then)."""
         for root in self.roots:
             root.close()
         self.roots.clear()
+        self.found = FoundList()
 
 
 class _Scan:
