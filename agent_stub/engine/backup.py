@@ -57,7 +57,9 @@ class _SourceReader:
     """A source file as the chunker reads it: checks for a stop and keeps the read limit."""
 
     def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: Progress) -> None:
-        self._file = os.fdopen(fd, "rb", buffering=0)
+        # The descriptor itself, read with readv: a file object per small file costs
+        # more than its read.
+        self._fd = fd
         self._job = job
         self._throttle = throttle
         self._progress = progress
@@ -66,7 +68,7 @@ class _SourceReader:
     def readinto(self, buffer: memoryview) -> int:
         check(self._job)
         try:
-            count = self._file.readinto(buffer[: self._throttle.read_bytes]) or 0
+            count = os.readv(self._fd, [buffer[: self._throttle.read_bytes]])
         except OSError as error:
             raise _Unreadable(error) from None
         self.bytes_read += count
@@ -76,7 +78,7 @@ class _SourceReader:
         return count
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 class _Prefixed:
@@ -236,15 +238,11 @@ class _Backup:
 
     def _read(self, item: Found) -> Entry:
         try:
-            fd = self.sources.open_file(item)
+            fd, info = self.sources.open_file(item)
         except OSError as error:
             raise _Unreadable(error) from None
         reader = _SourceReader(fd, self.job, self.throttle, self.progress)
         try:
-            try:
-                info = os.fstat(fd)
-            except OSError as error:
-                raise _Unreadable(error) from None
             if not stat.S_ISREG(info.st_mode):
                 raise _Unreadable(OSError(0, "no longer a regular file"))
             names = []

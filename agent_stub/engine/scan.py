@@ -141,8 +141,9 @@ class Sources:
         self.roots: list[Root] = []
         self.found = FoundList()
 
-    def open_file(self, item: Found) -> int:
-        """The found file, opened for reading; raises OSError (Changed if it was swapped)."""
+    def open_file(self, item: Found) -> tuple[int, os.stat_result]:
+        """The found file, opened for reading, and its fstat; raises OSError (Changed if
+        it was swapped)."""
         return self.roots[item.root].open_file(item.parts, item.device, item.inode)
 
     def close(self) -> None:
