@@ -90,6 +90,7 @@ def test_the_chunk_index_answers_as_a_dict_did() -> None:
     assert index[first] == ("pack-b", 2**40 - 1, 1)
     assert index.get(second) == ("pack-a", 172, 2**32 - 1)
     assert sorted(index) == sorted([first, second]) and len(index) == 2
+    assert list(index.rows()) == list(index.items())
     assert "z" * 64 not in index and index.get("short") is None and 5 not in index
     assert dict(index.items()) == {
         first: ("pack-b", 2**40 - 1, 1),

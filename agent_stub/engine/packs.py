@@ -66,12 +66,24 @@ class ChunkIndex(Mapping[str, Location]):
         except (TypeError, ValueError):
             return None
 
+    def _location(self, value: int) -> Location:
+        offset = (value >> _OFFSET_SHIFT) & _OFFSET_MASK
+        return self._packs[value >> _PACK_SHIFT], offset, value & _LENGTH_MASK
+
     def __getitem__(self, name: str) -> Location:
         value = self._value(name)
         if value is None:
             raise KeyError(name)
-        offset = (value >> _OFFSET_SHIFT) & _OFFSET_MASK
-        return self._packs[value >> _PACK_SHIFT], offset, value & _LENGTH_MASK
+        return self._location(value)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._value(name)
+        return default if value is None else self._location(value)
+
+    def rows(self) -> Iterator[tuple[str, Location]]:
+        """(name, location) of every chunk, without a lookup each (as `items()` does)."""
+        location = self._location
+        return ((digest.hex(), location(value)) for digest, value in self._where.items())
 
     def __contains__(self, name: object) -> bool:
         return self._value(name) is not None
