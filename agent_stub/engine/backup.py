@@ -12,6 +12,7 @@ repository lock alone; otherwise, and after a stop, the next collection removes 
 import logging
 import os
 import stat
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +27,19 @@ from . import chunks, lock, retention
 from .control import JobControl, Throttle, check, wait_a_little
 from .errors import BackupFailed, DamagedData, JobCancelled, RepositoryError
 from .job import BackupJob, Progress
-from .manifest import FILE, Entry, Manifest, PointSummary, summarize
+from .manifest import FILE, Entry, PointSummary, read_entries
 from .repository import Repository
 from .scan import Found, Sources, scan
+from .spool import Spool
 from .writer import ChunkWriter
 
 log = logging.getLogger("agent_stub.engine")
+
+# What an incremental backup keeps of a previous file, as one bytes object: its size,
+# mtime and inode packed as below, then its chunks' raw digests (a tuple of ints and hex
+# names would cost three times the memory, for every file of the tree).
+_Previous = bytes
+_UNCHANGED = struct.Struct("<QqQ")
 
 # Files up to the largest chunk size are read whole and cut in memory.
 SMALL_FILE_BYTES = chunks.CHUNKER_SETTINGS["max_size"]
@@ -49,7 +57,9 @@ class _SourceReader:
     """A source file as the chunker reads it: checks for a stop and keeps the read limit."""
 
     def __init__(self, fd: int, job: JobControl, throttle: Throttle, progress: Progress) -> None:
-        self._file = os.fdopen(fd, "rb", buffering=0)
+        # The descriptor itself, read with readv: a file object per small file costs
+        # more than its read.
+        self._fd = fd
         self._job = job
         self._throttle = throttle
         self._progress = progress
@@ -58,7 +68,7 @@ class _SourceReader:
     def readinto(self, buffer: memoryview) -> int:
         check(self._job)
         try:
-            count = self._file.readinto(buffer[: self._throttle.read_bytes]) or 0
+            count = os.readv(self._fd, [buffer[: self._throttle.read_bytes]])
         except OSError as error:
             raise _Unreadable(error) from None
         self.bytes_read += count
@@ -68,7 +78,7 @@ class _SourceReader:
         return count
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 class _Prefixed:
@@ -100,50 +110,50 @@ class _Backup:
         self.lock: Any = None
         self.throttle = Throttle(spec.throttle_bytes_per_second, job)
 
-    def run(self) -> Manifest:
+    def run(self) -> PointSummary:
         previous = self._previous_files()
         self.sources = scan(
             list(self.spec.sources), self.job, self.spec.allowed_roots, self.spec.exclude_patterns
         )
-        found = self.sources.found
-        self.progress.bytes_total = sum(item.entry.size for item in found)
+        self.progress.bytes_total = self.sources.found.total_bytes
         self.progress.report(self.job, now=True)
-        entries: list[Entry] = []
-        # Taken from the end of the reversed list, so what the scan found is freed as it
-        # is backed up: the tree is in memory once, not twice.
-        found.reverse()
+        # Each entry goes into the spool as it is made: the new point's entries are never
+        # Python objects for the whole tree at once.
+        spool = Spool()
         try:
-            while found:
-                item = found.pop()
+            for item in self.sources.found:
                 check(self.job)
                 if item.entry.kind != FILE:
-                    entries.append(item.entry)
+                    spool.add(item.entry)
                     continue
-                entry = self._file(item, previous.get(item.entry.path))
+                entry = self._file(item, previous.pop(item.entry.path, None))
                 if entry is not None:
-                    entries.append(entry)
+                    spool.add(entry)
                 self.progress.report(self.job)
         finally:
             self.sources.close()
+        previous.clear()
         self.writer.finish()
         self.progress.report(self.job, now=True)
-        manifest = summarize(
-            new_point_id(),
-            self.spec.policy_id,
-            self.job_id,
-            time.time_ns(),
-            self.spec.sources,
-            entries,
-            self.progress.bytes_written,
+        summary = PointSummary(
+            id=new_point_id(),
+            policy_id=self.spec.policy_id,
+            job_id=self.job_id,
+            create_ns=time.time_ns(),
+            file_count=spool.file_count,
+            total_bytes=spool.total_bytes,
+            added_bytes=self.progress.bytes_written,
+            sources=tuple(self.spec.sources),
+            entry_count=spool.entry_count,
             computer=self.spec.computer,
             agent_id=self.spec.agent_id,
         )
         check(self.job)
         if self.lock is not None:
             self.lock.still_held()
-        self.repository.commit_point(manifest)
+        self.repository.commit_encoded(summary.id, spool.encode(summary), spool.chunk_digests())
         self._healed()
-        return manifest
+        return summary
 
     def _healed(self) -> None:
         """Clears the damage records of chunks this job wrote again, and says so."""
@@ -155,57 +165,68 @@ class _Backup:
                 f"again from the source, such as {self.writer.healed[0]}"
             )
 
-    def _previous_files(self) -> dict[str, Entry]:
-        """The files of the policy's newest restore point, by path, to skip unchanged ones."""
+    def _previous_files(self) -> dict[str, _Previous]:
+        """The files of the policy's newest restore point, by path, to skip unchanged ones:
+        only what that takes, read in batches (see manifest.read_entries)."""
         summaries, _ = self.repository.summaries()
         mine = [point for point in summaries if self.owns(point)]
         if not mine:
             return {}
+        subject = f"restore point {mine[0].id}"
+        files: dict[str, _Previous] = {}
         try:
-            manifest = self.repository.read_point(mine[0].id)
-        except (DamagedData, RepositoryError) as error:
+            with open(self.repository.manifest_path(mine[0].id), "rb") as stream:
+                summary, entries = read_entries(stream, subject)
+                if summary.id != mine[0].id:
+                    raise DamagedData(subject, f"its manifest names {summary.id!r}")
+                for entry in entries:
+                    if entry.kind == FILE:
+                        try:
+                            key = _UNCHANGED.pack(entry.size, entry.mtime_ns, entry.inode)
+                        except struct.error:
+                            continue  # an mtime no file here can have: read it again
+                        files[entry.path] = key + bytes.fromhex("".join(entry.chunks))
+        except (DamagedData, RepositoryError, OSError) as error:
             self.job.warn(f"previous restore point unusable, reading every file: {error}")
             return {}
-        return {entry.path: entry for entry in manifest.entries if entry.kind == FILE}
+        return files
 
     def owns(self, point: PointSummary) -> bool:
         """A point of this policy written by this computer: the base of the next one."""
         return point.policy_id == self.spec.policy_id and point.agent_id == self.spec.agent_id
 
-    def _intact(self, previous: Entry) -> bool:
+    def _intact(self, names: tuple[str, ...]) -> bool:
         """Whether every chunk of the unchanged file is stored and not known damaged. If
         not, the file is read again, which heals the chunk from the source (and a chunk
         gone without verify having seen it counts as healed, too)."""
         located, bad = self.repository.locations, self.repository.damaged_chunks
         missing = [
             name
-            for name in previous.chunks
+            for name in names
             if name in bad or (name not in located and not self.repository.has_chunk(name))
         ]
         self.repository.damaged_chunks.update(missing)
         return not missing
 
-    def _file(self, item: Found, previous: Entry | None) -> Entry | None:
+    def _file(self, item: Found, previous: _Previous | None) -> Entry | None:
         entry = item.entry
-        if (
-            previous is not None
-            and previous.size == entry.size
-            and previous.mtime_ns == entry.mtime_ns
-            and previous.inode == entry.inode
-            and self._intact(previous)
-        ):
-            self.progress.file_finished(entry.size)
-            return Entry(
-                entry.path,
-                FILE,
-                entry.mode,
-                entry.mtime_ns,
-                entry.uid,
-                entry.gid,
-                entry.size,
-                entry.inode,
-                previous.chunks,
-            )
+        unchanged = _UNCHANGED.pack(entry.size, entry.mtime_ns, entry.inode)
+        if previous is not None and previous.startswith(unchanged):
+            start = _UNCHANGED.size
+            names = tuple(previous[at : at + 32].hex() for at in range(start, len(previous), 32))
+            if self._intact(names):
+                self.progress.file_finished(entry.size)
+                return Entry(
+                    entry.path,
+                    FILE,
+                    entry.mode,
+                    entry.mtime_ns,
+                    entry.uid,
+                    entry.gid,
+                    entry.size,
+                    entry.inode,
+                    names,
+                )
         try:
             read = self._read(item)
         except _Unreadable as unreadable:
@@ -217,15 +238,11 @@ class _Backup:
 
     def _read(self, item: Found) -> Entry:
         try:
-            fd = self.sources.open_file(item)
+            fd, info = self.sources.open_file(item)
         except OSError as error:
             raise _Unreadable(error) from None
         reader = _SourceReader(fd, self.job, self.throttle, self.progress)
         try:
-            try:
-                info = os.fstat(fd)
-            except OSError as error:
-                raise _Unreadable(error) from None
             if not stat.S_ISREG(info.st_mode):
                 raise _Unreadable(OSError(0, "no longer a regular file"))
             names = []
@@ -331,7 +348,7 @@ def run_backup(spec: BackupJob, job_id: str, job: JobControl) -> str:
             raise BackupFailed(str(error)) from error
         raise
     _collect(backup.repository, job, spec.agent_id)
-    return manifest.summary.id
+    return manifest.id
 
 
 def _expire(repository: Repository, spec: BackupJob, job: JobControl) -> None:

@@ -88,8 +88,11 @@ class Root:
             if owned >= 0:
                 os.close(owned)
 
-    def open_file(self, parts: tuple[str, ...], device: int, inode: int) -> int:
-        """The file `parts` below the root, for reading, if it is still the one found."""
+    def open_file(
+        self, parts: tuple[str, ...], device: int, inode: int
+    ) -> tuple[int, os.stat_result]:
+        """The file `parts` below the root, opened for reading if it is still the one
+        found, with what fstat says of it."""
         with self.directory(parts[:-1]) as parent:
             try:
                 try:
@@ -107,7 +110,7 @@ class Root:
         if not same_file(info, device, inode):
             os.close(fd)
             raise Changed(0, "it was replaced while the job ran (not the file the scan found)")
-        return fd
+        return fd, info
 
     def close(self) -> None:
         for _, fd in reversed(self._open):

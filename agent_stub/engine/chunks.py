@@ -65,14 +65,22 @@ def pack(data: bytes) -> bytes:
     return RAW + data
 
 
-def unpack(stored: bytes) -> bytes:
-    """The chunk's bytes from its stored form; ValueError if the form is not one of ours."""
-    kind, payload = stored[:1], stored[1:]
+def _decompressor() -> zstandard.ZstdDecompressor:
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if decompressor is None:
+        decompressor = _local.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def unpack(stored: bytes | memoryview) -> bytes | memoryview:
+    """The chunk's bytes from its stored form (a view of `stored` when it is raw);
+    ValueError if the form is not one of ours."""
+    kind, payload = bytes(stored[:1]), stored[1:]
     if kind == RAW:
         return payload
     if kind == ZSTD:
         try:
-            return zstandard.ZstdDecompressor().decompress(payload)
+            return _decompressor().decompress(payload)
         except zstandard.ZstdError as error:
             raise ValueError(f"cannot decompress: {error}") from None
     raise ValueError(f"unknown storage header {kind!r}")

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import chunks, packs
@@ -21,6 +22,9 @@ PREFIXES = [f"{byte:02x}" for byte in range(256)]
 # Chunks smaller than this go into packs; larger ones stay files of their own, where a
 # create and an fsync are small next to the data (and a damaged one is easy to find).
 PACK_BELOW = 96 * 1024
+# Threads checking packs: decompression and SHA-256 release the GIL, and a pack is the
+# unit of work, so two cores are busy.
+CHECK_THREADS = 2
 
 
 class ChunkStore:
@@ -34,15 +38,15 @@ class ChunkStore:
         self.damaged = root / "damaged"
         self.tmp = root / "tmp"
         self.small_files = small_files
-        self._locations: dict[str, packs.Location] | None = None
+        self._locations: packs.ChunkIndex | None = None
         self._damaged: set[str] | None = None
         self.index_problems: list[str] = []
 
     @property
-    def locations(self) -> dict[str, packs.Location]:
+    def locations(self) -> packs.ChunkIndex:
         """Where each packed chunk is, from every index file (a later file wins)."""
         if self._locations is None:
-            self._locations = {}
+            self._locations = packs.ChunkIndex()
             self.index_problems = []
             try:
                 names = sorted(p.name for p in self.index.iterdir() if p.suffix == ".json")
@@ -71,11 +75,14 @@ class ChunkStore:
         self._locations = None
         self._damaged = None
 
+    def forget_locations(self) -> None:
+        """Drops what was read of the index (not the damage records): read again on use."""
+        self._locations = None
+
     def add_locations(self, found: dict[str, list[tuple[str, int, int]]]) -> None:
-        locations = self.locations if self._locations is not None else {}
+        locations = self.locations if self._locations is not None else packs.ChunkIndex()
         for pack_id, rows in found.items():
-            for name, offset, length in rows:
-                locations[name] = (pack_id, offset, length)
+            locations.add(pack_id, rows)
         self._locations = locations
 
     @property
@@ -126,14 +133,71 @@ class ChunkStore:
     def read_chunk(self, name: str) -> bytes:
         """The chunk's bytes, checked against its name; DamagedData if they do not match."""
         subject = f"chunk {name}"
-        stored = self._stored(name, subject)
+        return bytes(_checked(name, self._stored(name, subject), subject))
+
+    def check_chunks(self, names: Iterable[str]) -> Iterator[tuple[str, int | DamagedData]]:
+        """Each chunk's size, or why it is damaged, checked as `read_chunk` checks it.
+
+        Packed chunks are read pack by pack, each pack opened once and read in offset
+        order (whole, when most of it is wanted), on two threads: decompressing and
+        hashing release the GIL. One open and seek per small chunk cost more than the
+        checking itself.
+        """
+        by_pack: dict[str, list[tuple[int, int, str]]] = {}
+        loose: list[str] = []
+        for name in names:
+            where = self.locations.get(name)
+            if where is None:
+                loose.append(name)
+            else:
+                by_pack.setdefault(where[0], []).append((where[1], where[2], name))
+        with ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="chunk-check") as pool:
+            work = ((pack_id, sorted(rows)) for pack_id, rows in sorted(by_pack.items()))
+            for checked in pool.map(lambda job: self._check_pack(*job), work):
+                yield from checked
+        for name in loose:
+            try:
+                yield name, len(self.read_chunk(name))
+            except DamagedData as error:
+                yield name, error
+
+    def _check_pack(
+        self, pack_id: str, rows: list[tuple[int, int, str]]
+    ) -> list[tuple[str, int | DamagedData]]:
+        """The sizes (or damage) of one pack's chunks at these (offset, length) rows."""
+        done: list[tuple[str, int | DamagedData]] = []
         try:
-            data = chunks.unpack(stored)
-        except ValueError as error:
-            raise DamagedData(subject, str(error)) from None
-        if chunks.digest(data) != name:
-            raise DamagedData(subject, "content does not match its SHA-256 name")
-        return data
+            with open(packs.pack_path(self.packs, pack_id), "rb", buffering=0) as stream:
+                size = os.fstat(stream.fileno()).st_size
+                wanted = sum(length for _, length, _ in rows)
+                whole = memoryview(stream.read()) if wanted * 2 >= size else None
+                for offset, length, name in rows:
+                    subject = f"chunk {name}"
+                    if whole is not None:
+                        stored = whole[offset : offset + length]
+                    else:
+                        stream.seek(offset)
+                        stored = memoryview(stream.read(length))
+                    if len(stored) != length:
+                        truncated = DamagedData(subject, f"its pack {pack_id} is truncated")
+                        done.append((name, truncated))
+                        continue
+                    try:
+                        done.append((name, len(_checked(name, stored, subject))))
+                    except DamagedData as error:
+                        done.append((name, error))
+        except OSError as error:
+            if isinstance(error, FileNotFoundError):
+                problem = f"missing (its pack {pack_id} is gone)"
+            else:
+                problem = f"unreadable ({error.strerror})"
+            checked = {name for name, _ in done}
+            done.extend(
+                (name, DamagedData(f"chunk {name}", problem))
+                for _, _, name in rows
+                if name not in checked
+            )
+        return done
 
     def _stored(self, name: str, subject: str) -> bytes:
         where = self.locations.get(name)
@@ -214,3 +278,14 @@ class ChunkStore:
         """Makes the renames of these chunks durable before a manifest may name them."""
         for prefix in sorted({name[:2] for name in names}):
             sync_directory(self.chunks / prefix)
+
+
+def _checked(name: str, stored: bytes | memoryview, subject: str) -> bytes | memoryview:
+    """A chunk's bytes from its stored form, checked against its name (DamagedData)."""
+    try:
+        data = chunks.unpack(stored)
+    except ValueError as error:
+        raise DamagedData(subject, str(error)) from None
+    if chunks.digest(data) != name:
+        raise DamagedData(subject, "content does not match its SHA-256 name")
+    return data

@@ -12,7 +12,7 @@ import dataclasses
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from json.encoder import encode_basestring_ascii as _string
 from typing import IO, Any
 
@@ -32,6 +32,8 @@ COUNT_MAX = 2**63 - 1
 ID_MAX = 2**32 - 1
 TIME_MIN_NS = -62_135_596_800 * 10**9
 TIME_MAX_NS = 253_402_300_799 * 10**9
+# Entry lines are parsed about this many characters at a time.
+PARSE_BATCH_CHARS = 1024 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +103,7 @@ def summarize(
     return Manifest(summary, entries)
 
 
-def _entry_line(entry: Entry) -> str:
+def entry_line(entry: Entry) -> str:
     """The entry's JSON line: what json.dumps of its fields gives, built with the C string
     encoder alone (a tree's worth of dumps calls is seconds)."""
     head = (
@@ -116,16 +118,20 @@ def _entry_line(entry: Entry) -> str:
     return head + "}"
 
 
+def header_line(summary: PointSummary) -> bytes:
+    header = json.dumps({"format": FORMAT, **dataclasses.asdict(summary)})
+    # ASCII by construction: json.dumps escapes every non-ASCII character and surrogate.
+    return header.encode("ascii") + b"\n"
+
+
 def encode(manifest: Manifest) -> bytes:
     """The stored manifest, compressed line by line (a tree's lines never sit in memory
     all at once as text)."""
     compressor = zstandard.ZstdCompressor(write_checksum=True).compressobj()
-    header = json.dumps({"format": FORMAT, **dataclasses.asdict(manifest.summary)})
-    # ASCII by construction: json.dumps escapes every non-ASCII character and surrogate.
-    parts = [compressor.compress(header.encode("ascii") + b"\n")]
+    parts = [compressor.compress(header_line(manifest.summary))]
     batch: list[str] = []
     for entry in manifest.entries:
-        batch.append(_entry_line(entry))
+        batch.append(entry_line(entry))
         if len(batch) == 1024:
             parts.append(compressor.compress(("\n".join(batch) + "\n").encode("ascii")))
             batch = []
@@ -161,21 +167,38 @@ def check_frame(stream: IO[bytes], subject: str) -> None:
 
 def read_manifest(stream: IO[bytes], subject: str) -> Manifest:
     """The whole manifest, checksum included; raises DamagedData naming `subject`."""
+    summary, entries = read_entries(stream, subject)
+    return Manifest(summary, list(entries))
+
+
+def read_entries(stream: IO[bytes], subject: str) -> tuple[PointSummary, Iterator[Entry]]:
+    """The header, and the entries as they are decompressed and parsed, in batches: a
+    tree's worth of parsed JSON never sits in memory at once. The iterator raises
+    DamagedData naming `subject`, at the end if the count or checksum is wrong."""
     try:
         lines = _lines(stream)
         summary = _summary(json.loads(lines.readline()))
-        # One parse for all the entry lines (as one JSON array) instead of one per line:
-        # a line never holds a raw newline, since JSON escapes it inside strings.
-        body = lines.read().rstrip("\n")
-        records = json.loads(f"[{body.replace(chr(10), ',')}]") if body else []
-        entries = [_entry(record, number) for number, record in enumerate(records, 1)]
     except (ValueError, KeyError, TypeError, zstandard.ZstdError) as error:
         raise DamagedData(subject, f"unreadable manifest ({error})") from None
-    if len(entries) != summary.entry_count:
+    return summary, _entries(lines, summary, subject)
+
+
+def _entries(lines: io.TextIOWrapper, summary: PointSummary, subject: str) -> Iterator[Entry]:
+    count = 0
+    try:
+        while batch := lines.readlines(PARSE_BATCH_CHARS):
+            # One parse per batch of lines (as one JSON array) instead of one per line: a
+            # line never holds a raw newline, since JSON escapes it inside strings.
+            records = json.loads(f"[{','.join(batch)}]")
+            for record in records:
+                count += 1
+                yield _entry(record, count)
+    except (ValueError, KeyError, TypeError, zstandard.ZstdError) as error:
+        raise DamagedData(subject, f"unreadable manifest ({error})") from None
+    if count != summary.entry_count:
         raise DamagedData(
-            subject, f"manifest lists {len(entries)} entries, its header {summary.entry_count}"
+            subject, f"manifest lists {count} entries, its header {summary.entry_count}"
         )
-    return Manifest(summary, entries)
 
 
 def _typed(record: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:

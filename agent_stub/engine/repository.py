@@ -215,10 +215,16 @@ class Repository(ChunkStore):
         manifest (a manifest of 100,000 files takes seconds to parse, the list a moment).
         """
         names = {name for entry in manifest.entries for name in entry.chunks}
-        body = b"".join(bytes.fromhex(name) for name in sorted(names))
+        digests = [bytes.fromhex(name) for name in sorted(names)]
+        self.commit_encoded(manifest.summary.id, encode(manifest), digests)
+
+    def commit_encoded(self, point_id: str, encoded: bytes, digests: list[bytes]) -> None:
+        """`commit_point` for a manifest already encoded (see spool.py), with the sorted
+        raw digests of the chunks it names."""
+        body = b"".join(digests)
         sidecar = CHUNK_LIST_MAGIC + hashlib.sha256(body).digest() + body
-        write_atomically(self.chunk_list_path(manifest.summary.id), sidecar, self.tmp)
-        write_atomically(self.manifest_path(manifest.summary.id), encode(manifest), self.tmp)
+        write_atomically(self.chunk_list_path(point_id), sidecar, self.tmp)
+        write_atomically(self.manifest_path(point_id), encoded, self.tmp)
         sync_directory(self.points)
 
     def chunk_list_path(self, point_id: str) -> Path:

@@ -105,7 +105,7 @@ def _collect_packs(repository: Repository, referenced: set[str]) -> tuple[int, i
     """Drops unreferenced chunks from the index, deletes packs nothing uses and rewrites
     those mostly unused; returns (chunks dropped, bytes freed)."""
     by_pack: dict[str, list[tuple[str, int, int]]] = {}
-    for name, (pack_id, offset, length) in repository.locations.items():
+    for name, (pack_id, offset, length) in repository.locations.rows():
         by_pack.setdefault(pack_id, []).append((name, offset, length))
     on_disk = set(repository.pack_ids())
     keep: dict[str, list[tuple[str, int, int]]] = {}

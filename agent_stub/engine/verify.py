@@ -1,7 +1,8 @@
 """Verify: re-read every chunk that restore points need and check it against its name.
 
-Each chunk is read once however many files and points share it; each file's chunks must
-add up to its size. A problem names the damaged thing and what depends on it. A damaged
+Each chunk is read once however many files and points share it, a point's chunks pack by
+pack in offset order (see ChunkStore.check_chunks); each file's chunks must add up to its
+size. A problem names the damaged thing and what depends on it. A damaged
 or missing chunk is recorded in the repository (damaged/), so the next backup that still
 finds its data in a source writes it again, and a chunk found good again is cleared.
 """
@@ -57,23 +58,28 @@ def verify(
             except PointNotFound:
                 continue  # expired since it was listed
             result.points.append(point_id)
-            for entry in manifest.entries:
-                if entry.kind != FILE:
+            files = [entry for entry in manifest.entries if entry.kind == FILE]
+            # The point's chunks not checked yet, read pack by pack (see check_chunks).
+            wanted = {
+                name
+                for entry in files
+                for name in entry.chunks
+                if name not in sizes and name not in damaged
+            }
+            for name, outcome in repository.check_chunks(wanted):
+                if isinstance(outcome, DamagedData):
+                    damaged[name] = _DamagedChunk(outcome.problem)
+                    repository.mark_damaged(name)
                     continue
+                sizes[name] = outcome
+                result.chunks += 1
+                result.bytes += outcome
+                if name in repository.damaged_chunks:
+                    repository.mark_healed(name)
+            for entry in files:
                 result.files += 1
                 total = 0
                 for name in entry.chunks:
-                    if name not in sizes and name not in damaged:
-                        try:
-                            sizes[name] = len(repository.read_chunk(name))
-                            result.chunks += 1
-                            result.bytes += sizes[name]
-                        except DamagedData as error:
-                            damaged[name] = _DamagedChunk(error.problem)
-                            repository.mark_damaged(name)
-                        else:
-                            if name in repository.damaged_chunks:
-                                repository.mark_healed(name)
                     if name in damaged:
                         damaged[name].users.append(f"{point_id}: {entry.path}")
                         total = -1

@@ -42,6 +42,7 @@ class ChunkWriter:
         self.flushes = 0
         # Chunks known damaged or missing that this backup wrote again from the source.
         self.healed: list[str] = []
+        # The chunk files of their own this job wrote, for its clean-up if it fails.
         self.written: list[str] = []
 
     def store(self, name: str, data: memoryview) -> None:
@@ -65,8 +66,8 @@ class ChunkWriter:
         if self._batch:
             batch, size = self._batch, self._batch_bytes
             self._batch, self._batch_bytes = [], 0
-            names = [name for name, _ in batch]
-            self._submit(names, size, self._pool.submit(self._put_packed, batch))
+            # Not named in `written`: a pack no index names is collected whole.
+            self._submit([], size, self._pool.submit(self._put_packed, batch))
 
     def _put_loose(self, name: str, data: bytes) -> int:
         staged = self._repository.stage_chunk(name, data)
@@ -101,9 +102,15 @@ class ChunkWriter:
             self._harvest(wait=True)
         self._pool.shutdown()
         self._packs.finish()
-        if self._packs.written:
-            write_index(self._repository.index, self._repository.tmp, self._packs.written)
-            self._repository.add_locations(self._packs.written)
+        written = self._packs.written
+        if written:
+            write_index(self._repository.index, self._repository.tmp, written)
+            # Read again when next needed: a tree's worth of locations need not stay in
+            # memory for the rest of the job, which never looks at them.
+            self._repository.forget_locations()
+        del written
+        self._packs.forget()
+        self._seen = set()
         self.flushes = self._packs.fsyncs + self._repository.place_chunks(self._staged)
         self._staged = []
 
