@@ -73,30 +73,6 @@ class FollowRows(PostgresPool):
 
     async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:
         async with self._unit() as cur:
-            await cur.execute(
-                "with taken as (select r.session_seq, r.position from computer_results r"
-                " join sessions s on s.seq = r.session_seq"
-                " where r.delivery <> %s and r.follow_done = 0 and r.share <> ''"
-                " and r.share <> %s and s.outcome = %s"
-                " and r.share not in (select id from replicas where expires_ns > %s)"
-                " for update of r skip locked)"
-                " update computer_results as r set share = %s from taken"
-                " where r.session_seq = taken.session_seq and r.position = taken.position"
-                " returning r.session_seq, r.position",
-                [
-                    pb.DELIVERY_PENDING,
-                    replica_id,
-                    pb.SESSION_STATE_RUNNING,
-                    time.time_ns(),
-                    replica_id,
-                ],
-            )
-            claimed = await cur.fetchall()
-            if not claimed:
-                return {}
-            await cur.execute(
-                "select seq, id from sessions where seq = any(%s)",
-                [sorted({row["session_seq"] for row in claimed})],
-            )
-            ids = {row["seq"]: row["id"] for row in await cur.fetchall()}
-            return by_key(sorted((ids[row["session_seq"]], row["position"]) for row in claimed))
+            rows_of_dead = "r.delivery <> %s and r.follow_done = 0 and s.outcome = %s"
+            params = [pb.DELIVERY_PENDING, pb.SESSION_STATE_RUNNING]
+            return by_key(await statements.claim_rows(cur, rows_of_dead, params, replica_id))

@@ -1,5 +1,6 @@
 """The statements several `PostgresStorage` methods run, each on the unit of work's cursor."""
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,6 +159,35 @@ async def apply_job_ends(cur: Cursor, ends: Sequence[JobEnd]) -> None:
         " last_success_ns = excluded.last_success_ns, body = excluded.body",
         [list(column) for column in zip(*changed.values(), strict=True)],
     )
+
+
+async def claim_rows(
+    cur: Cursor, rows_of_dead: str, params: Sequence[object], replica_id: str
+) -> list[tuple[str, int]]:
+    """Gives `replica_id` the computer rows `rows_of_dead` picks (a condition on `r`, a
+    row, and `s`, its session, with `params`) whose share is another replica whose lease
+    ran out: `skip locked`, so replicas claiming at once never take one row twice.
+    Returns (session id, position) of each, in order."""
+    await cur.execute(
+        "with taken as (select r.session_seq, r.position from computer_results r"
+        " join sessions s on s.seq = r.session_seq"
+        f" where {rows_of_dead} and r.share <> '' and r.share <> %s"
+        " and r.share not in (select id from replicas where expires_ns > %s)"
+        " for update of r skip locked)"
+        " update computer_results as r set share = %s from taken"
+        " where r.session_seq = taken.session_seq and r.position = taken.position"
+        " returning r.session_seq, r.position",
+        [*params, replica_id, time.time_ns(), replica_id],
+    )
+    claimed = await cur.fetchall()
+    if not claimed:
+        return []
+    await cur.execute(
+        "select seq, id from sessions where seq = any(%s)",
+        [sorted({row["session_seq"] for row in claimed})],
+    )
+    ids = {row["seq"]: row["id"] for row in await cur.fetchall()}
+    return sorted((ids[row["session_seq"]], row["position"]) for row in claimed)
 
 
 async def list_statuses(
