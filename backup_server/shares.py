@@ -28,7 +28,7 @@ from backup.waits import finished_within
 from .commands import COMMAND_OF_ACTION, Command
 from .fanout import AgentTransport, FanOut, Followed
 from .running import RunningSessions
-from .sessions import STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
+from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
 from .stop_order import EarlierStarts, wait_bound
 from .storage.interface import Storage
 
@@ -39,11 +39,6 @@ log = logging.getLogger("backup_server.shares")
 POLL_SECONDS = 0.2
 STOP_WAIT_SECONDS = 10.0
 MERGE_SECONDS = 0.1
-# A share's rows are written more often than a session's progress (PROGRESS_INTERVAL):
-# they are all the receiving replica and every other replica's watchers learn of them, so
-# this interval is most of a watcher's lag there (the 1 s rule), and each write is one
-# batched UPDATE of the rows that changed.
-SHARE_WRITE_SECONDS = 0.1
 POLICY_GONE = "cancelled: the policy was deleted before this replica sent its share"
 
 
@@ -389,7 +384,7 @@ class Shares:
 
     async def _write(self, live: LiveSession) -> None:
         while True:
-            await asyncio.sleep(SHARE_WRITE_SECONDS)
+            await asyncio.sleep(PROGRESS_INTERVAL)
             if live.dirty:
                 with contextlib.suppress(BackupError):  # the rows wait for the next batch
                     await asyncio.shield(self._save(live))
