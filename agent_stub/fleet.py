@@ -68,12 +68,11 @@ from backup import limits, serving
 from backup.security import authz, tls
 from backup.security.roles import Role
 from backup.security.tls import TlsFiles
-from backup.v1 import agent_control_pb2 as agent_pb
 from backup.v1 import agent_control_pb2_grpc as api_grpc
-from backup.v1 import resources_pb2 as pb
 
 from .app import control_rules
-from .service import AgentControl, Context
+from .fleet_agents import NoRestorePoints, SlowStarts
+from .service import AgentControl
 from .simulated import OUTCOMES, SimulatedJobs, assign_outcomes
 
 log = logging.getLogger("agent_stub.fleet")
@@ -82,27 +81,6 @@ HOST = "127.0.0.1"
 # Its listening socket, plus one connection from the server and one from a bench client.
 DESCRIPTORS_PER_AGENT = 3
 HUNG_BACKLOG = 128
-
-
-class NoRestorePoints:
-    """A simulated agent writes nothing, so it has no restore points to list."""
-
-    def list(self, policy_id: str = "") -> list[pb.RestorePoint]:
-        return []
-
-
-class SlowStarts(AgentControl):
-    """An agent whose StartJob waits before it starts the job (`--start-delay`)."""
-
-    def __init__(self, jobs: SimulatedJobs, delay: float) -> None:
-        super().__init__(jobs, NoRestorePoints())
-        self._delay = delay
-
-    async def StartJob(
-        self, request: agent_pb.StartJobRequest, context: Context
-    ) -> agent_pb.StartJobResponse:
-        await asyncio.sleep(self._delay)
-        return await super().StartJob(request, context)
 
 
 @dataclass

@@ -16,7 +16,6 @@ every computer is its own.
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -29,6 +28,7 @@ from .commands import COMMAND_OF_ACTION, Command
 from .fanout import AgentTransport, FanOut, Followed
 from .running import RunningSessions
 from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
+from .share_owners import split
 from .stop_order import EarlierStarts, wait_bound
 from .storage.interface import Storage
 
@@ -40,26 +40,6 @@ POLL_SECONDS = 0.2
 STOP_WAIT_SECONDS = 10.0
 MERGE_SECONDS = 0.1
 POLICY_GONE = "cancelled: the policy was deleted before this replica sent its share"
-
-
-def weight(member: str, address: str) -> int:
-    """The rendezvous hash of a replica and a computer address (stable across processes)."""
-    digest = hashlib.blake2b(f"{member}\n{address}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
-
-
-def owner_of(address: str, members: Sequence[str]) -> str:
-    """The member that owns `address`: the highest weight (ties to the first in order)."""
-    return max(members, key=lambda member: weight(member, address))
-
-
-def split(session: pb.PolicySession, members: Sequence[str]) -> dict[str, list[int]]:
-    """The positions of the session's pending computers, by owning member."""
-    shares: dict[str, list[int]] = {member: [] for member in members}
-    for position, result in enumerate(session.computer_results):
-        if result.delivery == pb.DELIVERY_PENDING:
-            shares[owner_of(result.computer.address, members)].append(position)
-    return shares
 
 
 def recount(session: pb.PolicySession) -> None:

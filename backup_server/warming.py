@@ -2,7 +2,7 @@
 in the background, a bounded number of handshakes at once, so the first session after a
 restart finds its channels ready instead of spending its deadline on thousands of
 handshakes (issue 15 item 5: 5,000 mutual-TLS agents, 3,193 reached cold). Among
-replicas each warms only the computers it owns (`shares.owner_of` over the live
+replicas each warms only the computers it owns (`share_owners.owner_of` over the live
 members): the others' channels are theirs to keep, and a share taken over from a dead
 replica is warmed by its claimer before it sends."""
 
@@ -13,7 +13,7 @@ from backup.errors import BackupError
 
 from .fanout import AgentTransport
 from .sessions import resolve_targets
-from .shares import owner_of
+from .share_owners import owner_of
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.warming")

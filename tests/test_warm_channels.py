@@ -9,7 +9,7 @@ import grpc
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
-from backup_server.shares import owner_of
+from backup_server.share_owners import owner_of
 from backup_server.transport import WARM_HANDSHAKES, GrpcAgentTransport
 
 from conftest import policy_over, wait_for
