@@ -107,10 +107,12 @@ class FollowedSessions:
         return None
 
     def _track(self, live: LiveSession) -> None:
-        self._pending.pop(live.session.id, None)
         if self.shares is None:
+            self._pending.pop(live.session.id, None)
             self.tracker.track(live)
             return
+        # It stays pending (its jobs named by `running_jobs`) until tracked: reading its
+        # shares waits on the database first.
         session_id = live.session.id
         task = self._merging[session_id] = asyncio.ensure_future(self._track_shared(live))
         task.add_done_callback(lambda _: self._merging.pop(session_id, None))
@@ -131,6 +133,7 @@ class FollowedSessions:
                 extra={"session_id": session_id},
             )
             elsewhere = []
+        self._pending.pop(session_id, None)
         self.tracker.track(live, elsewhere)
         while positions := self.tracker.elsewhere(session_id):
             try:

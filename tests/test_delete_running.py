@@ -1,5 +1,7 @@
 """DeletePolicy of a policy with running jobs: FAILED_PRECONDITION naming them, unless force (stop first)."""
 
+import asyncio
+
 import grpc
 import pytest
 from outcome_support import create, watch_outcome
@@ -7,6 +9,7 @@ from postgres_support import both_backends as server_db  # noqa: F401 - every te
 
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import resources_pb2 as pb
+from backup_server.storage.postgres_follows import FollowRows
 
 from conftest import job_ends, policy_over
 
@@ -41,6 +44,38 @@ async def test_a_policy_with_running_jobs_is_deleted_only_with_force(
     assert [s.action for s in sessions] == [pb.SESSION_ACTION_STOP, pb.SESSION_ACTION_START]
     final = (await watch_outcome(policy_service, sessions[0].id))[-1]
     assert final.outcome == pb.SESSION_STATE_SUCCESS and final.statistics.jobs_stopped == 1
+
+
+async def test_a_job_is_named_while_its_sessions_shares_are_still_read(
+    policy_service, start_agent, tmp_path, source_tree, monkeypatch
+) -> None:
+    """Between its delivery and its following (on PostgreSQL, reading which replicas
+    follow which of its computers first), a session's running job still blocks a plain
+    DeletePolicy and is stopped by a forced one."""
+    read_shares = FollowRows.shared_positions
+
+    async def slow_shares(storage: FollowRows, session_id: str) -> list[int]:
+        await asyncio.sleep(1.5)
+        return await read_shares(storage, session_id)
+
+    monkeypatch.setattr(FollowRows, "shared_positions", slow_shares)
+    (source_tree / "big.bin").write_bytes(b"x" * 2_000_000)
+    agent = await start_agent("a1")
+    policy = policy_over(
+        [("a1", agent.address)], tmp_path, source_tree, throttle_bytes_per_second=200_000
+    )
+    await create(policy_service, policy)
+    started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    await asyncio.sleep(0.3)  # past TRACK_AFTER: on PostgreSQL, inside the slow read
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert started.computer_results[0].job_id in refused.value.details()
+    await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly", force=True))
+    sessions = (
+        await policy_service.ListSessions(api.ListSessionsRequest(policy_id="nightly"))
+    ).sessions
+    assert [s.action for s in sessions] == [pb.SESSION_ACTION_STOP, pb.SESSION_ACTION_START]
 
 
 async def test_a_policy_whose_jobs_ended_is_deleted_without_force(
