@@ -14,10 +14,8 @@ from backup_server.storage.postgres_follows import FollowRows
 from conftest import job_ends, policy_over
 
 
-async def test_a_policy_with_running_jobs_is_deleted_only_with_force(
-    policy_service, start_agent, agent_control, tmp_path, source_tree
-) -> None:
-    """Without force: FAILED_PRECONDITION naming the computer and job, nothing deleted; with force: a stop session, then gone."""
+async def start_a_long_job(policy_service, start_agent, tmp_path, source_tree):
+    """Agent a1 and a started session of policy nightly whose job runs about 10 s."""
     (source_tree / "big.bin").write_bytes(b"x" * 2_000_000)
     agent = await start_agent("a1")
     policy = policy_over(
@@ -25,6 +23,14 @@ async def test_a_policy_with_running_jobs_is_deleted_only_with_force(
     )
     await create(policy_service, policy)
     started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    return agent, started
+
+
+async def test_a_policy_with_running_jobs_is_deleted_only_with_force(
+    policy_service, start_agent, agent_control, tmp_path, source_tree
+) -> None:
+    """Without force: FAILED_PRECONDITION naming the computer and job, nothing deleted; with force: a stop session, then gone."""
+    agent, started = await start_a_long_job(policy_service, start_agent, tmp_path, source_tree)
     job_id = started.computer_results[0].job_id
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly"))
@@ -59,13 +65,7 @@ async def test_a_job_is_named_while_its_sessions_shares_are_still_read(
         return await read_shares(storage, session_id)
 
     monkeypatch.setattr(FollowRows, "shared_positions", slow_shares)
-    (source_tree / "big.bin").write_bytes(b"x" * 2_000_000)
-    agent = await start_agent("a1")
-    policy = policy_over(
-        [("a1", agent.address)], tmp_path, source_tree, throttle_bytes_per_second=200_000
-    )
-    await create(policy_service, policy)
-    started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    _, started = await start_a_long_job(policy_service, start_agent, tmp_path, source_tree)
     await asyncio.sleep(0.3)  # past TRACK_AFTER: on PostgreSQL, inside the slow read
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await policy_service.DeletePolicy(api.DeletePolicyRequest(policy_id="nightly"))
