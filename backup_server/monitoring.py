@@ -56,7 +56,12 @@ JOB_STATISTICS = {
     "stopped": "jobs_stopped",
     "unknown": "jobs_unknown",
 }
-FINISHED = ("succeeded", "failed", "stopped")
+FINISHED_STATE = {
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "failed": pb.JOB_STATE_FAILED,
+    "stopped": pb.JOB_STATE_STOPPED,
+}
+FINISHED = tuple(FINISHED_STATE)
 # Sessions whose finished jobs are remembered, so an outcome corrected later (an agent
 # that answered late) counts only the jobs whose end it adds.
 SESSIONS_REMEMBERED = 10_000
@@ -72,6 +77,18 @@ DELIVERY_STATISTICS = tuple(
 # Final sessions waiting for their message; past this many (a storage that stopped
 # answering) a message is dropped and logged, as the notifier's own queue does.
 OUTBOX_LIMIT = 1000
+
+
+def jobs_it_finished(session: pb.PolicySession) -> tuple[int, ...]:
+    """The session's ended jobs by FINISHED state, counting only the jobs it started (or
+    that no session started): a job it found already running (a retry, or a start while
+    the last one runs) is the starting session's, and counted there once."""
+    ended = [
+        result.job.state
+        for result in session.computer_results
+        if result.job.id and not result.job_unknown and result.job.session_id in (session.id, "")
+    ]
+    return tuple(ended.count(job_state) for job_state in FINISHED_STATE.values())
 
 
 class SessionObserver(Protocol):
@@ -268,10 +285,10 @@ class ServerMonitoring:
             return None
 
     def _jobs_ended(self, session: pb.PolicySession) -> None:
-        policy, stats = session.policy_id, session.statistics
+        policy = session.policy_id
         if session.action != pb.SESSION_ACTION_START:
             return  # a stop session's job is the start's job, counted there
-        finished = tuple(getattr(stats, JOB_STATISTICS[state]) for state in FINISHED)
+        finished = jobs_it_finished(session)
         before = self._finished.pop(session.id, (0,) * len(FINISHED))
         for state, had, has in zip(FINISHED, before, finished, strict=True):
             if has > had:

@@ -105,3 +105,26 @@ async def test_jobs_followed_shows_a_running_job_until_it_ends(
         )
         == 1
     )
+
+
+async def test_a_job_two_sessions_follow_is_counted_finished_once(
+    start_server: StartServer, start_agent: StartAgent, tmp_path: Path, source_tree: Path
+) -> None:
+    """A second start finds the first start's job still running and follows it too: once both outcomes are final, that one job is counted as finished once, by the session that started it."""
+    server = await start_server(metrics_listen="127.0.0.1:0")
+    agent = await start_agent("web-1")
+    assert server.metrics is not None
+    policy = policy_over(
+        [("web-1", agent.address)], tmp_path, source_tree, throttle_bytes_per_second=32 * 1024
+    )
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = api_grpc.PolicyServiceStub(channel)
+        await stub.CreatePolicy(api.CreatePolicyRequest(policy_id="slow", policy=policy))
+        first = await stub.StartPolicy(api.StartPolicyRequest(policy_id="slow"))
+        second = await stub.StartPolicy(api.StartPolicyRequest(policy_id="slow"))
+        assert "already running" in second.computer_results[0].detail
+        sessions = [await final_session(stub, started.id) for started in (first, second)]
+    assert [s.statistics.jobs_succeeded for s in sessions] == [1, 1]
+    assert sessions[0].computer_results[0].job.id == sessions[1].computer_results[0].job.id
+    text = await scrape(server.metrics.url)
+    assert value(text, "backup_jobs_finished_total", policy="slow", state="succeeded") == 1
