@@ -221,7 +221,7 @@ class BackupServer:
                 self.control,
                 queries,
                 ComputerStatuses(storage),
-                PolicyDeletion(policies, self.control, self.followed, storage),
+                PolicyDeletion(policies, self.control, storage),
             ),
             server,
         )

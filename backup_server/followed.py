@@ -58,7 +58,7 @@ class FollowedSessions:
         )
         self._writers: dict[str, tuple[SessionWriter, asyncio.Task[None]]] = {}
         self._ends: dict[str, asyncio.Task[None]] = {}
-        self._pending: dict[str, tuple[asyncio.TimerHandle, LiveSession]] = {}
+        self._pending: dict[str, asyncio.TimerHandle] = {}
         self._closed = False
 
     def add_outcome_hook(self, hook: OutcomeHook) -> None:
@@ -70,17 +70,6 @@ class FollowedSessions:
         """Jobs followed and computers being reconciled now (the backup_jobs_followed gauge)."""
         jobs = self.tracker.follower.count
         return jobs + self.shares.count if self.shares is not None else jobs
-
-    def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
-        """(computer name, job id) of the policy's jobs followed as running now (or about
-        to be followed: delivered a moment ago)."""
-        found = dict.fromkeys(self.tracker.running_jobs(policy_id))
-        for _, live in self._pending.values():
-            if live.session.policy_id == policy_id:
-                for result in live.session.computer_results:
-                    if follows(result):
-                        found[(result.computer.name, result.job.id)] = None
-        return list(found)
 
     async def take_over(self, writer: SessionWriter) -> None:
         """Follows a delivered session's jobs; it stays live until its outcome is final.
@@ -103,16 +92,14 @@ class FollowedSessions:
         # A moment later, so the StartPolicy reply leaves before thousands of followers
         # are set up.
         handle = asyncio.get_running_loop().call_later(TRACK_AFTER, self._track, live)
-        self._pending[live.session.id] = (handle, live)
+        self._pending[live.session.id] = handle
         return None
 
     def _track(self, live: LiveSession) -> None:
+        self._pending.pop(live.session.id, None)
         if self.shares is None:
-            self._pending.pop(live.session.id, None)
             self.tracker.track(live)
             return
-        # It stays pending (its jobs named by `running_jobs`) until tracked: reading its
-        # shares waits on the database first.
         session_id = live.session.id
         task = self._merging[session_id] = asyncio.ensure_future(self._track_shared(live))
         task.add_done_callback(lambda _: self._merging.pop(session_id, None))
@@ -133,7 +120,6 @@ class FollowedSessions:
                 extra={"session_id": session_id},
             )
             elsewhere = []
-        self._pending.pop(session_id, None)
         self.tracker.track(live, elsewhere)
         while positions := self.tracker.elsewhere(session_id):
             try:
@@ -199,7 +185,7 @@ class FollowedSessions:
     async def close(self) -> None:
         """Stops following and stores what is known; outcomes still RUNNING stay so."""
         self._closed = True
-        for handle, _ in self._pending.values():
+        for handle in self._pending.values():
             handle.cancel()
         self._pending.clear()
         merging = list(self._merging.values())

@@ -27,7 +27,6 @@ from .outcomes import (
     count_jobs,
     ended_job,
     follows,
-    job_running,
     outcome_of,
 )
 from .sessions import JobEnd, ResultChange, state_of
@@ -160,18 +159,6 @@ class OutcomeTracker:
 
     def tracking(self, session_id: str) -> bool:
         return session_id in self._sessions
-
-    def running_jobs(self, policy_id: str) -> list[tuple[str, str]]:
-        """(computer name, job id) of each job of the policy followed as running."""
-        found: dict[str, tuple[str, str]] = {}
-        for tracked in self._sessions.values():
-            session = tracked.live.session
-            if session.policy_id != policy_id:
-                continue
-            for result in session.computer_results:
-                if job_running(result):
-                    found[result.job.id] = (result.computer.name, result.job.id)
-        return list(found.values())
 
     def track(self, live: LiveRecord, elsewhere: Collection[int] = ()) -> None:
         """Starts following a delivered (or resumed) session's jobs, and reconciling its
