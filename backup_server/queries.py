@@ -34,6 +34,7 @@ class SessionQueries:
 
     def __init__(self, storage: Storage, running: RunningSessions) -> None:
         self._storage = storage
+        self._running = running
         self._live = running.live
 
     async def get_session(self, session_id: str) -> pb.PolicySession:
@@ -54,14 +55,16 @@ class SessionQueries:
         size = validation.page_size(page_size, min(LIST_DEFAULT, limit), limit)
         query = f"sessions:{policy_id}:{int(full)}"
         before = paging.decode(page_token, query, int) or 0
+        held = self._running.held()
         rows = await self._storage.list_sessions(policy_id, before, size + 1, full)
-        sessions = [self._latest(session, full) for _, session in rows[:size]]
+        sessions = [self._latest(session, full, held(session.id)) for _, session in rows[:size]]
         token = paging.encode(query, rows[size - 1][0]) if len(rows) > size else ""
         return sessions, token
 
-    def _latest(self, stored: pb.PolicySession, full: bool) -> pb.PolicySession:
+    def _latest(
+        self, stored: pb.PolicySession, full: bool, live: LiveSession | None
+    ) -> pb.PolicySession:
         """A running session as it is in memory now, not as last written."""
-        live = self._live.get(stored.id)
         if live is None:
             return stored
         current = live.snapshot()

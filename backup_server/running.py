@@ -1,6 +1,7 @@
 """The sessions this process is running now, shared by the runner, the queries and shutdown."""
 
 import asyncio
+from collections.abc import Callable
 
 from backup.v1 import resources_pb2 as pb
 
@@ -18,6 +19,13 @@ class RunningSessions:
         # The fan-outs of commands that register as starts, by policy: a stop follows them.
         self.starts: dict[str, set[FanOut]] = {}
         self.tasks: set[asyncio.Task[pb.PolicySession] | asyncio.Task[None]] = set()
+
+    def held(self) -> "Callable[[str], LiveSession | None]":
+        """For a read of stored sessions: call before its first await; the lookup it
+        returns finds a session live now, or live when the read began (it left memory
+        during the read, after its end was stored, which the read may have missed)."""
+        before = dict(self.live)
+        return lambda session_id: self.live.get(session_id) or before.get(session_id)
 
     def keep(self, task: "asyncio.Task[pb.PolicySession] | asyncio.Task[None]") -> None:
         """Holds `task` until it ends, so shutdown can wait for it."""

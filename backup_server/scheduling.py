@@ -52,12 +52,15 @@ class ServerActions:
     async def latest_session(
         self, policy_id: str, with_results: bool = True
     ) -> pb.PolicySession | None:
+        held = self._control.running.held()
         rows = await self._storage.list_sessions(policy_id, 0, 1, with_results)
         if not rows:
             return None
-        # A session this process still runs or follows is newer in memory than stored.
-        live = self._control.running.live.get(rows[0][1].id)
-        return live.snapshot() if live is not None else rows[0][1]
+        # A session this process still runs or follows is newer in memory than stored,
+        # its outcome too: the scheduler is woken when it becomes final there, before
+        # it is stored, and decides the retry on it.
+        live = held(rows[0][1].id)
+        return live.snapshot(outcome_as_stored=False) if live is not None else rows[0][1]
 
     async def last_scheduled_start(self, policy_id: str) -> datetime | None:
         started = await self._storage.last_session_start(policy_id, pb.SESSION_TRIGGER_SCHEDULE)

@@ -288,11 +288,12 @@ class LiveSession:
         """The event the next `publish` sets; take it before reading, then wait on it."""
         return self._changed
 
-    def snapshot(self) -> pb.PolicySession:
-        """A copy for readers (with the stored outcome: `show_stored_outcome`)."""
+    def snapshot(self, outcome_as_stored: bool = True) -> pb.PolicySession:
+        """A copy for readers (with the stored outcome: `show_stored_outcome`; the
+        scheduler, deciding a retry, asks for the outcome in memory)."""
         copy = pb.PolicySession()
         copy.CopyFrom(self.session)
-        if self.show_stored_outcome and self.outcome_unstored:
+        if outcome_as_stored and self.show_stored_outcome and self.outcome_unstored:
             copy.outcome, outcome_ns = self.stored_outcome
             if outcome_ns:
                 copy.outcome_time.FromNanoseconds(outcome_ns)

@@ -202,3 +202,30 @@ async def test_a_lost_agent_is_unknown_then_corrected(
     assert fixed.statistics.jobs_unknown == 0 and fixed.statistics.jobs_succeeded == 1
     assert not fixed.computer_results[0].job_unknown
     assert fixed.outcome_time.ToNanoseconds() > lost.outcome_time.ToNanoseconds()
+
+
+async def test_a_list_read_across_the_outcomes_store_shows_the_final_session(
+    server, policy_service, start_agent, tmp_path, source_tree
+) -> None:
+    """ListSessions whose storage read began while the job ran and returned after the final
+    outcome was stored and the session left memory shows it final, as WatchSession ended
+    (it used to return the RUNNING row the read had found)."""
+    (source_tree / "half-a-second.bin").write_bytes(b"x" * 100_000)
+    agent = await start_agent("a1")
+    policy = policy_over(
+        [("a1", agent.address)], tmp_path, source_tree, throttle_bytes_per_second=200_000
+    )
+    await create(policy_service, policy)
+    read = server.storage.list_sessions
+
+    async def slow_list(*args, **kwargs):
+        rows = await read(*args, **kwargs)
+        await asyncio.sleep(2.0)  # the job ends, its outcome is stored meanwhile
+        return rows
+
+    server.storage.list_sessions = slow_list
+    started = await policy_service.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+    listed = await policy_service.ListSessions(api.ListSessionsRequest(policy_id="nightly"))
+    final = (await watch_outcome(policy_service, started.id))[-1]
+    assert final.outcome == pb.SESSION_STATE_SUCCESS
+    assert [s.outcome for s in listed.sessions] == [pb.SESSION_STATE_SUCCESS]

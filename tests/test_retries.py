@@ -158,3 +158,29 @@ async def test_a_retry_that_fell_due_while_the_server_was_down_runs_at_start_up(
     assert (retry.trigger, retry.attempt, retry.retry_of_session_id, names(retry)) == (
         pb.SESSION_TRIGGER_RETRY, 1, original.id, ["gone"]
     )
+
+
+async def test_a_short_retry_starts_on_time_on_the_real_clock(
+    start_server: Start, start_agent, tmp_path: Path
+) -> None:
+    """On the real clock, a retry due 1 s after a job failed starts within a few seconds: the scheduler, woken as the outcome becomes final, decides on it before it is stored (it used to see RUNNING then and sleep its 30 s)."""
+    agent = await start_agent("a1")
+    retry = pb.RetryPolicy(attempts=1, interval=duration_pb2.Duration(seconds=1))
+    policy = policy_over(
+        [("a1", agent.address)], tmp_path, tmp_path / "no-such-source", retry=retry
+    )
+    server = await start_server()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        operator = Operator(api_grpc.PolicyServiceStub(channel), server)
+        await operator.stub.CreatePolicy(
+            api.CreatePolicyRequest(policy_id="nightly", policy=policy)
+        )
+        started = await operator.stub.StartPolicy(api.StartPolicyRequest(policy_id="nightly"))
+        failed = await operator.final(started.id)
+
+        async def retried() -> bool:
+            listed = await operator.stub.ListSessions(api.ListSessionsRequest(policy_id="nightly"))
+            return any(s.retry_of_session_id == started.id for s in listed.sessions)
+
+        await wait_for(retried, 8)
+    assert failed.outcome == pb.SESSION_STATE_FAILED
