@@ -103,6 +103,7 @@ class FanOut:
         self._deadline = deadline
         self._limit = limit
         self._first_wave_ends = 0.0
+        self._workers: list[asyncio.Task[None]] = []
         self._queue: Iterator[int] = iter(
             [
                 position
@@ -117,7 +118,16 @@ class FanOut:
         self._first_wave_ends = time.monotonic() + self._deadline
         async with asyncio.TaskGroup() as workers:
             for _ in range(min(self._limit, pending)):
-                workers.create_task(self._worker())
+                self._workers.append(workers.create_task(self._worker()))
+
+    def stand_down(self) -> None:
+        """Stops sending, recording nothing more: another replica holds the session (or
+        share) now and sends what is left itself. The commands on the wire are cancelled
+        too (a TaskGroup ends normally when its workers are cancelled)."""
+        for _ in self._queue:
+            pass
+        for worker in self._workers:
+            worker.cancel()
 
     def cancel_queued(self, reason: str) -> int:
         """Marks every command not yet sent as cancelled; returns how many."""

@@ -8,11 +8,11 @@ carries its changes to the storage as `Progress` values.
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from backup.errors import BackupError, LocalFault, ResourceExhausted
+from backup.errors import BackupError, Fenced, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
 
 if TYPE_CHECKING:
@@ -172,6 +172,9 @@ class LiveSession:
         # statuses its job ends changed, stored in the same write.
         self.stored_outcome = (session.outcome, _outcome_ns(session))
         self.show_stored_outcome = False
+        # This replica stood down from it (its write was fenced: another replica owns it
+        # now), so this record is stale: readers go to the storage instead.
+        self.stood_down = False
         # What the storage spent on this session's writes, for the log and the bench.
         self.storage_seconds = 0.0
         self.storage_writes = 0
@@ -315,10 +318,18 @@ class SessionWriter:
     turns into FAILED should the server stop first.
     """
 
-    def __init__(self, storage: "Storage", live: LiveSession) -> None:
+    def __init__(self, storage: "Storage", live: LiveSession, owner: str = "") -> None:
+        """With `owner` (this replica's id), each write is fenced on the session still
+        being this replica's (`Storage.save_progress`)."""
         self._storage = storage
         self.live = live
         self.failure: BackupError | None = None
+        self._owner = owner
+        # Set once the storage refused a write because another replica owns the session
+        # now: nothing more is written from here, and `on_fenced` (its holder's stand-down)
+        # is called once.
+        self.fenced: Fenced | None = None
+        self.on_fenced: Callable[[], None] | None = None
         # One save at a time, each taking its batch only once the one before is stored: a
         # cancelled writer's shielded save goes on while the end is written, and on
         # PostgreSQL (a pool, no single writer) the two could commit out of order, an older
@@ -331,9 +342,27 @@ class SessionWriter:
             return await self._save()
 
     async def _save(self) -> bool:
+        if self.fenced is not None:
+            return False
         progress = self.live.take_progress()
         try:
-            took = await self._storage.save_progress(progress)
+            if self._owner:
+                took = await self._storage.save_progress(progress, self._owner)
+            else:
+                took = await self._storage.save_progress(progress)
+        except Fenced as error:
+            # Not given back: what this replica learned is the claimer's to learn again.
+            self.fenced = error
+            log.warning(
+                "session %s: this replica stood down, another replica owns the session now"
+                " (this replica's lease lapsed): %s",
+                self.live.session.id,
+                error.message,
+                extra={"session_id": self.live.session.id},
+            )
+            if self.on_fenced is not None:
+                self.on_fenced()
+            return False
         except (LocalFault, ResourceExhausted) as error:
             self.live.give_back(progress)
             if self.failure is None:
@@ -353,7 +382,7 @@ class SessionWriter:
 
     async def run(self, interval: float = PROGRESS_INTERVAL) -> None:
         """Every interval: one write for the outcomes so far, then wake the watchers."""
-        while True:
+        while self.fenced is None:
             await asyncio.sleep(interval)
             live = self.live
             if live.dirty or live.job_ends or live.outcome_unstored or live.header_changed:
@@ -365,10 +394,15 @@ class SessionWriter:
 
     async def end(self) -> bool:
         """Fixes the session's end and stores it; on failure the session ends FAILED with
-        the reason as a warning (the final word watchers get). False if not stored."""
+        the reason as a warning (the final word watchers get). False if not stored (nor
+        tried, once fenced: the session's end is its new owner's)."""
+        if self.fenced is not None:
+            return False
         self.live.finish()
         if await self.save():
             return True
+        if self.fenced is not None:
+            return False
         assert self.failure is not None
         self.live.session.state = pb.SESSION_STATE_FAILED
         self.live.session.warnings.append(
@@ -382,6 +416,8 @@ class SessionWriter:
         while True:
             if await self.save():
                 break
+            if self.fenced is not None:
+                return
             await asyncio.sleep(interval)
         log.info(
             "session %s: its end is stored now",
