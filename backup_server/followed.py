@@ -203,8 +203,11 @@ class FollowedSessions:
             await writer.store_end()
         finally:
             live = writer.live
-            self._running.live.pop(live.session.id, None)
-            live.publish()
+            if not live.stood_down:
+                self._running.live.pop(live.session.id, None)
+                live.publish()
+        if writer.fenced is not None:
+            return  # its outcome is the new owner's to store
         session = live.session
         stats = session.statistics
         log.info(
