@@ -15,14 +15,14 @@ from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
 from .commands import COMMAND_OF_ACTION, Command
-from .fanout import AgentTransport, FanOut, Followed
+from .fanout import AgentTransport, FanOut, Followed, ShareFanOut
 from .followed import FollowedSessions
 from .monitoring import NoObserver, SessionObserver
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
 from .queries import delivered
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
-from .shares import ShareFanOut, Shares, recount
+from .shares import Shares, recount
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.control")

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from backup.errors import bounded
 from backup.v1 import resources_pb2 as pb
+from backup.waits import finished_within
 
 from .commands import Command
 from .sessions import LiveSession
@@ -202,3 +203,34 @@ class FanOut:
         latency = time.perf_counter_ns() - started
         job, note = self.command.read_reply(reply)
         self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job=job)
+
+
+class ShareFanOut(FanOut):
+    """A fan-out over some of a session's computers only: this replica's share; one taken
+    over from a dead replica (`warm`) first connects to them, bounded by the deadline, so
+    their commands do not spend it on handshakes."""
+
+    def __init__(
+        self,
+        live: LiveSession,
+        transport: AgentTransport,
+        command: Command,
+        deadline: float,
+        limit: int,
+        positions: Sequence[int],
+        follow: Sequence[Followed] = (),
+        warm: bool = False,
+    ) -> None:
+        super().__init__(live, transport, command, deadline, limit, follow)
+        self.positions = list(positions)
+        self._queue = iter(self.positions)
+        self._warm = warm
+
+    async def run(self) -> None:
+        if self._warm and self.positions:
+            results = self.live.session.computer_results
+            addresses = [results[position].computer.address for position in self.positions]
+            await finished_within(
+                self._transport.warm(addresses, self._deadline / 2), self._deadline
+            )
+        await super().run()

@@ -319,15 +319,13 @@ class SessionWriter:
     """
 
     def __init__(self, storage: "Storage", live: LiveSession, owner: str = "") -> None:
-        """With `owner` (this replica's id), each write is fenced on the session still
-        being this replica's (`Storage.save_progress`)."""
+        """`owner`: this replica's id, on which each write is fenced (`save_progress`)."""
         self._storage = storage
         self.live = live
         self.failure: BackupError | None = None
         self._owner = owner
-        # Set once the storage refused a write because another replica owns the session
-        # now: nothing more is written from here, and `on_fenced` (its holder's stand-down)
-        # is called once.
+        # Once a write is refused (another replica owns the session now), nothing more is
+        # written from here and `on_fenced`, its holder's stand-down, is called.
         self.fenced: Fenced | None = None
         self.on_fenced: Callable[[], None] | None = None
         # One save at a time, each taking its batch only once the one before is stored: a
@@ -346,19 +344,17 @@ class SessionWriter:
             return False
         progress = self.live.take_progress()
         try:
-            if self._owner:
-                took = await self._storage.save_progress(progress, self._owner)
-            else:
-                took = await self._storage.save_progress(progress)
+            owner = (self._owner,) if self._owner else ()
+            took = await self._storage.save_progress(progress, *owner)
         except Fenced as error:
             # Not given back: what this replica learned is the claimer's to learn again.
             self.fenced = error
+            session_id = self.live.session.id
             log.warning(
-                "session %s: this replica stood down, another replica owns the session now"
-                " (this replica's lease lapsed): %s",
-                self.live.session.id,
+                "session %s: this replica stood down: %s",
+                session_id,
                 error.message,
-                extra={"session_id": self.live.session.id},
+                extra={"session_id": session_id},
             )
             if self.on_fenced is not None:
                 self.on_fenced()
@@ -394,15 +390,12 @@ class SessionWriter:
 
     async def end(self) -> bool:
         """Fixes the session's end and stores it; on failure the session ends FAILED with
-        the reason as a warning (the final word watchers get). False if not stored (nor
-        tried, once fenced: the session's end is its new owner's)."""
-        if self.fenced is not None:
-            return False
+        the reason as a warning (the final word watchers get). False if not stored."""
         self.live.finish()
         if await self.save():
             return True
         if self.fenced is not None:
-            return False
+            return False  # its end is the new owner's to write
         assert self.failure is not None
         self.live.session.state = pb.SESSION_STATE_FAILED
         self.live.session.warnings.append(

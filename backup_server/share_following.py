@@ -246,8 +246,7 @@ class FollowedShares:
         live.job_ends[:0] = [end for end in progress.job_ends if end.computer.address not in gone]
         share.done[:0] = [position for position in done if position not in refused]
         log.warning(
-            "session %s: this replica stood down from %d followed computers, another"
-            " replica claimed them (this replica's lease lapsed): %s",
+            "session %s: this replica stood down from %d followed computers: %s",
             session_id,
             len(refused),
             error.message,

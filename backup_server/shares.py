@@ -18,14 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 
 from backup.errors import BackupError, Fenced, NotFound
 from backup.v1 import resources_pb2 as pb
-from backup.waits import finished_within
 
 from .commands import COMMAND_OF_ACTION, Command
-from .fanout import AgentTransport, FanOut, Followed
+from .fanout import AgentTransport, FanOut, Followed, ShareFanOut
 from .running import RunningSessions
 from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
 from .share_owners import split
@@ -76,37 +75,6 @@ def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:
         )
         merged += 1
     return merged
-
-
-class ShareFanOut(FanOut):
-    """A fan-out over some of a session's computers only: this replica's share; one taken
-    over from a dead replica (`warm`) first connects to them, bounded by the deadline, so
-    their commands do not spend it on handshakes."""
-
-    def __init__(
-        self,
-        live: LiveSession,
-        transport: AgentTransport,
-        command: Command,
-        deadline: float,
-        limit: int,
-        positions: Sequence[int],
-        follow: Sequence[Followed] = (),
-        warm: bool = False,
-    ) -> None:
-        super().__init__(live, transport, command, deadline, limit, follow)
-        self.positions = list(positions)
-        self._queue = iter(self.positions)
-        self._warm = warm
-
-    async def run(self) -> None:
-        if self._warm and self.positions:
-            results = self.live.session.computer_results
-            addresses = [results[position].computer.address for position in self.positions]
-            await finished_within(
-                self._transport.warm(addresses, self._deadline / 2), self._deadline
-            )
-        await super().run()
 
 
 class Shares:
@@ -382,8 +350,7 @@ class Shares:
 
     async def _save(self, live: LiveSession) -> None:
         """Writes the share's changed rows; raises the storage's error, the rows having
-        gone back to be written with the next batch (not when Fenced: those rows are
-        another replica's now, and this one stands down)."""
+        gone back to be written with the next batch (not when Fenced: they are not ours)."""
         if not live.dirty:
             return
         progress = live.take_progress()
@@ -404,12 +371,12 @@ class Shares:
             return
         live.stood_down = True
         fanout.stand_down()
+        session_id = live.session.id
         log.warning(
-            "session %s: this replica stood down from its share, another replica claimed"
-            " it (this replica's lease lapsed): %s",
-            live.session.id,
+            "session %s: this replica stood down from its share: %s",
+            session_id,
             error.message,
-            extra={"session_id": live.session.id},
+            extra={"session_id": session_id},
         )
 
     async def stop(self) -> None:

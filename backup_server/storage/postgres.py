@@ -196,7 +196,8 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
             )
             if owner and cur.rowcount == 0:
                 raise Fenced(
-                    f"session {progress.session_id!r} is no longer owned by replica {owner}"
+                    f"another replica owns session {progress.session_id!r} now: the lease of"
+                    f" replica {owner} lapsed and the session was claimed"
                 )
             await statements.save_results(cur, seq, progress.results)
             await statements.apply_job_ends(cur, progress.job_ends)

@@ -133,7 +133,8 @@ async def fence_rows(cur: Cursor, seq: int, positions: Sequence[int], share: str
     others = tuple(row["position"] for row in await cur.fetchall() if row["share"] != share)
     if others:
         raise Fenced(
-            f"{len(others)} computers of the session are no longer replica {share}'s share",
+            f"another replica claimed {len(others)} computers of this share: the lease of"
+            f" replica {share} lapsed",
             others,
         )
 
