@@ -39,6 +39,7 @@ class _Share:
     live: LiveSession
     followed: set[int] = field(default_factory=set)  # positions followed here
     done: list[int] = field(default_factory=list)  # done, not yet marked in storage
+    stood_down: bool = False  # some of its rows were claimed by another replica (logged once)
 
 
 class FollowedShares:
@@ -245,13 +246,16 @@ class FollowedShares:
         live.dirty = [position for position in live.dirty if position not in refused]
         live.job_ends[:0] = [end for end in progress.job_ends if end.computer.address not in gone]
         share.done[:0] = [position for position in done if position not in refused]
-        log.warning(
-            "session %s: this replica stood down from %d followed computers: %s",
-            session_id,
-            len(refused),
-            error.message,
-            extra={"session_id": session_id},
-        )
+        if not share.stood_down:
+            # Once: its other claimed rows are refused, and dropped, as their batches come.
+            share.stood_down = True
+            log.warning(
+                "session %s: this replica stood down from the followed computers another"
+                " replica claimed: %s",
+                session_id,
+                error.message,
+                extra={"session_id": session_id},
+            )
 
     async def stop(self) -> None:
         """Stops following and stores what is known; rows not done stay so, for a live

@@ -10,11 +10,19 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from outcome_support import watch_outcome
 from storage_conformance import a_session
 from test_replicas import spawn_replica
-from test_replicas_shares import computers_of, has_share, jobs_per_computer, other_replica
+from test_replicas_follow import followed_here
+from test_replicas_shares import (
+    computers_of,
+    has_share,
+    jobs_per_computer,
+    other_replica,
+    share_counts,
+)
 
-from backup.errors import Fenced
+from backup.errors import Fenced, Unavailable
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
@@ -188,3 +196,72 @@ async def test_a_sharing_replica_stalled_past_its_lease_stands_down_from_its_sha
     assert rows_of(stored) == rows_of(ended)
     assert jobs_per_computer(fleet, "p", "shared") == {1}
     assert lapsing.log.read_text().count("session shared: this replica stood down") == 1
+
+
+async def test_a_replica_that_knows_its_lease_lapsed_starts_no_session_until_it_renews(
+    start_server, start_agent, postgres_url: str, tmp_path: Path, source_tree: Path, monkeypatch
+) -> None:
+    """A replica whose renewals fail for longer than its lease answers StartPolicy UNAVAILABLE naming the lease (storing nothing), and starts sessions again once a renewal lands."""
+    server = await start_server(db=postgres_url, replica_lease=1.0)
+    agent = await start_agent("a1")
+
+    async def unreachable(*args: object) -> None:
+        raise Unavailable("the server's database cannot be reached")
+
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        service = api_grpc.PolicyServiceStub(channel)
+        policy = policy_over([("a1", agent.address)], tmp_path, source_tree)
+        await service.CreatePolicy(api.CreatePolicyRequest(policy_id="p", policy=policy))
+        monkeypatch.setattr(server.storage, "renew_lease", unreachable)
+        await wait_for(lambda: lapsed(server), seconds=5)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="late"))
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "lease" in (raised.value.details() or "")
+        listed = await service.ListSessions(api.ListSessionsRequest(policy_id="p"))
+        assert not listed.sessions
+        monkeypatch.undo()
+        await wait_for(lambda: renewed(server), seconds=5)
+        ended = await service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="late"))
+    assert ended.statistics.received == 1
+
+
+async def lapsed(server) -> bool:  # type: ignore[no-untyped-def]
+    return not server.replicas.lease_holds()
+
+
+async def renewed(server) -> bool:  # type: ignore[no-untyped-def]
+    return bool(server.replicas.lease_holds())
+
+
+async def test_a_replica_stalled_past_its_lease_while_following_its_share_stands_down_from_it(
+    spawn, start_server, start_fleet, postgres_url: str, tmp_path: Path, source_tree: Path
+) -> None:
+    """A replica following its share's jobs stopped (SIGSTOP) past its lease: the receiving one claims those rows and follows them; resumed, the stalled one's followed writes are refused, it logs once that it stood down, and the outcome settles complete, one job per agent."""
+    survivor = await start_server(db=postgres_url, replica_lease=1.0, agent_deadline=1.0)
+    lapsing = spawn_replica(spawn, postgres_url, deadline="1")
+    lapsing_id = await other_replica(postgres_url, survivor.replicas.id)
+    # The jobs end after the stalled replica resumes: its streams then bring their ends.
+    fleet = await start_fleet(count=12, job_seconds=STALL_SECONDS + 4)
+    async with grpc.aio.insecure_channel(survivor.address) as channel:
+        service = api_grpc.PolicyServiceStub(channel)
+        policy = policy_over(computers_of(fleet), tmp_path, source_tree)
+        await service.CreatePolicy(api.CreatePolicyRequest(policy_id="p", policy=policy))
+        reply = await service.StartPolicy(api.StartPolicyRequest(policy_id="p", session_id="f"))
+        assert reply.outcome == pb.SESSION_STATE_RUNNING
+        assert (await share_counts(postgres_url, "f")).get(lapsing_id, 0) > 0
+        await asyncio.sleep(0.5)  # its followers are open
+        stall(lapsing)
+
+        async def taken_over() -> bool:
+            return bool(followed_here(survivor, "f")[1])
+
+        await wait_for(taken_over, seconds=STALL_SECONDS)
+        await asyncio.sleep(0.5)
+        resume(lapsing)
+        snapshots = await watch_outcome(service, "f", 30)
+        await wait_for(lambda: stood_down(lapsing, "stood down from the followed"), seconds=10)
+    final = snapshots[-1]
+    assert final.outcome == pb.SESSION_STATE_SUCCESS and final.statistics.jobs_succeeded == 12
+    assert jobs_per_computer(fleet, "p", "f") == {1}
+    assert lapsing.log.read_text().count("session f: this replica stood down") == 1
