@@ -179,6 +179,7 @@ class BackupServer:
                     self.config.agent_lost_after,
                     self.config.reconcile_for,
                     followed_shares,
+                    replicas.id,
                 )
                 if followed_shares is not None:
                     shares.on_delivered = followed_shares.follow
@@ -194,6 +195,8 @@ class BackupServer:
                 observer=self.monitoring,
                 replica_id=replicas.id,
                 shares=shares,
+                # One server per SQLite file: no other replica to claim its sessions.
+                lease_holds=replicas.lease_holds if is_postgres_url(self.config.db) else None,
             )
             # Takes this replica's lease and what stopped replicas left RUNNING.
             # Only what no live replica follows is followed here (claimed in the sweep).

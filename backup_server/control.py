@@ -7,22 +7,22 @@ Answers about sessions are `backup_server.queries`; recovery and shutdown are
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from backup import defaults, validation
-from backup.errors import AlreadyExists, FailedPrecondition, NotFound
+from backup.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from backup.ids import new_session_id
 from backup.v1 import resources_pb2 as pb
 
 from .commands import COMMAND_OF_ACTION, Command
-from .fanout import AgentTransport, FanOut, Followed
+from .fanout import AgentTransport, FanOut, Followed, ShareFanOut
 from .followed import FollowedSessions
 from .monitoring import NoObserver, SessionObserver
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
 from .queries import delivered
 from .running import RunningSessions
 from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
-from .shares import ShareFanOut, Shares, recount
+from .shares import Shares, recount
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.control")
@@ -42,6 +42,7 @@ class Control:
         observer: SessionObserver | None = None,
         replica_id: str = "",
         shares: Shares | None = None,
+        lease_holds: Callable[[], bool] | None = None,
     ) -> None:
         """With `followed`, each delivered session is handed over to have its jobs
         followed to their outcome; without, a session ends with its delivery. With
@@ -56,6 +57,9 @@ class Control:
         # Stored as each session's owner: the replica whose lease keeps it RUNNING.
         self._replica_id = replica_id
         self._shares = shares
+        # Replicas: whether this one's lease holds; a session started once it has lapsed
+        # would be claimed by another replica at once (UNAVAILABLE: retry, elsewhere).
+        self._lease_holds = lease_holds
 
     async def start_policy(
         self,
@@ -107,6 +111,11 @@ class Control:
             existing = await self._existing(session_id, policy_id, action)
             if existing is not None:
                 return existing
+        if self._lease_holds is not None and not self._lease_holds():
+            raise Unavailable(
+                "this server replica's lease on the database has lapsed (its renewals are"
+                " late); retry, on another replica if this one stays so"
+            )
         policy, groups = await self._storage.get_policy_and_groups(policy_id)
         targets = narrow(
             resolve_targets(policy, groups), computer_names, policy_id, field_name="computer_names"
@@ -147,7 +156,13 @@ class Control:
             session.statistics.skipped,
             extra={"session_id": session.id},
         )
-        return await asyncio.shield(self._launch(live, command, own=own))
+        ended = await asyncio.shield(self._launch(live, command, own=own))
+        if live.stood_down:
+            # Another replica owns the session now (this one's lease lapsed): the caller
+            # gets what a retry with the same session_id gets, the session once its new
+            # owner has delivered it (UNAVAILABLE if the database cannot be reached).
+            return await delivered(self._storage, self.running.live, session.id)
+        return ended
 
     def _launch(
         self,
@@ -189,7 +204,8 @@ class Control:
             fanout.cancel_queued(cancel_reason)
         if command.registers_as_start:
             self.running.add_start(policy_id, fanout)
-        run = asyncio.create_task(self._deliver(SessionWriter(self._storage, live), fanout))
+        writer = SessionWriter(self._storage, live, self._replica_id)
+        run = asyncio.create_task(self._deliver(writer, fanout))
         self.running.keep(run)
         return run
 
@@ -257,7 +273,7 @@ class Control:
 
     async def _deliver(self, writer: SessionWriter, fanout: FanOut) -> pb.PolicySession:
         live = writer.live
-        session_id, policy_id = live.session.id, live.session.policy_id
+        policy_id = live.session.policy_id
         writing = asyncio.create_task(writer.run())
         # A shared session: what other replicas deliver is merged from the rows as it lands.
         merging = (
@@ -265,10 +281,14 @@ class Control:
             if self._shares is not None and isinstance(fanout, ShareFanOut)
             else None
         )
+        writer.on_fenced = lambda: self._stand_down(live, fanout, merging)
         try:
             await fanout.run()
             if merging is not None:
-                await merging
+                # Not `await merging`: a stand-down cancels it, and that ends this too.
+                await asyncio.wait({merging})
+                if not merging.cancelled():
+                    merging.result()
         finally:
             for task in (writing, merging):
                 if task is not None:
@@ -277,26 +297,48 @@ class Control:
                         await task
             if fanout.command.registers_as_start:
                 self.running.remove_start(policy_id, fanout)
-            # Whatever the storage says, every watcher hears the end and the session
-            # leaves the running set once its end is stored (or the server stops).
-            stored = await writer.end()
-            self._observer.session_delivered(live.session)
-            if stored and self._followed is not None:
-                await self._followed.take_over(writer)
-            else:
-                if live.session.outcome == pb.SESSION_STATE_RUNNING:
-                    # Its record could not be stored: nothing is followed from a record
-                    # that does not exist, and the outcome is what watchers are told.
-                    live.session.outcome = pb.SESSION_STATE_FAILED
-                    live.session.outcome_time.GetCurrentTime()
-                if stored:
-                    del self.running.live[session_id]
-                else:
-                    self.running.keep(asyncio.create_task(self._store_later(writer)))
-            live.publish()
-            self._log_end(live)
+            if not live.stood_down:
+                await self._end(writer)
         # A copy: following goes on changing the live record after the reply is sent.
         return live.snapshot()
+
+    async def _end(self, writer: SessionWriter) -> None:
+        """Stores a delivered session's end and hands it over to be followed."""
+        live = writer.live
+        # Whatever the storage says, every watcher hears the end and the session
+        # leaves the running set once its end is stored (or the server stops).
+        stored = await writer.end()
+        if live.stood_down:
+            return  # its end was fenced: it is another replica's to write and to say
+        self._observer.session_delivered(live.session)
+        if stored and self._followed is not None:
+            await self._followed.take_over(writer)
+        else:
+            if live.session.outcome == pb.SESSION_STATE_RUNNING:
+                # Its record could not be stored: nothing is followed from a record
+                # that does not exist, and the outcome is what watchers are told.
+                live.session.outcome = pb.SESSION_STATE_FAILED
+                live.session.outcome_time.GetCurrentTime()
+            if stored:
+                del self.running.live[live.session.id]
+            else:
+                self.running.keep(asyncio.create_task(self._store_later(writer)))
+        live.publish()
+        self._log_end(live)
+
+    def _stand_down(
+        self, live: LiveSession, fanout: FanOut, merging: "asyncio.Task[None] | None"
+    ) -> None:
+        """A write of the session was fenced (another replica claimed it when this one's
+        lease lapsed): stops sending and merging, and the session leaves memory, so its
+        watchers go on from the storage; its end is the new owner's to write."""
+        fanout.stand_down()
+        if merging is not None:
+            merging.cancel()
+        if self.running.live.get(live.session.id) is live:
+            del self.running.live[live.session.id]
+        live.stood_down = True
+        live.publish()
 
     async def _store_later(self, writer: SessionWriter) -> None:
         try:

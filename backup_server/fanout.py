@@ -15,6 +15,7 @@ from typing import Protocol
 
 from backup.errors import bounded
 from backup.v1 import resources_pb2 as pb
+from backup.waits import finished_within
 
 from .commands import Command
 from .sessions import LiveSession
@@ -103,6 +104,7 @@ class FanOut:
         self._deadline = deadline
         self._limit = limit
         self._first_wave_ends = 0.0
+        self._workers: list[asyncio.Task[None]] = []
         self._queue: Iterator[int] = iter(
             [
                 position
@@ -117,7 +119,16 @@ class FanOut:
         self._first_wave_ends = time.monotonic() + self._deadline
         async with asyncio.TaskGroup() as workers:
             for _ in range(min(self._limit, pending)):
-                workers.create_task(self._worker())
+                self._workers.append(workers.create_task(self._worker()))
+
+    def stand_down(self) -> None:
+        """Stops sending, recording nothing more: another replica holds the session (or
+        share) now and sends what is left itself. The commands on the wire are cancelled
+        too (a TaskGroup ends normally when its workers are cancelled)."""
+        for _ in self._queue:
+            pass
+        for worker in self._workers:
+            worker.cancel()
 
     def cancel_queued(self, reason: str) -> int:
         """Marks every command not yet sent as cancelled; returns how many."""
@@ -192,3 +203,34 @@ class FanOut:
         latency = time.perf_counter_ns() - started
         job, note = self.command.read_reply(reply)
         self.live.record(position, pb.DELIVERY_RECEIVED, f"OK: {note}", latency, job=job)
+
+
+class ShareFanOut(FanOut):
+    """A fan-out over some of a session's computers only: this replica's share; one taken
+    over from a dead replica (`warm`) first connects to them, bounded by the deadline, so
+    their commands do not spend it on handshakes."""
+
+    def __init__(
+        self,
+        live: LiveSession,
+        transport: AgentTransport,
+        command: Command,
+        deadline: float,
+        limit: int,
+        positions: Sequence[int],
+        follow: Sequence[Followed] = (),
+        warm: bool = False,
+    ) -> None:
+        super().__init__(live, transport, command, deadline, limit, follow)
+        self.positions = list(positions)
+        self._queue = iter(self.positions)
+        self._warm = warm
+
+    async def run(self) -> None:
+        if self._warm and self.positions:
+            results = self.live.session.computer_results
+            addresses = [results[position].computer.address for position in self.positions]
+            await finished_within(
+                self._transport.warm(addresses, self._deadline / 2), self._deadline
+            )
+        await super().run()

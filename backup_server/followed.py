@@ -46,10 +46,13 @@ class FollowedSessions:
         lost_after: float = AGENT_LOST_AFTER,
         reconcile_for: float | None = None,
         shares: FollowedShares | None = None,
+        replica_id: str = "",
     ) -> None:
         """With `shares` (replicas over one database), each replica follows the jobs of
-        its own share of a session; this one, the owner, merges the others' rows."""
+        its own share of a session; this one, the owner, merges the others' rows. With
+        `replica_id`, the writes of a session it claimed are fenced on its ownership."""
         self._storage = storage
+        self._replica_id = replica_id
         self.shares = shares
         self._merging: dict[str, asyncio.Task[None]] = {}
         self._running = running
@@ -82,6 +85,7 @@ class FollowedSessions:
     def _take_over(self, writer: SessionWriter) -> "asyncio.Task[None] | None":
         live = writer.live
         live.show_stored_outcome = True
+        writer.on_fenced = lambda: self._stand_down(live)
         self._running.live[live.session.id] = live
         self._writers[live.session.id] = (writer, asyncio.ensure_future(writer.run()))
         results = live.session.computer_results
@@ -148,8 +152,26 @@ class FollowedSessions:
             session.id,
             extra={"session_id": session.id},
         )
-        self._take_over(SessionWriter(self._storage, LiveSession(session)))
+        self._take_over(SessionWriter(self._storage, LiveSession(session), self._replica_id))
         return True
+
+    def _stand_down(self, live: LiveSession) -> None:
+        """A write of the session was fenced (another replica claimed it when this one's
+        lease lapsed): its jobs are followed here no more, and it leaves memory, so its
+        watchers go on from the storage."""
+        session_id = live.session.id
+        pending = self._pending.pop(session_id, None)
+        if pending is not None:
+            pending[0].cancel()
+        merging = self._merging.pop(session_id, None)
+        if merging is not None:
+            merging.cancel()
+        self.tracker.forget(session_id)
+        self._writers.pop(session_id, None)
+        if self._running.live.get(session_id) is live:
+            del self._running.live[session_id]
+        live.stood_down = True
+        live.publish()
 
     def _release(self, live: LiveRecord) -> None:
         entry = self._writers.pop(live.session.id, None)
@@ -167,8 +189,11 @@ class FollowedSessions:
             await writer.store_end()
         finally:
             live = writer.live
-            self._running.live.pop(live.session.id, None)
-            live.publish()
+            if not live.stood_down:
+                self._running.live.pop(live.session.id, None)
+                live.publish()
+        if writer.fenced is not None:
+            return  # its outcome is the new owner's to store
         session = live.session
         stats = session.statistics
         log.info(

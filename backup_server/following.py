@@ -299,6 +299,12 @@ class Follower:
                 wait = min(wait, max(self._reconcile_for - silent, 0.0))
             await asyncio.sleep(wait)
 
+    def stop(self, key: JobKey) -> None:
+        """Stops following one job or reconciling one computer (another replica does now)."""
+        task = self._tasks.get(key)
+        if task is not None:
+            task.cancel()
+
     def stop_session(self, session_id: str) -> None:
         """Stops following every job of a session (its outcome needs them no more)."""
         for key, task in list(self._tasks.items()):

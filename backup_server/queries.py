@@ -114,6 +114,12 @@ async def watch(
             return
     while True:
         change = live.next_change()
+        if live.stood_down:
+            # This replica's record is stale (another replica owns the session now): the
+            # watch goes on from the storage, as on any other replica.
+            async for stored in watch(storage, running, session_id, delivery_only):
+                yield stored
+            return
         # The outcome as stored: the last snapshot comes once the final one is stored.
         snapshot = live.snapshot()
         yield snapshot

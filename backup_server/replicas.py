@@ -15,6 +15,7 @@ The scheduler runs on the one replica that holds the storage's leadership lock.
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -45,6 +46,9 @@ class Replicas:
         # would stay RUNNING as long as this replica lives; the next sweep adopts it.
         self._unadopted: list[str] = []
         self._follow: Callable[[pb.PolicySession], object] | None = None
+        # When the last renewal that the storage took began (monotonic): the lease it
+        # wrote runs from no earlier than that.
+        self._renewed_at = -float("inf")
 
     async def start(
         self,
@@ -55,7 +59,7 @@ class Replicas:
         takes over a session this replica claimed from a dead one, `follow(session)` a
         delivered one whose jobs nobody follows any more (None: this replica follows none)."""
         self._adopt, self._follow = adopt, follow
-        await self.storage.renew_lease(self.id, self.address, self.lease)
+        await self._renew()
         await self.sweep()
         # Two loops: a sweep waiting for a pooled connection (or taking over a session)
         # must not hold the next renewal back.
@@ -64,6 +68,10 @@ class Replicas:
     async def sweep(self) -> None:
         """Takes over the sessions of replicas whose lease ran out (PostgreSQL), or fails
         what a stopped server left RUNNING (SQLite)."""
+        if not self.lease_holds():
+            # Counted dead by the others, which may be claiming this replica's work: what
+            # it claimed now would be claimed from it again.
+            return
         if self._adopt is not None:
             self._unadopted += await self.storage.claim_sessions(self.id)
             while self._unadopted:
@@ -81,11 +89,22 @@ class Replicas:
         while not self._stopped:
             await asyncio.sleep(self.lease / 3)
             try:
-                await self.storage.renew_lease(self.id, self.address, self.lease)
+                await self._renew()
             except BackupError as error:
                 # The database is out of reach: the lease may lapse, and the others
                 # will take over; this replica goes on trying.
                 log.warning("replica %s: lease not renewed: %s", self.id, error.message)
+
+    async def _renew(self) -> None:
+        began = time.monotonic()
+        await self.storage.renew_lease(self.id, self.address, self.lease)
+        self._renewed_at = began
+
+    def lease_holds(self) -> bool:
+        """Whether this replica's lease, as last renewed, still holds: once it has lapsed
+        the others may claim this replica's sessions and shares at any moment (its writes
+        for them are then fenced), so it starts no new session until it renews."""
+        return time.monotonic() - self._renewed_at < self.lease
 
     async def _sweeping(self) -> None:
         while not self._stopped:

@@ -8,11 +8,11 @@ carries its changes to the storage as `Progress` values.
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from backup.errors import BackupError, LocalFault, ResourceExhausted
+from backup.errors import BackupError, Fenced, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
 
 if TYPE_CHECKING:
@@ -172,6 +172,9 @@ class LiveSession:
         # statuses its job ends changed, stored in the same write.
         self.stored_outcome = (session.outcome, _outcome_ns(session))
         self.show_stored_outcome = False
+        # This replica stood down from it (its write was fenced: another replica owns it
+        # now), so this record is stale: readers go to the storage instead.
+        self.stood_down = False
         # What the storage spent on this session's writes, for the log and the bench.
         self.storage_seconds = 0.0
         self.storage_writes = 0
@@ -316,10 +319,16 @@ class SessionWriter:
     turns into FAILED should the server stop first.
     """
 
-    def __init__(self, storage: "Storage", live: LiveSession) -> None:
+    def __init__(self, storage: "Storage", live: LiveSession, owner: str = "") -> None:
+        """`owner`: this replica's id, on which each write is fenced (`save_progress`)."""
         self._storage = storage
         self.live = live
         self.failure: BackupError | None = None
+        self._owner = owner
+        # Once a write is refused (another replica owns the session now), nothing more is
+        # written from here and `on_fenced`, its holder's stand-down, is called.
+        self.fenced: Fenced | None = None
+        self.on_fenced: Callable[[], None] | None = None
         # One save at a time, each taking its batch only once the one before is stored: a
         # cancelled writer's shielded save goes on while the end is written, and on
         # PostgreSQL (a pool, no single writer) the two could commit out of order, an older
@@ -332,9 +341,25 @@ class SessionWriter:
             return await self._save()
 
     async def _save(self) -> bool:
+        if self.fenced is not None:
+            return False
         progress = self.live.take_progress()
         try:
-            took = await self._storage.save_progress(progress)
+            owner = (self._owner,) if self._owner else ()
+            took = await self._storage.save_progress(progress, *owner)
+        except Fenced as error:
+            # Not given back: what this replica learned is the claimer's to learn again.
+            self.fenced = error
+            session_id = self.live.session.id
+            log.warning(
+                "session %s: this replica stood down: %s",
+                session_id,
+                error.message,
+                extra={"session_id": session_id},
+            )
+            if self.on_fenced is not None:
+                self.on_fenced()
+            return False
         except (LocalFault, ResourceExhausted) as error:
             self.live.give_back(progress)
             if self.failure is None:
@@ -354,7 +379,7 @@ class SessionWriter:
 
     async def run(self, interval: float = PROGRESS_INTERVAL) -> None:
         """Every interval: one write for the outcomes so far, then wake the watchers."""
-        while True:
+        while self.fenced is None:
             await asyncio.sleep(interval)
             live = self.live
             if live.dirty or live.job_ends or live.outcome_unstored or live.header_changed:
@@ -370,6 +395,8 @@ class SessionWriter:
         self.live.finish()
         if await self.save():
             return True
+        if self.fenced is not None:
+            return False  # its end is the new owner's to write
         assert self.failure is not None
         self.live.session.state = pb.SESSION_STATE_FAILED
         self.live.session.warnings.append(
@@ -383,6 +410,8 @@ class SessionWriter:
         while True:
             if await self.save():
                 break
+            if self.fenced is not None:
+                return
             await asyncio.sleep(interval)
         log.info(
             "session %s: its end is stored now",

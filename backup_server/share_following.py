@@ -20,12 +20,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from backup.errors import BackupError
+from backup.errors import BackupError, Fenced
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
 from .outcomes import awaits_reconciliation, ended_job, follows
-from .sessions import PROGRESS_INTERVAL, JobEnd, LiveSession
+from .sessions import PROGRESS_INTERVAL, JobEnd, LiveSession, Progress
 from .storage.interface import Storage
 from .tracking import FOLLOW_AFTER, STREAMS_PER_SECOND, mark_reconciled, record_job
 
@@ -39,6 +39,7 @@ class _Share:
     live: LiveSession
     followed: set[int] = field(default_factory=set)  # positions followed here
     done: list[int] = field(default_factory=list)  # done, not yet marked in storage
+    stood_down: bool = False  # some of its rows were claimed by another replica (logged once)
 
 
 class FollowedShares:
@@ -208,8 +209,13 @@ class FollowedShares:
         done, share.done = share.done, []
         try:
             await asyncio.shield(
-                self._storage.save_followed(session_id, progress.results, progress.job_ends, done)
+                self._storage.save_followed(
+                    session_id, progress.results, progress.job_ends, done, self.replica_id
+                )
             )
+        except Fenced as error:
+            self._stand_down(session_id, share, progress, done, error)
+            return
         except BackupError as error:
             live.give_back(progress)
             share.done[:0] = done
@@ -222,6 +228,34 @@ class FollowedShares:
             return
         if not self.follower.following(session_id) and not (live.dirty or share.done):
             del self._shares[session_id]
+
+    def _stand_down(
+        self, session_id: str, share: _Share, progress: Progress, done: list[int], error: Fenced
+    ) -> None:
+        """Rows of the share that another replica claimed (this one's lease lapsed) are
+        followed here no more and nothing of them is written; the rest of the batch goes
+        back, to be written with the next one."""
+        refused = set(error.positions)
+        live = share.live
+        results = live.session.computer_results
+        gone = {results[position].computer.address for position in refused}
+        share.followed.difference_update(refused)
+        for position in refused:
+            self.follower.stop(JobKey(session_id, position))
+        live.dirty[:0] = [c.position for c in progress.results if c.position not in refused]
+        live.dirty = [position for position in live.dirty if position not in refused]
+        live.job_ends[:0] = [end for end in progress.job_ends if end.computer.address not in gone]
+        share.done[:0] = [position for position in done if position not in refused]
+        if not share.stood_down:
+            # Once: its other claimed rows are refused, and dropped, as their batches come.
+            share.stood_down = True
+            log.warning(
+                "session %s: this replica stood down from the followed computers another"
+                " replica claimed: %s",
+                session_id,
+                error.message,
+                extra={"session_id": session_id},
+            )
 
     async def stop(self) -> None:
         """Stops following and stores what is known; rows not done stay so, for a live

@@ -18,14 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 
-from backup.errors import BackupError, NotFound
+from backup.errors import BackupError, Fenced, NotFound
 from backup.v1 import resources_pb2 as pb
-from backup.waits import finished_within
 
 from .commands import COMMAND_OF_ACTION, Command
-from .fanout import AgentTransport, FanOut, Followed
+from .fanout import AgentTransport, FanOut, Followed, ShareFanOut
 from .running import RunningSessions
 from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
 from .share_owners import split
@@ -76,37 +75,6 @@ def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:
         )
         merged += 1
     return merged
-
-
-class ShareFanOut(FanOut):
-    """A fan-out over some of a session's computers only: this replica's share; one taken
-    over from a dead replica (`warm`) first connects to them, bounded by the deadline, so
-    their commands do not spend it on handshakes."""
-
-    def __init__(
-        self,
-        live: LiveSession,
-        transport: AgentTransport,
-        command: Command,
-        deadline: float,
-        limit: int,
-        positions: Sequence[int],
-        follow: Sequence[Followed] = (),
-        warm: bool = False,
-    ) -> None:
-        super().__init__(live, transport, command, deadline, limit, follow)
-        self.positions = list(positions)
-        self._queue = iter(self.positions)
-        self._warm = warm
-
-    async def run(self) -> None:
-        if self._warm and self.positions:
-            results = self.live.session.computer_results
-            addresses = [results[position].computer.address for position in self.positions]
-            await finished_within(
-                self._transport.warm(addresses, self._deadline / 2), self._deadline
-            )
-        await super().run()
 
 
 class Shares:
@@ -268,7 +236,7 @@ class Shares:
             if reason:
                 fanout.cancel_queued(reason)
             self._lives.setdefault(session_id, []).append(live)
-            writing = asyncio.create_task(self._write(live))
+            writing = asyncio.create_task(self._write(live, fanout))
             try:
                 await fanout.run()
             finally:
@@ -278,11 +246,17 @@ class Shares:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
                 try:
-                    await asyncio.shield(self._save(live))
+                    if not live.stood_down:
+                        await asyncio.shield(self._save(live))
+                except Fenced as error:
+                    self._stand_down(live, fanout, error)
                 finally:
                     self._forget(session_id, live)
-                    # Rows not stored went back to `live`, whose follower writes them.
-                    self._delivered(live, positions)
+                    if not live.stood_down:
+                        # Rows not stored went back to `live`, whose follower writes them.
+                        self._delivered(live, positions)
+            if live.stood_down:
+                return
             received = sum(1 for p in positions if results[p].delivery == pb.DELIVERY_RECEIVED)
             log.info(
                 "session %s: share of %d computers delivered by replica %s, %d received",
@@ -362,24 +336,48 @@ class Shares:
         if not lives:
             self._lives.pop(session_id, None)
 
-    async def _write(self, live: LiveSession) -> None:
+    async def _write(self, live: LiveSession, fanout: FanOut) -> None:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             if live.dirty:
-                with contextlib.suppress(BackupError):  # the rows wait for the next batch
+                try:
                     await asyncio.shield(self._save(live))
+                except Fenced as error:
+                    self._stand_down(live, fanout, error)
+                    return
+                except BackupError:
+                    pass  # the rows wait for the next batch
 
     async def _save(self, live: LiveSession) -> None:
         """Writes the share's changed rows; raises the storage's error, the rows having
-        gone back to be written with the next batch."""
+        gone back to be written with the next batch (not when Fenced: they are not ours)."""
         if not live.dirty:
             return
         progress = live.take_progress()
         try:
-            await self._storage.save_share(live.session.id, progress.results)
+            await self._storage.save_share(live.session.id, progress.results, self.replica_id)
+        except Fenced:
+            raise
         except BackupError:
             live.give_back(progress)
             raise
+
+    @staticmethod
+    def _stand_down(live: LiveSession, fanout: FanOut, error: Fenced) -> None:
+        """Stops sending a share whose rows another replica claimed (this one's lease
+        lapsed): nothing more of it is written or followed from here. Its rows still
+        this replica's stay pending, and the next poll sends them again."""
+        if live.stood_down:
+            return
+        live.stood_down = True
+        fanout.stand_down()
+        session_id = live.session.id
+        log.warning(
+            "session %s: this replica stood down from its share: %s",
+            session_id,
+            error.message,
+            extra={"session_id": session_id},
+        )
 
     async def stop(self) -> None:
         """Stops polling and sending; what was not stored stays pending in its rows, for

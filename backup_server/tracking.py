@@ -191,6 +191,12 @@ class OutcomeTracker:
         if not self.follower.following(session.id):
             self._idle(session.id)
 
+    def forget(self, session_id: str) -> None:
+        """Stops following a session without settling or releasing it: this replica
+        stood down from it (another replica owns it now and follows its jobs)."""
+        self._sessions.pop(session_id, None)
+        self.follower.stop_session(session_id)
+
     def elsewhere(self, session_id: str) -> list[int]:
         """The positions of the session other replicas still follow, in order."""
         tracked = self._sessions.get(session_id)

@@ -110,9 +110,11 @@ class Storage(Protocol):
         the log and the bench."""
         ...
 
-    async def save_progress(self, progress: Progress) -> float:
+    async def save_progress(self, progress: Progress, owner: str = "") -> float:
         """Writes a batch of a session's changed results and its header in one unit of
-        work; returns the seconds the write itself took."""
+        work; returns the seconds the write itself took. With `owner` (a replica id), only
+        while the session's owner is still `owner`, checked in that unit of work: else
+        Fenced and nothing written (replicas; one server per SQLite file writes always)."""
         ...
 
     async def get_session(self, session_id: str) -> pb.PolicySession:
@@ -227,9 +229,13 @@ class Storage(Protocol):
         none."""
         ...
 
-    async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
+    async def save_share(
+        self, session_id: str, changes: Sequence[ResultChange], share: str = ""
+    ) -> float:
         """Writes a share's changed computer rows (never the session's header, which its
-        owner computes from the rows); returns the seconds the write took."""
+        owner computes from the rows); returns the seconds the write took. With `share` (a
+        replica id), only if every one of those rows is still that share's: else Fenced
+        naming the others, and nothing written (one server per SQLite file: always)."""
         ...
 
     async def delivered_results(
@@ -261,10 +267,12 @@ class Storage(Protocol):
         changes: Sequence[ResultChange],
         job_ends: Sequence[JobEnd],
         done: Sequence[int],
+        share: str = "",
     ) -> float:
         """Writes a followed share's changed rows, folds `job_ends` into the computers'
         statuses, and marks the rows at `done` done, in one unit of work (never the
-        session's header); returns the seconds the write took. NotFound if no session."""
+        session's header); returns the seconds the write took. NotFound if no session.
+        With `share`, fenced as `save_share` is (the rows of `changes` and `done`)."""
         ...
 
     async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:

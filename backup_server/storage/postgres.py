@@ -14,6 +14,7 @@ from psycopg import sql
 from backup.errors import (
     AlreadyExists,
     FailedPrecondition,
+    Fenced,
     NotFound,
 )
 from backup.v1 import resources_pb2 as pb
@@ -174,20 +175,31 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
                     await copy.write_row((seq, *result))
         return time.perf_counter() - started
 
-    async def save_progress(self, progress: Progress) -> float:
+    async def save_progress(self, progress: Progress, owner: str = "") -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
             seq = await self._seq(cur, progress.session_id)
-            await statements.save_results(cur, seq, progress.results)
+            # The header first, on the owner's condition: its row lock orders this write
+            # against a claim of the session (`claim_sessions` updates the same row), so
+            # either the write commits before the claim, or it finds the new owner and
+            # the transaction is rolled back with nothing of it written.
             header = rows.progress_header(progress)
+            fence = sql.SQL(" and owner = %s" if owner else "")
             await cur.execute(
-                sql.SQL("update sessions set {} where seq = %s").format(
+                sql.SQL("update sessions set {} where seq = %s{}").format(
                     sql.SQL(", ").join(
                         sql.SQL("{} = %s").format(sql.Identifier(name)) for name in header
-                    )
+                    ),
+                    fence,
                 ),
-                [*header.values(), seq],
+                [*header.values(), seq, *([owner] if owner else [])],
             )
+            if owner and cur.rowcount == 0:
+                raise Fenced(
+                    f"another replica owns session {progress.session_id!r} now: the lease of"
+                    f" replica {owner} lapsed and the session was claimed"
+                )
+            await statements.save_results(cur, seq, progress.results)
             await statements.apply_job_ends(cur, progress.job_ends)
         return time.perf_counter() - started
 

@@ -57,10 +57,15 @@ class FollowRows(PostgresPool):
         changes: Sequence[ResultChange],
         job_ends: Sequence[JobEnd],
         done: Sequence[int],
+        share: str = "",
     ) -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
             seq = await statements.seq(cur, session_id)
+            if share and (changes or done):
+                # Before any write: the rows' locks order it against a claim of them.
+                positions = sorted({change.position for change in changes} | set(done))
+                await statements.fence_rows(cur, seq, positions, share)
             await statements.save_results(cur, seq, changes)
             await statements.apply_job_ends(cur, job_ends)
             if done:

@@ -69,10 +69,13 @@ class ShareRows(PostgresPool):
             params = [pb.DELIVERY_PENDING, pb.SESSION_STATE_RUNNING]
             return by_key(await statements.claim_rows(cur, rows_of_dead, params, replica_id))
 
-    async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
+    async def save_share(
+        self, session_id: str, changes: Sequence[ResultChange], share: str = ""
+    ) -> float:
         started = time.perf_counter()
         async with self._unit() as cur:
-            await statements.save_results(cur, await self._seq(cur, session_id), changes)
+            seq = await self._seq(cur, session_id)
+            await statements.save_results(cur, seq, changes, share)
         return time.perf_counter() - started
 
     async def delivered_results(

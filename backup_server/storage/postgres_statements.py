@@ -6,7 +6,7 @@ from typing import Any
 
 from psycopg import AsyncCursor, errors, sql
 
-from backup.errors import AlreadyExists, NotFound
+from backup.errors import AlreadyExists, Fenced, NotFound
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import JobEnd, ResultChange
@@ -97,10 +97,15 @@ async def session_from_row(
     return session
 
 
-async def save_results(cur: Cursor, seq: int, changes: Sequence[ResultChange]) -> None:
-    """Rewrites the changed computers of a session in one statement (arrays, one per column)."""
+async def save_results(
+    cur: Cursor, seq: int, changes: Sequence[ResultChange], share: str = ""
+) -> None:
+    """Rewrites the changed computers of a session in one statement (arrays, one per column);
+    with `share`, only if every one of them is still that share's (else Fenced)."""
     if not changes:
         return
+    if share:
+        await fence_rows(cur, seq, [change.position for change in changes], share)
     columns = list(zip(*(rows.change_row(change) for change in changes), strict=True))
     await cur.execute(
         "update computer_results as r set delivery = c.delivery, detail = c.detail,"
@@ -113,6 +118,25 @@ async def save_results(cur: Cursor, seq: int, changes: Sequence[ResultChange]) -
         " where r.session_seq = %s and r.position = c.position",
         [[change.position for change in changes], *map(list, columns), seq],
     )
+
+
+async def fence_rows(cur: Cursor, seq: int, positions: Sequence[int], share: str) -> None:
+    """Locks the session's rows at `positions` until the unit of work ends and raises Fenced
+    naming those that are no longer `share`'s: a claim (`claim_rows`, `for update of r skip
+    locked`) then either took them before this lock, and this write is refused, or skips
+    them and they stay this share's, with this write."""
+    await cur.execute(
+        "select position, share from computer_results where session_seq = %s"
+        " and position = any(%s) order by position for update",
+        [seq, list(positions)],
+    )
+    others = tuple(row["position"] for row in await cur.fetchall() if row["share"] != share)
+    if others:
+        raise Fenced(
+            f"another replica claimed {len(others)} computers of this share: the lease of"
+            f" replica {share} lapsed",
+            others,
+        )
 
 
 async def apply_job_ends(cur: Cursor, ends: Sequence[JobEnd]) -> None:

@@ -139,7 +139,8 @@ class SqliteStorage:
     async def insert_session(self, session: pb.PolicySession, owner: str = "") -> float:
         return (await self._run_timed(self.file.insert_session, session, owner))[1]
 
-    async def save_progress(self, progress: Progress) -> float:
+    async def save_progress(self, progress: Progress, owner: str = "") -> float:
+        # One server per file, no leases: nothing to fence, `owner` is not checked.
         return (await self._run_timed(self.file.save_progress, progress))[1]
 
     async def get_session(self, session_id: str) -> pb.PolicySession:
@@ -202,7 +203,9 @@ class SqliteStorage:
     async def claim_shares(self, replica_id: str) -> dict[str, list[int]]:
         return {}  # one server per file: no other replica's share to take over
 
-    async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
+    async def save_share(
+        self, session_id: str, changes: Sequence[ResultChange], share: str = ""
+    ) -> float:
         return (await self._run_timed(self.file.save_share, session_id, changes))[1]
 
     async def delivered_results(
@@ -226,6 +229,7 @@ class SqliteStorage:
         changes: Sequence[ResultChange],
         job_ends: Sequence[JobEnd],
         done: Sequence[int],
+        share: str = "",
     ) -> float:
         call = self.file.save_followed
         return (await self._run_timed(call, session_id, changes, job_ends, done))[1]

@@ -7,7 +7,8 @@
     ├── FailedPrecondition   the request is fine but the state forbids it
     ├── LocalFault           the request is fine but this process failed
     │   └── Unavailable      ... because something it needs (its database) is out of reach now
-    └── ResourceExhausted    the request is fine but a resource is used up (a full disk)
+    ├── ResourceExhausted    the request is fine but a resource is used up (a full disk)
+    └── Fenced               a replica's write for work another replica has claimed since
 
 Domain modules raise these; `backup.status` maps each to one gRPC status code.
 Anything else that escapes is a bug, not a client's mistake.
@@ -54,6 +55,17 @@ class ResourceExhausted(BackupError):
 class Unavailable(LocalFault):
     """The request was fine, but something this process needs (its database server) cannot
     be reached now; the same request may succeed when retried."""
+
+
+class Fenced(BackupError):
+    """A replica wrote for a session or share that is no longer its own (its lease lapsed
+    and another replica claimed the work): the storage refused the write, changing
+    nothing. `positions` names the computer rows refused, when the write was of rows.
+    Not a LocalFault: retrying the write can never succeed; the writer stands down."""
+
+    def __init__(self, message: str, positions: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.positions = positions
 
 
 # A status travels in trailers (grpc-message percent-encoded, the details in base64), which

@@ -18,6 +18,7 @@ from .errors import (  # noqa: F401 - what a status may carry
     AlreadyExists,
     BackupError,
     FailedPrecondition,
+    Fenced,
     InvalidArgument,
     LocalFault,
     NotFound,
@@ -34,6 +35,8 @@ STATUS_OF_ERROR: dict[type[BackupError], grpc.StatusCode] = {
     LocalFault: grpc.StatusCode.INTERNAL,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    # Another replica has the work now: the client retries (with the same session_id).
+    Fenced: grpc.StatusCode.UNAVAILABLE,
 }
 
 
