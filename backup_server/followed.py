@@ -162,7 +162,7 @@ class FollowedSessions:
         session_id = live.session.id
         pending = self._pending.pop(session_id, None)
         if pending is not None:
-            pending[0].cancel()
+            pending.cancel()
         merging = self._merging.pop(session_id, None)
         if merging is not None:
             merging.cancel()
