@@ -154,6 +154,7 @@ class BackupServer:
                 self.config.replica_lease,
                 running,
             )
+            shares.lease_holds = replicas.lease_holds
             # Following needs server streams: a transport without them (a test's) ends each
             # session with its delivery, as before outcomes existed.
             if isinstance(self.transport, AgentStreams):
@@ -183,6 +184,7 @@ class BackupServer:
                 )
                 if followed_shares is not None:
                     shares.on_delivered = followed_shares.follow
+                    followed_shares.lease_holds = replicas.lease_holds
                 if self.monitoring is not None:
                     self.monitoring.follow(self.followed)
             self.control = Control(
@@ -196,7 +198,7 @@ class BackupServer:
                 replica_id=replicas.id,
                 shares=shares,
                 # One server per SQLite file: no other replica to claim its sessions.
-                lease_holds=replicas.lease_holds if is_postgres_url(self.config.db) else None,
+                lease_live=replicas.lease_live if is_postgres_url(self.config.db) else None,
             )
             # Takes this replica's lease and what stopped replicas left RUNNING.
             # Only what no live replica follows is followed here (claimed in the sweep).

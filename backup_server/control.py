@@ -7,7 +7,7 @@ Answers about sessions are `backup_server.queries`; recovery and shutdown are
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from backup import defaults, validation
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
@@ -42,7 +42,7 @@ class Control:
         observer: SessionObserver | None = None,
         replica_id: str = "",
         shares: Shares | None = None,
-        lease_holds: Callable[[], bool] | None = None,
+        lease_live: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         """With `followed`, each delivered session is handed over to have its jobs
         followed to their outcome; without, a session ends with its delivery. With
@@ -59,7 +59,7 @@ class Control:
         self._shares = shares
         # Replicas: whether this one's lease holds; a session started once it has lapsed
         # would be claimed by another replica at once (UNAVAILABLE: retry, elsewhere).
-        self._lease_holds = lease_holds
+        self._lease_live = lease_live
 
     async def start_policy(
         self,
@@ -111,10 +111,10 @@ class Control:
             existing = await self._existing(session_id, policy_id, action)
             if existing is not None:
                 return existing
-        if self._lease_holds is not None and not self._lease_holds():
+        if self._lease_live is not None and not await self._lease_live():
             raise Unavailable(
-                "this server replica's lease on the database has lapsed (its renewals are"
-                " late); retry, on another replica if this one stays so"
+                "this server replica's lease on the database has lapsed and cannot be"
+                " renewed; retry, on another replica if this one stays so"
             )
         policy, groups = await self._storage.get_policy_and_groups(policy_id)
         targets = narrow(

@@ -100,6 +100,19 @@ class Replicas:
         await self.storage.renew_lease(self.id, self.address, self.lease)
         self._renewed_at = began
 
+    async def lease_live(self) -> bool:
+        """Whether the lease holds, renewed first if it has lapsed: a replica back from a
+        stall takes new work (a session, the scheduler's next run) once the others count
+        it live again, not before, and not never (a refusal would lose a scheduled run)."""
+        if self.lease_holds():
+            return True
+        try:
+            await self._renew()
+        except BackupError as error:
+            log.warning("replica %s: lease not renewed: %s", self.id, error.message)
+            return False
+        return self.lease_holds()
+
     def lease_holds(self) -> bool:
         """Whether this replica's lease, as last renewed, still holds: once it has lapsed
         the others may claim this replica's sessions and shares at any moment (its writes
@@ -119,9 +132,10 @@ class Replicas:
         return await self.storage.live_replicas()
 
     async def is_leader(self) -> bool:
-        """Whether this replica is the deployment's one scheduler (the storage's lock)."""
+        """Whether this replica is the deployment's one scheduler (the storage's lock), its
+        lease holding: a run started while it lapsed would be refused, and lost."""
         try:
-            return await self.storage.hold_leadership()
+            return await self.lease_live() and await self.storage.hold_leadership()
         except LocalFault:
             return False
 

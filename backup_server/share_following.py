@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from backup.errors import BackupError, Fenced
@@ -69,6 +69,9 @@ class FollowedShares:
         self._shares: dict[str, _Share] = {}
         self._claimed: dict[str, set[int]] = {}  # claimed from dead replicas, not yet followed
         self._task: asyncio.Task[None] | None = None
+        # Whether this replica's lease holds (Replicas.lease_holds): one the others may
+        # count dead claims no followed rows, which would be claimed from it again.
+        self.lease_holds: Callable[[], bool] = lambda: True
         self._stopped = False
 
     @property
@@ -174,7 +177,7 @@ class FollowedShares:
         claimed_at = 0.0
         while not self._stopped:
             await asyncio.sleep(PROGRESS_INTERVAL)
-            if time.monotonic() - claimed_at >= self._lease / 3:
+            if time.monotonic() - claimed_at >= self._lease / 3 and self.lease_holds():
                 claimed_at = time.monotonic()
                 with contextlib.suppress(BackupError):  # asked again a third of a lease on
                     await self._claim()

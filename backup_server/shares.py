@@ -113,6 +113,9 @@ class Shares:
         # `on_delivered(live, positions)`: this replica's share of a session whose jobs
         # are followed was sent; it follows them (share_following.FollowedShares.follow).
         self.on_delivered: Callable[[LiveSession, list[int]], None] | None = None
+        # Whether this replica's lease holds (Replicas.lease_holds): a replica the others
+        # may count dead claims nothing, or it would be claimed from it again at once.
+        self.lease_holds: Callable[[], bool] = lambda: True
 
     async def assign(self, session: pb.PolicySession) -> list[int] | None:
         """Shares a stored session's pending computers among the live replicas; returns
@@ -189,7 +192,7 @@ class Shares:
         while not self._stopped:
             await asyncio.sleep(POLL_SECONDS)
             try:
-                if time.monotonic() - claimed_at >= self._lease / 3:
+                if time.monotonic() - claimed_at >= self._lease / 3 and self.lease_holds():
                     claimed_at = time.monotonic()
                     for session_id, positions in (
                         await self._storage.claim_shares(self.replica_id)

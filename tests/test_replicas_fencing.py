@@ -226,6 +226,26 @@ async def test_a_replica_that_knows_its_lease_lapsed_starts_no_session_until_it_
     assert ended.statistics.received == 1
 
 
+async def test_a_replica_back_from_a_lapse_renews_before_it_leads_or_starts(
+    start_server, postgres_url: str
+) -> None:
+    """While its lease has lapsed and cannot be renewed the replica does not lead (its
+    scheduler would start runs only to have them refused); once the database takes a
+    renewal again it renews at the scheduler's next look, before its renewal loop does."""
+    server = await start_server(db=postgres_url, replica_lease=1.0)
+
+    async def unreachable(*args: object) -> None:
+        raise Unavailable("the server's database cannot be reached")
+
+    renew = server.storage.renew_lease
+    server.storage.renew_lease = unreachable
+    await wait_for(lambda: lapsed(server), seconds=5)
+    assert not await server.replicas.is_leader()
+    server.storage.renew_lease = renew
+    assert await server.replicas.is_leader()
+    assert server.replicas.lease_holds()
+
+
 async def lapsed(server) -> bool:  # type: ignore[no-untyped-def]
     return not server.replicas.lease_holds()
 
