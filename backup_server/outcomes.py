@@ -12,10 +12,13 @@ asked. The rules, exactly as clients may rely on them:
 - RUNNING while a delivery is pending, a followed job still runs (and is not unknown), or
   a computer awaits reconciliation (its command timed out; the agent is being asked).
 
-Pure functions over the session proto: no I/O, no clock.
+Pure functions over the session proto: no I/O (`recounted` alone reads the clock, for
+the outcome time of a correction).
 """
 
+import time
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from backup.v1 import resources_pb2 as pb
 
@@ -117,3 +120,40 @@ def awaits_reconciliation(result: pb.ComputerResult) -> bool:
     return result.delivery == pb.DELIVERY_NOT_RECEIVED and result.detail.startswith(
         "DEADLINE_EXCEEDED"
     )
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A final outcome's header corrected from the rows: `before` as it was (what the
+    outcome hooks last saw), `after` with the rows' job counts and outcome."""
+
+    before: pb.PolicySession
+    after: pb.PolicySession
+
+
+def is_final(outcome: pb.SessionState) -> bool:
+    """Whether an outcome is final (neither RUNNING nor never set)."""
+    return outcome not in (pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_UNSPECIFIED)
+
+
+def _job_counts(session: pb.PolicySession) -> tuple[int, ...]:
+    return tuple(getattr(session.statistics, name) for name in JOB_STATISTICS)
+
+
+def recounted(rows: pb.PolicySession, before: pb.PolicySession) -> Correction | None:
+    """The correction of `before`, a final outcome, that the session's stored rows (`rows`,
+    a session with its results) call for; None when its job counts and outcome stand.
+
+    As one server corrects an outcome (`tracking.OutcomeTracker._settle`), with one
+    difference: a job that answered late still running leaves the outcome final (its
+    count moves to jobs_running), so that no stored outcome goes back to RUNNING where no
+    live replica may follow the session any more; its end corrects it again."""
+    after = pb.PolicySession()
+    after.CopyFrom(rows)
+    count_jobs(after)
+    outcome = outcome_of(after)
+    after.outcome = before.outcome if outcome == pb.SESSION_STATE_RUNNING else outcome
+    if after.outcome == before.outcome and _job_counts(after) == _job_counts(before):
+        return None
+    after.outcome_time.FromNanoseconds(time.time_ns())
+    return Correction(before, after)

@@ -18,7 +18,8 @@ from backup.errors import (
 )
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress
+from ..outcomes import Correction
+from ..sessions import Progress, StoredOutcome
 from . import postgres_statements as statements
 from . import rows
 from .interface import GroupChange, PolicyChange, PolicyCheck
@@ -178,18 +179,35 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
         started = time.perf_counter()
         async with self._unit() as cur:
             seq = await self._seq(cur, progress.session_id)
-            await statements.save_results(cur, seq, progress.results)
-            header = rows.progress_header(progress)
-            await cur.execute(
-                sql.SQL("update sessions set {} where seq = %s").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in header
-                    )
-                ),
-                [*header.values(), seq],
-            )
-            await statements.apply_job_ends(cur, progress.job_ends)
+            await self._write_progress(cur, seq, progress)
         return time.perf_counter() - started
+
+    @staticmethod
+    async def _write_progress(cur: statements.Cursor, seq: int, progress: Progress) -> None:
+        await statements.save_results(cur, seq, progress.results)
+        header = rows.progress_header(progress)
+        await cur.execute(
+            sql.SQL("update sessions set {} where seq = %s").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = %s").format(sql.Identifier(name)) for name in header
+                )
+            ),
+            [*header.values(), seq],
+        )
+        await statements.apply_job_ends(cur, progress.job_ends)
+
+    async def save_shared_progress(
+        self, progress: Progress
+    ) -> tuple[Correction | None, StoredOutcome]:
+        async with self._unit() as cur:
+            stored = await statements.locked_session(cur, progress.session_id)
+            seq = int(stored["seq"])
+            await self._write_progress(cur, seq, progress)
+            before = rows.outcome_seen(rows.session_from_row(stored), progress)
+            correction = None
+            if before is not None:
+                correction = await statements.recount_outcome(cur, seq, before)
+            return rows.outcome_stored(progress, before, correction)
 
     async def get_session(self, session_id: str, with_results: bool = True) -> pb.PolicySession:
         async with self._unit() as cur:

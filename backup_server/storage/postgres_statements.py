@@ -9,6 +9,7 @@ from psycopg import AsyncCursor, errors, sql
 from backup.errors import AlreadyExists, NotFound
 from backup.v1 import resources_pb2 as pb
 
+from ..outcomes import JOB_STATISTICS, Correction, recounted
 from ..sessions import JobEnd, ResultChange
 from . import rows
 from .interface import PolicyCheck
@@ -95,6 +96,37 @@ async def session_from_row(
             )
             rows.add_results(session, await results.fetchall())
     return session
+
+
+async def locked_session(cur: Cursor, session_id: str) -> dict[str, Any]:
+    """The session's header row, locked until the unit of work ends (a header recount
+    and the writes that race it take their turns); NotFound if there is none."""
+    await cur.execute("select * from sessions where id = %s for update", [session_id])
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"session {session_id!r} not found")
+    return row
+
+
+async def recount_outcome(cur: Cursor, seq: int, before: pb.PolicySession) -> Correction | None:
+    """Recounts a session's final outcome and job counts from its rows as they are now in
+    this unit of work, and writes them (`before`'s when they stand)."""
+    await cur.execute("select * from sessions where seq = %s", [seq])
+    row = await cur.fetchone()
+    assert row is not None  # locked by the caller's unit of work
+    correction = recounted(await session_from_row(cur, row, with_results=True), before)
+    final = before if correction is None else correction.after
+    await cur.execute(
+        f"update sessions set outcome = %s, outcome_ns = %s,"
+        f" {', '.join(f'{name} = %s' for name in JOB_STATISTICS)} where seq = %s",
+        [
+            final.outcome,
+            final.outcome_time.ToNanoseconds(),
+            *(getattr(final.statistics, name) for name in JOB_STATISTICS),
+            seq,
+        ],
+    )
+    return correction
 
 
 async def save_results(cur: Cursor, seq: int, changes: Sequence[ResultChange]) -> None:
