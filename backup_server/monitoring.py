@@ -175,8 +175,7 @@ class ServerMonitoring:
         self._following = True
         followed.add_outcome_hook(self.session_final)
         if followed.shares is not None:
-            # A correction stored here may be of a session another replica settled.
-            followed.shares.before_correction.append(self._remember_finished)
+            followed.shares.before_correction.append(self._correcting)
         self.jobs_followed.set_function(lambda: followed.followed_jobs)
 
     def session_final(self, session: pb.PolicySession, corrected: bool = False) -> None:
@@ -270,15 +269,15 @@ class ServerMonitoring:
             )
             return None
 
-    def _remember_finished(self, before: pb.PolicySession) -> None:
-        """The finished jobs a correction's hooks last saw, if this process did not see
-        them (the outcome was settled on another replica): only the correction's own
-        ends are counted here."""
-        if before.id not in self._finished:
-            stats = before.statistics
-            self._finished[before.id] = tuple(
-                getattr(stats, JOB_STATISTICS[state]) for state in FINISHED
-            )
+    def _correcting(self, before: pb.PolicySession) -> None:
+        """A correction the storage recounted counts only the jobs it adds: from the stored
+        header before it (`before`), which other replicas' corrections may have moved
+        since this process last saw the session, or which it never saw (settled on
+        another replica)."""
+        stats = before.statistics
+        self._finished[before.id] = tuple(
+            getattr(stats, JOB_STATISTICS[state]) for state in FINISHED
+        )
 
     def _jobs_ended(self, session: pb.PolicySession) -> None:
         policy, stats = session.policy_id, session.statistics

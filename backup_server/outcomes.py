@@ -124,8 +124,9 @@ def awaits_reconciliation(result: pb.ComputerResult) -> bool:
 
 @dataclass(frozen=True)
 class Correction:
-    """A final outcome's header corrected from the rows: `before` as it was (what the
-    outcome hooks last saw), `after` with the rows' job counts and outcome."""
+    """A final outcome's header corrected from the rows: `before` as it was stored (or,
+    the first time, as its owner's hooks saw it), `after` with the rows' job counts and
+    outcome."""
 
     before: pb.PolicySession
     after: pb.PolicySession

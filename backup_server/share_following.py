@@ -78,8 +78,8 @@ class FollowedShares:
         self._claimed: dict[str, set[int]] = {}  # claimed from dead replicas, not yet followed
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        # Run on a correction this replica stored: `before_correction(before)` first (what
-        # the hooks last saw, wherever they ran), then each `on_outcome(after, True)`.
+        # Run on a correction this replica stored: `before_correction(before)` first (the
+        # header it corrected, whoever wrote that), then each `on_outcome(after, True)`.
         self.before_correction: list[Callable[[pb.PolicySession], None]] = []
         self.on_outcome: list[OutcomeHook] = []
 

@@ -33,8 +33,8 @@ def run_correction(
     hooks: Iterable[OutcomeHook],
 ) -> None:
     """The outcome hooks of a correction the storage recounted from a shared session's
-    rows: each `before(correction.before)` (what the hooks last saw, which may have been
-    on another replica), then each hook with the corrected session."""
+    rows: each `before(correction.before)` (the header it corrected, which another
+    replica may have written), then each hook with the corrected session."""
     session = correction.after
     log.info(
         "session %s outcome %s (corrected): %d succeeded, %d failed, %d stopped, %d unknown",

@@ -148,6 +148,30 @@ async def test_a_late_answer_in_the_other_share_corrects_the_header_once(
     assert await counted([owner, other], "s") == (2 * PER_SHARE, 1)
 
 
+async def test_late_answers_in_both_shares_are_each_counted_once(
+    start_server, start_fleet, postgres_url: str, tmp_path
+) -> None:
+    """Every agent of both shares is lost (FAILED, six unknown), then answers again: the owner, still following its own lost jobs, leaves its corrections to the storage's recount like the other replica's; the stored header and GetSession on both say SUCCESS with six succeeded, and /metrics count each job and the session once."""
+    owner = await replica(start_server, postgres_url)
+    other = await replica(start_server, postgres_url)
+    _, down = await fleets(start_fleet)
+    members = sorted([owner.replicas.id, other.replicas.id])
+    computers = owned(down, members, owner.replicas.id) + owned(down, members, other.replicas.id)
+    await start_on(owner, computers, tmp_path)
+
+    async def lost_and_settled() -> bool:
+        header = await stored_header(postgres_url, "s")
+        return header == (pb.SESSION_STATE_FAILED, 0, 2 * PER_SHARE, 0)
+
+    await wait_for(lost_and_settled, seconds=20)
+    await corrected_everywhere(postgres_url, [owner.address, other.address], "s", 2 * PER_SHARE)
+
+    async def hooks_ran_once() -> bool:
+        return await counted([owner, other], "s") == (2 * PER_SHARE, 1)
+
+    await wait_for(hooks_ran_once, seconds=10)
+
+
 async def test_a_late_answer_while_the_owner_still_settles_is_not_lost(
     start_server, start_fleet, postgres_url: str, hung_addresses, tmp_path
 ) -> None:
