@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from backup.v1 import resources_pb2 as pb
 
+from .sessions import STATISTIC_OF_DELIVERY, state_of
+
 JOB_STATISTIC = {
     pb.JOB_STATE_RUNNING: "jobs_running",
     pb.JOB_STATE_SUCCEEDED: "jobs_succeeded",
@@ -29,6 +31,7 @@ JOB_STATISTIC = {
     pb.JOB_STATE_STOPPED: "jobs_stopped",
 }
 JOB_STATISTICS = (*JOB_STATISTIC.values(), "jobs_unknown")
+RECONCILED_WARNING = "reconciled: "
 
 
 def job_running(result: pb.ComputerResult) -> bool:
@@ -104,6 +107,21 @@ def _stop_outcome(targeted: list[pb.ComputerResult]) -> pb.SessionState:
     return pb.SESSION_STATE_WARNING
 
 
+def note_reconciled(session: pb.PolicySession) -> None:
+    """The session's warning that counts its reconciled computers, set or updated."""
+    count = sum(1 for r in session.computer_results if r.reconciled)
+    note = (
+        f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
+        "received the command (their agent's job list shows the job)"
+    )
+    for index, warning in enumerate(session.warnings):
+        if warning.startswith(RECONCILED_WARNING):
+            session.warnings[index] = note
+            break
+    else:
+        session.warnings.append(note)
+
+
 def ended_job(job: pb.Job) -> bool:
     """Whether a job snapshot is final."""
     return job.state not in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_UNSPECIFIED)
@@ -137,24 +155,42 @@ def is_final(outcome: pb.SessionState) -> bool:
     return outcome not in (pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_UNSPECIFIED)
 
 
-def _job_counts(session: pb.PolicySession) -> tuple[int, ...]:
-    return tuple(getattr(session.statistics, name) for name in JOB_STATISTICS)
+def _header(session: pb.PolicySession) -> tuple[object, ...]:
+    """What a correction is a change of: the counts, the state and the outcome."""
+    return (session.statistics.SerializeToString(), session.state, session.outcome)
 
 
-def recounted(rows: pb.PolicySession, before: pb.PolicySession) -> Correction | None:
-    """The correction of `before`, a final outcome, that the session's stored rows (`rows`,
-    a session with its results) call for; None when its job counts and outcome stand.
+def recounted(
+    rows: pb.PolicySession, before: pb.PolicySession
+) -> tuple[pb.PolicySession, Correction | None]:
+    """The header that a session's stored rows (`rows`, the session with its results as
+    just written) call for, given `before`, a final outcome; with the correction of
+    `before` it is, or None when its counts, state and outcome stand (the header then
+    keeps `before`'s outcome time).
 
-    As one server corrects an outcome (`tracking.OutcomeTracker._settle`), with one
-    difference: a job that answered late still running leaves the outcome final (its
-    count moves to jobs_running), so that no stored outcome goes back to RUNNING where no
-    live replica may follow the session any more; its end corrects it again."""
+    As one server corrects an outcome (`tracking.OutcomeTracker`): the job counts and the
+    outcome, and for a computer reconciled late the delivery counts, the state and the
+    reconciled warning, with one difference: a job that answered late still running
+    leaves the outcome final (its count moves to jobs_running), so that no stored outcome
+    goes back to RUNNING where no live replica may follow the session any more; its end
+    corrects it again."""
     after = pb.PolicySession()
     after.CopyFrom(rows)
+    stats = after.statistics
+    for name in STATISTIC_OF_DELIVERY.values():
+        setattr(stats, name, 0)
+    for result in after.computer_results:
+        name = STATISTIC_OF_DELIVERY[result.delivery]
+        setattr(stats, name, getattr(stats, name) + 1)
+    stats.total = len(after.computer_results)
+    after.state = state_of(stats)
+    if any(result.reconciled for result in after.computer_results):
+        note_reconciled(after)
     count_jobs(after)
     outcome = outcome_of(after)
     after.outcome = before.outcome if outcome == pb.SESSION_STATE_RUNNING else outcome
-    if after.outcome == before.outcome and _job_counts(after) == _job_counts(before):
-        return None
+    if _header(after) == _header(before):
+        after.outcome_time.CopyFrom(before.outcome_time)
+        return after, None
     after.outcome_time.FromNanoseconds(time.time_ns())
-    return Correction(before, after)
+    return after, Correction(before, after)

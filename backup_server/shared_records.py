@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 from backup.v1 import resources_pb2 as pb
 
-from .outcomes import JOB_STATISTICS, Correction
+from .outcomes import Correction
 from .sessions import ResultChange
 
 log = logging.getLogger("backup_server.shared_records")
@@ -21,8 +21,10 @@ OutcomeHook = Callable[[pb.PolicySession, bool], None]
 def apply_correction(session: pb.PolicySession, correction: Correction) -> None:
     """Puts a correction the storage recounted into a session's record in memory."""
     after = correction.after
-    for name in JOB_STATISTICS:
-        setattr(session.statistics, name, getattr(after.statistics, name))
+    session.statistics.CopyFrom(after.statistics)
+    session.state = after.state
+    del session.warnings[:]
+    session.warnings.extend(after.warnings)
     session.outcome = after.outcome
     session.outcome_time.CopyFrom(after.outcome_time)
 

@@ -32,6 +32,7 @@ from .outcomes import (
     ended_job,
     follows,
     job_running,
+    note_reconciled,
     outcome_of,
 )
 from .sessions import JobEnd, ResultChange, state_of
@@ -39,7 +40,6 @@ from .shared_records import OutcomeHook, apply_row
 
 log = logging.getLogger("backup_server.tracking")
 
-RECONCILED_WARNING = "reconciled: "
 SETTLE_DELAY = 0.05
 # Streams open a moment after tracking begins and spread out (this many per second), so
 # 5,000 of them do not stall the loop at once.
@@ -115,21 +115,6 @@ def mark_reconciled(result: pb.ComputerResult, job: pb.Job) -> None:
     result.delivery = pb.DELIVERY_RECEIVED
     result.reconciled = True
     result.detail = f"OK: reconciled: the agent's job list has job {job.id} ({result.detail})"
-
-
-def note_reconciled(session: pb.PolicySession) -> None:
-    """The session's warning that counts its reconciled computers, set or updated."""
-    count = sum(1 for r in session.computer_results if r.reconciled)
-    note = (
-        f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
-        "received the command (their agent's job list shows the job)"
-    )
-    for index, warning in enumerate(session.warnings):
-        if warning.startswith(RECONCILED_WARNING):
-            session.warnings[index] = note
-            break
-    else:
-        session.warnings.append(note)
 
 
 class OutcomeTracker:

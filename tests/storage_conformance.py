@@ -701,6 +701,35 @@ async def test_a_late_followed_row_corrects_a_final_outcome_from_the_rows_once(s
         await storage.correct_followed("absent", [], [], [])
 
 
+async def test_a_late_reconciliation_corrects_the_delivery_counts_state_and_warning(storage: Storage) -> None:
+    """correct_followed of a computer recorded not received whose agent later showed the job (reconciled, succeeded) recounts the delivery counts, the state, the reconciled warning and the outcome as one server does."""
+    live = LiveSession(a_session("reconciled", computers=2))
+    await storage.insert_session(live.snapshot(), owner="r-me")
+    live.record(0, pb.DELIVERY_RECEIVED, "OK", job=a_job("j-0", pb.JOB_STATE_SUCCEEDED))
+    live.record(1, pb.DELIVERY_NOT_RECEIVED, "DEADLINE_EXCEEDED: no answer")
+    live.finish()
+    live.session.statistics.jobs_succeeded = 1
+    live.session.outcome = pb.SESSION_STATE_WARNING
+    live.session.outcome_time.FromNanoseconds(1_750_000_000_000_000_000)
+    await storage.save_progress(live.take_progress())
+    result = live.session.computer_results[1]
+    result.delivery, result.reconciled = pb.DELIVERY_RECEIVED, True
+    result.job.CopyFrom(a_job("j-1", pb.JOB_STATE_SUCCEEDED))
+    live.dirty.append(1)
+    correction = await storage.correct_followed("reconciled", live.take_progress().results, [], [1])
+    assert correction is not None
+    after = correction.after
+    assert (after.statistics.received, after.statistics.not_received) == (2, 0)
+    assert (after.state, after.outcome) == (pb.SESSION_STATE_SUCCESS, pb.SESSION_STATE_SUCCESS)
+    assert [w for w in after.warnings if w.startswith("reconciled: 1 computer(s)")]
+    header = await storage.get_session_header("reconciled")
+    assert (header.state, header.statistics, list(header.warnings)) == (
+        after.state,
+        after.statistics,
+        list(after.warnings),
+    )
+
+
 async def test_a_shared_sessions_final_batch_is_recounted_from_its_rows(storage: Storage) -> None:
     """save_shared_progress of the first final batch recounts it from the rows (another replica's late row included) and returns that correction against the batch; a later stale batch writes nothing over the stored final header; before any final outcome it is save_progress."""
     live = await a_settled_session(storage, "shared", pb.SESSION_STATE_RUNNING)

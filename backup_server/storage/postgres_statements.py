@@ -9,7 +9,7 @@ from psycopg import AsyncCursor, errors, sql
 from backup.errors import AlreadyExists, NotFound
 from backup.v1 import resources_pb2 as pb
 
-from ..outcomes import JOB_STATISTICS, Correction, recounted
+from ..outcomes import Correction, recounted
 from ..sessions import JobEnd, ResultChange
 from . import rows
 from .interface import PolicyCheck
@@ -114,17 +114,13 @@ async def recount_outcome(cur: Cursor, seq: int, before: pb.PolicySession) -> Co
     await cur.execute("select * from sessions where seq = %s", [seq])
     row = await cur.fetchone()
     assert row is not None  # locked by the caller's unit of work
-    correction = recounted(await session_from_row(cur, row, with_results=True), before)
-    final = before if correction is None else correction.after
+    final, correction = recounted(await session_from_row(cur, row, with_results=True), before)
+    columns = rows.recount_columns(final)
     await cur.execute(
-        f"update sessions set outcome = %s, outcome_ns = %s,"
-        f" {', '.join(f'{name} = %s' for name in JOB_STATISTICS)} where seq = %s",
-        [
-            final.outcome,
-            final.outcome_time.ToNanoseconds(),
-            *(getattr(final.statistics, name) for name in JOB_STATISTICS),
-            seq,
-        ],
+        sql.SQL("update sessions set {} where seq = %s").format(
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns)
+        ),
+        [*columns.values(), seq],
     )
     return correction
 

@@ -16,7 +16,7 @@ import sqlite_utils
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
-from ..outcomes import JOB_STATISTICS, Correction, is_final, recounted
+from ..outcomes import Correction, is_final, recounted
 from ..sessions import JobEnd, Progress, ResultChange, StoredOutcome
 from . import rows
 from .interface import OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
@@ -235,16 +235,8 @@ class SqliteFile(FollowFile):
             return self._recount_outcome(session_id, before)
 
     def _recount_outcome(self, session_id: str, before: pb.PolicySession) -> Correction | None:
-        correction = recounted(self.get_session(session_id), before)
-        final = before if correction is None else correction.after
-        self.db.table("sessions").update(
-            self._seq(session_id),
-            {
-                "outcome": final.outcome,
-                "outcome_ns": final.outcome_time.ToNanoseconds(),
-                **{name: getattr(final.statistics, name) for name in JOB_STATISTICS},
-            },
-        )
+        final, correction = recounted(self.get_session(session_id), before)
+        self.db.table("sessions").update(self._seq(session_id), rows.recount_columns(final))
         return correction
 
     def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
