@@ -38,12 +38,12 @@ def owned(fleet: Fleet, members: list[str], member: str) -> list[tuple[str, str]
     return mine[:PER_SHARE]
 
 
-async def fleets(start_fleet) -> tuple[Fleet, Fleet]:  # type: ignore[no-untyped-def]
+async def fleets(start_fleet, down_seconds: float = DOWN_SECONDS) -> tuple[Fleet, Fleet]:  # type: ignore[no-untyped-def]
     """Agents that stay up, and agents down (a partition) a quarter into their job for
-    DOWN_SECONDS, longer than --agent-lost-after: each such job is lost, then answers."""
+    `down_seconds`, longer than --agent-lost-after: each such job is lost, then answers."""
     steady = await start_fleet(count=FLEET, job_seconds=JOB_SECONDS)
     down = await start_fleet(
-        count=FLEET, job_seconds=JOB_SECONDS, partition=1.0, restart_seconds=DOWN_SECONDS
+        count=FLEET, job_seconds=JOB_SECONDS, partition=1.0, restart_seconds=down_seconds
     )
     return steady, down
 
@@ -207,7 +207,7 @@ async def test_a_late_answer_after_the_owner_died_corrects_the_header(
 ) -> None:
     """The owner (a process) settles WARNING with the other share's jobs unknown and is killed -9; the agents answer again: the live replica corrects the stored header to SUCCESS and counts only the jobs it corrected."""
     other = await replica(start_server, postgres_url)
-    steady, down = await fleets(start_fleet)
+    steady, down = await fleets(start_fleet, down_seconds=6.0)  # time to kill the owner
     doomed = spawn(
         "backup_server", "--listen", "127.0.0.1:0", "--db", postgres_url,
         "--agent-deadline", "1", "--replica-lease", "1", "--agent-lost-after", "1",
