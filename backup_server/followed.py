@@ -7,6 +7,12 @@ live (GetSession, WatchSession read it from memory) and its writer keeps storing
 of changes per interval while `tracking.OutcomeTracker` follows its jobs. Once nothing of
 it is followed any more, its last batch is stored and it leaves the running set.
 
+A session other replicas follow part of is stored, once its outcome is final, by
+`Storage.save_shared_progress`: its job counts and outcome are recounted from every row
+in the same unit of work, so a late correction another replica stored (or is storing)
+is never written over nor missed, and a change that recount finds runs the outcome
+hooks here, once (`shared_records.run_correction`).
+
 Shutdown stores what is known and leaves the outcome as it is: a live replica, or the
 next start, claims the session and resumes.
 """
@@ -14,21 +20,26 @@ next start, claims the session and resumes.
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from backup.errors import BackupError
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams
-from .outcomes import awaits_reconciliation, follows
+from .outcomes import awaits_reconciliation, follows, is_final
 from .running import RunningSessions
-from .sessions import PROGRESS_INTERVAL, LiveSession, SessionWriter
+from .sessions import PROGRESS_INTERVAL, LiveSession, Progress, SessionWriter, StoredOutcome
 from .share_following import FollowedShares
+from .shared_records import OutcomeHook, apply_correction, run_correction
 from .storage.interface import Storage
-from .tracking import LiveRecord, OutcomeHook, OutcomeTracker
+from .tracking import LiveRecord, OutcomeTracker
 
 log = logging.getLogger("backup_server.followed")
 
 TRACK_AFTER = 0.02
+# A shared session's `SessionWriter.store` (`FollowedSessions._shared_store`).
+SharedStore = Callable[[Progress], Awaitable[tuple[float, StoredOutcome]]]
 # How long a reply waits for the store of an outcome final at once (a refusing storage:
 # the reply then shows what is stored, RUNNING, and the store goes on being retried).
 STORE_WAIT = 2.0
@@ -65,8 +76,11 @@ class FollowedSessions:
         self._closed = False
 
     def add_outcome_hook(self, hook: OutcomeHook) -> None:
-        """`hook(session, corrected)` runs where an outcome becomes final (tracking.py)."""
+        """`hook(session, corrected)` runs where an outcome becomes final (tracking.py),
+        and where this replica stored a correction of a shared session's outcome."""
         self.tracker.on_outcome.append(hook)
+        if self.shares is not None:
+            self.shares.on_outcome.append(hook)
 
     @property
     def followed_jobs(self) -> int:
@@ -124,6 +138,9 @@ class FollowedSessions:
                 extra={"session_id": session_id},
             )
             elsewhere = []
+        entry = self._writers.get(session_id)
+        if elsewhere and entry is not None:
+            entry[0].store = self._shared_store(entry[0])
         self.tracker.track(live, elsewhere)
         while positions := self.tracker.elsewhere(session_id):
             try:
@@ -138,6 +155,36 @@ class FollowedSessions:
             else:
                 self.tracker.merge_followed(session_id, rows)
             await asyncio.sleep(PROGRESS_INTERVAL)
+
+    def _shared_store(self, writer: SessionWriter) -> SharedStore:
+        live, shares = writer.live, self.shares
+        session_id = live.session.id
+        assert shares is not None
+
+        async def store(progress: Progress) -> tuple[float, StoredOutcome]:
+            if is_final(progress.outcome):
+                self.tracker.storage_corrects(session_id)
+            started = time.perf_counter()
+            correction, stored = await self._storage.save_shared_progress(progress, *writer.owner)
+            took = time.perf_counter() - started
+            session = live.session
+            if correction is not None:
+                apply_correction(session, correction)
+                run_correction(correction, shares.before_correction, self.tracker.on_outcome)
+            elif not is_final(stored[0]) or stored == (
+                session.outcome,
+                session.outcome_time.ToNanoseconds(),
+            ):
+                return took, stored
+            # The stored final outcome stands (this recount, or another replica's
+            # correction): the record follows it, or every batch would differ again.
+            session.outcome = stored[0]
+            session.outcome_time.FromNanoseconds(stored[1])
+            self.tracker.corrected(session_id)
+            live.publish()
+            return took, stored
+
+        return store
 
     def follow_claimed(self, session: pb.PolicySession) -> bool:
         """Follows a stored session this replica claimed (`Storage.claim_followed_sessions`:

@@ -79,6 +79,11 @@ DELIVERY_STATISTICS = tuple(
 OUTBOX_LIMIT = 1000
 
 
+def counted_jobs(session: pb.PolicySession) -> tuple[int, ...]:
+    """The session's ended jobs by FINISHED state, as its header counts them."""
+    return tuple(getattr(session.statistics, JOB_STATISTICS[state]) for state in FINISHED)
+
+
 def jobs_it_finished(session: pb.PolicySession) -> tuple[int, ...]:
     """The session's ended jobs by FINISHED state, counting only the jobs it started (or
     that no session started): a job it found already running (a retry, or a start while
@@ -113,6 +118,8 @@ class ServerMonitoring:
         self.notifier = notifier
         self._following = False
         self._finished: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        # Sessions whose finished jobs are counted from the header (`_correcting`).
+        self._by_header: dict[str, None] = {}
         self._last_success: dict[tuple[str, str], int] = {}
         # (policy, action) whose last-session gauges this process set from a live session:
         # what storage gives at start-up is older and must not replace them.
@@ -191,6 +198,8 @@ class ServerMonitoring:
         """Outcomes become final where `followed` settles them; the followed-jobs gauge."""
         self._following = True
         followed.add_outcome_hook(self.session_final)
+        if followed.shares is not None:
+            followed.shares.before_correction.append(self._correcting)
         self.jobs_followed.set_function(lambda: followed.followed_jobs)
 
     def session_final(self, session: pb.PolicySession, corrected: bool = False) -> None:
@@ -284,18 +293,30 @@ class ServerMonitoring:
             )
             return None
 
+    def _correcting(self, before: pb.PolicySession) -> None:
+        """A correction the storage recounted counts only the jobs it adds: from the stored
+        header before it (`before`), which other replicas' corrections may have moved
+        since this process last saw the session, or which it never saw (settled on
+        another replica)."""
+        self._finished[before.id] = counted_jobs(before)
+        # The stored header counts every job the session followed (its results are not
+        # read with it), so this session's ends are counted the same way from here on.
+        self._by_header[before.id] = None
+
     def _jobs_ended(self, session: pb.PolicySession) -> None:
         policy = session.policy_id
         if session.action != pb.SESSION_ACTION_START:
             return  # a stop session's job is the start's job, counted there
-        finished = jobs_it_finished(session)
+        by_header = session.id in self._by_header
+        finished = counted_jobs(session) if by_header else jobs_it_finished(session)
         before = self._finished.pop(session.id, (0,) * len(FINISHED))
         for state, had, has in zip(FINISHED, before, finished, strict=True):
             if has > had:
                 self.jobs_finished.labels(policy, state).inc(has - had)
         self._finished[session.id] = finished
         if len(self._finished) > SESSIONS_REMEMBERED:
-            self._finished.popitem(last=False)
+            forgotten, _ = self._finished.popitem(last=False)
+            self._by_header.pop(forgotten, None)
         for result in session.computer_results:
             if result.job.state == pb.JOB_STATE_SUCCEEDED:
                 self._succeeded(policy, result.computer.name, result.job.end_time.ToNanoseconds())

@@ -12,12 +12,17 @@ asked. The rules, exactly as clients may rely on them:
 - RUNNING while a delivery is pending, a followed job still runs (and is not unknown), or
   a computer awaits reconciliation (its command timed out; the agent is being asked).
 
-Pure functions over the session proto: no I/O, no clock.
+Pure functions over the session proto: no I/O (`recounted` alone reads the clock, for
+the outcome time of a correction).
 """
 
+import time
 from collections.abc import Collection
+from dataclasses import dataclass
 
 from backup.v1 import resources_pb2 as pb
+
+from .sessions import STATISTIC_OF_DELIVERY, state_of
 
 JOB_STATISTIC = {
     pb.JOB_STATE_RUNNING: "jobs_running",
@@ -26,6 +31,7 @@ JOB_STATISTIC = {
     pb.JOB_STATE_STOPPED: "jobs_stopped",
 }
 JOB_STATISTICS = (*JOB_STATISTIC.values(), "jobs_unknown")
+RECONCILED_WARNING = "reconciled: "
 
 
 def job_running(result: pb.ComputerResult) -> bool:
@@ -101,6 +107,21 @@ def _stop_outcome(targeted: list[pb.ComputerResult]) -> pb.SessionState:
     return pb.SESSION_STATE_WARNING
 
 
+def note_reconciled(session: pb.PolicySession) -> None:
+    """The session's warning that counts its reconciled computers, set or updated."""
+    count = sum(1 for r in session.computer_results if r.reconciled)
+    note = (
+        f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
+        "received the command (their agent's job list shows the job)"
+    )
+    for index, warning in enumerate(session.warnings):
+        if warning.startswith(RECONCILED_WARNING):
+            session.warnings[index] = note
+            break
+    else:
+        session.warnings.append(note)
+
+
 def ended_job(job: pb.Job) -> bool:
     """Whether a job snapshot is final."""
     return job.state not in (pb.JOB_STATE_RUNNING, pb.JOB_STATE_UNSPECIFIED)
@@ -117,3 +138,59 @@ def awaits_reconciliation(result: pb.ComputerResult) -> bool:
     return result.delivery == pb.DELIVERY_NOT_RECEIVED and result.detail.startswith(
         "DEADLINE_EXCEEDED"
     )
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A final outcome's header corrected from the rows: `before` as it was stored (or,
+    the first time, as its owner's hooks saw it), `after` with the rows' job counts and
+    outcome."""
+
+    before: pb.PolicySession
+    after: pb.PolicySession
+
+
+def is_final(outcome: pb.SessionState) -> bool:
+    """Whether an outcome is final (neither RUNNING nor never set)."""
+    return outcome not in (pb.SESSION_STATE_RUNNING, pb.SESSION_STATE_UNSPECIFIED)
+
+
+def _header(session: pb.PolicySession) -> tuple[object, ...]:
+    """What a correction is a change of: the counts, the state and the outcome."""
+    return (session.statistics.SerializeToString(), session.state, session.outcome)
+
+
+def recounted(
+    rows: pb.PolicySession, before: pb.PolicySession
+) -> tuple[pb.PolicySession, Correction | None]:
+    """The header that a session's stored rows (`rows`, the session with its results as
+    just written) call for, given `before`, a final outcome; with the correction of
+    `before` it is, or None when its counts, state and outcome stand (the header then
+    keeps `before`'s outcome time).
+
+    As one server corrects an outcome (`tracking.OutcomeTracker`): the job counts and the
+    outcome, and for a computer reconciled late the delivery counts, the state and the
+    reconciled warning, with one difference: a job that answered late still running
+    leaves the outcome final (its count moves to jobs_running), so that no stored outcome
+    goes back to RUNNING where no live replica may follow the session any more; its end
+    corrects it again."""
+    after = pb.PolicySession()
+    after.CopyFrom(rows)
+    stats = after.statistics
+    for name in STATISTIC_OF_DELIVERY.values():
+        setattr(stats, name, 0)
+    for result in after.computer_results:
+        name = STATISTIC_OF_DELIVERY[result.delivery]
+        setattr(stats, name, getattr(stats, name) + 1)
+    stats.total = len(after.computer_results)
+    after.state = state_of(stats)
+    if any(result.reconciled for result in after.computer_results):
+        note_reconciled(after)
+    count_jobs(after)
+    outcome = outcome_of(after)
+    after.outcome = before.outcome if outcome == pb.SESSION_STATE_RUNNING else outcome
+    if _header(after) == _header(before):
+        after.outcome_time.CopyFrom(before.outcome_time)
+        return after, None
+    after.outcome_time.FromNanoseconds(time.time_ns())
+    return after, Correction(before, after)

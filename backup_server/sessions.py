@@ -8,7 +8,7 @@ carries its changes to the storage as `Progress` values.
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,9 @@ class ResultChange:
     reconciled: bool = False
     contact_ns: int = 0
     job_unknown: bool = False
+
+
+StoredOutcome = tuple[pb.SessionState, int]  # (outcome, outcome_ns) as stored
 
 
 @dataclass(frozen=True)
@@ -334,6 +337,18 @@ class SessionWriter:
         # PostgreSQL (a pool, no single writer) the two could commit out of order, an older
         # header (RUNNING) landing over the final one.
         self._saving = asyncio.Lock()
+        # Stores a batch: (seconds, the outcome stored: the batch's unless recounted from
+        # the rows, for a session other replicas follow part of: followed.py).
+        self.store: Callable[[Progress], Awaitable[tuple[float, StoredOutcome]]] = self._store
+
+    async def _store(self, progress: Progress) -> tuple[float, StoredOutcome]:
+        took = await self._storage.save_progress(progress, *self.owner)
+        return took, (progress.outcome, progress.outcome_ns)
+
+    @property
+    def owner(self) -> tuple[str, ...]:
+        """The fence of this session's writes: (this replica's id,), or () on one server."""
+        return (self._owner,) if self._owner else ()
 
     async def save(self) -> bool:
         """Writes what changed since the last write; False if the storage refused it."""
@@ -345,8 +360,7 @@ class SessionWriter:
             return False
         progress = self.live.take_progress()
         try:
-            owner = (self._owner,) if self._owner else ()
-            took = await self._storage.save_progress(progress, *owner)
+            took, stored = await self.store(progress)
         except Fenced as error:
             # Not given back: what this replica learned is the claimer's to learn again.
             self.fenced = error
@@ -371,7 +385,7 @@ class SessionWriter:
                 )
             self.failure = error
             return False
-        self.live.stored_outcome = (progress.outcome, progress.outcome_ns)
+        self.live.stored_outcome = stored
         self.live.storage_seconds += took
         self.live.storage_writes += 1
         self.failure = None

@@ -5,10 +5,16 @@ also follows its job over its own warm channel: `FollowedShares` is the
 `following.Recorder` of those jobs. What it learns goes into the computer's row, with the
 statuses the job's end changes and, once this replica is done with the computer (its job
 ended or was lost, its reconciliation settled), the row's done mark, one write per
-PROGRESS_INTERVAL (`Storage.save_followed`). It never writes the session's header: the
+PROGRESS_INTERVAL (`Storage.save_followed`). It does not write the session's header: the
 session's owner reads the rows (`followed.FollowedSessions`) and computes the outcome,
 which is final only once every share's rows are done, so a reader never sees a final
-outcome before the statuses are stored. A replica that dies has its rows not done
+outcome before the statuses are stored. Save one case: a job whose agent answers after
+it was marked lost (done) corrects the final outcome as on one server, by a recount of
+the header from every row in the unit of work that writes its row
+(`Storage.correct_followed`), and this replica runs the outcome hooks of that
+correction (`corrected` True): the one whose write changed the stored header, so they
+run once whether the owner is alive, dead, or still settling (then its first final write
+recounts, `Storage.save_shared_progress`). A replica that dies has its rows not done
 claimed by a live one within a lease and a third (`Storage.claim_followed_shares`), which
 follows them from the stored rows.
 """
@@ -26,6 +32,7 @@ from backup.v1 import resources_pb2 as pb
 from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
 from .outcomes import awaits_reconciliation, ended_job, follows
 from .sessions import PROGRESS_INTERVAL, JobEnd, LiveSession, Progress
+from .shared_records import OutcomeHook, run_correction
 from .storage.interface import Storage
 from .tracking import FOLLOW_AFTER, STREAMS_PER_SECOND, mark_reconciled, record_job
 
@@ -40,6 +47,8 @@ class _Share:
     followed: set[int] = field(default_factory=set)  # positions followed here
     done: list[int] = field(default_factory=list)  # done, not yet marked in storage
     stood_down: bool = False  # some of its rows were claimed by another replica (logged once)
+    marked: set[int] = field(default_factory=set)  # done, and so marked in storage
+    late: bool = False  # a marked row changed: the next write recounts the header
 
 
 class FollowedShares:
@@ -73,6 +82,10 @@ class FollowedShares:
         # count dead claims no followed rows, which would be claimed from it again.
         self.lease_holds: Callable[[], bool] = lambda: True
         self._stopped = False
+        # Run on a correction this replica stored: `before_correction(before)` first (the
+        # header it corrected, whoever wrote that), then each `on_outcome(after, True)`.
+        self.before_correction: list[Callable[[pb.PolicySession], None]] = []
+        self.on_outcome: list[OutcomeHook] = []
 
     @property
     def count(self) -> int:
@@ -117,6 +130,7 @@ class FollowedShares:
         found = self._result(key)
         if found is not None:
             share, result = found
+            self._late(share, key)
             record_job(share.live, result, job)
             result.job_unknown = False
             if ended_job(job):
@@ -140,6 +154,7 @@ class FollowedShares:
         found = self._result(key)
         if found is not None:
             share, result = found
+            self._late(share, key)
             mark_reconciled(result, job)
             record_job(share.live, result, job)
             if ended_job(job):
@@ -154,6 +169,11 @@ class FollowedShares:
             return None
         share.live.dirty.append(key.position)
         return share, share.live.session.computer_results[key.position]
+
+    @staticmethod
+    def _late(share: _Share, key: JobKey) -> None:
+        if key.position in share.marked or key.position in share.done:
+            share.late = True
 
     def _done(self, key: JobKey) -> None:
         share = self._shares.get(key.session_id)
@@ -210,18 +230,25 @@ class FollowedShares:
             return
         progress = live.take_progress()
         done, share.done = share.done, []
+        late, share.late = share.late, False
+        results, ends = progress.results, progress.job_ends
         try:
-            await asyncio.shield(
-                self._storage.save_followed(
-                    session_id, progress.results, progress.job_ends, done, self.replica_id
+            if late:
+                correction = await asyncio.shield(
+                    self._storage.correct_followed(session_id, results, ends, done, self.replica_id)
                 )
-            )
+            else:
+                await asyncio.shield(
+                    self._storage.save_followed(session_id, results, ends, done, self.replica_id)
+                )
+                correction = None
         except Fenced as error:
             self._stand_down(session_id, share, progress, done, error)
             return
         except BackupError as error:
             live.give_back(progress)
             share.done[:0] = done
+            share.late |= late
             log.warning(
                 "session %s: followed share not stored, kept in memory: %s",
                 session_id,
@@ -229,6 +256,9 @@ class FollowedShares:
                 extra={"session_id": session_id},
             )
             return
+        share.marked.update(done)
+        if correction is not None:
+            run_correction(correction, self.before_correction, self.on_outcome)
         if not self.follower.following(session_id) and not (live.dirty or share.done):
             del self._shares[session_id]
 

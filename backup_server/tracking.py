@@ -8,7 +8,11 @@ storage, the jobs_* statistics and the outcome are recomputed, and watchers are 
 Where an outcome becomes final is one place, `OutcomeTracker._settle`: it sets `outcome`
 and `outcome_time` and calls every `on_outcome` hook with the session and whether this
 is a correction of an outcome already final (an agent that answered late). Metrics,
-notifications and retries hook there.
+notifications and retries hook there. A session other replicas follow part of is
+corrected there only until its final outcome goes to the storage (`storage_corrects`);
+from then on every correction is the storage's recount of its rows
+(`shared_records.run_correction`, on the replica whose write changed the stored
+header), so none counts twice.
 """
 
 import asyncio
@@ -27,13 +31,14 @@ from .outcomes import (
     count_jobs,
     ended_job,
     follows,
+    note_reconciled,
     outcome_of,
 )
 from .sessions import JobEnd, ResultChange, state_of
+from .shared_records import OutcomeHook, apply_row
 
 log = logging.getLogger("backup_server.tracking")
 
-RECONCILED_WARNING = "reconciled: "
 SETTLE_DELAY = 0.05
 # Streams open a moment after tracking begins and spread out (this many per second), so
 # 5,000 of them do not stall the loop at once.
@@ -52,16 +57,16 @@ class LiveRecord(Protocol):
     def publish(self) -> None: ...
 
 
-# (session, corrected): corrected is True when an outcome already final changed.
-OutcomeHook = Callable[[pb.PolicySession, bool], None]
-
-
 @dataclass
 class _Tracked:
     live: LiveRecord
     awaiting: set[int] = field(default_factory=set)
     # Positions another replica follows (its share); their rows are merged, not followed.
     elsewhere: set[int] = field(default_factory=set)
+    # Other shares' positions lost (done) but still followed there: their rows are read on.
+    late: set[int] = field(default_factory=set)
+    # Its final outcome went to the storage: corrections are the storage's (see above).
+    storage_corrects: bool = False
     settle_due: bool = False
     counted: tuple[int, ...] = ()  # the jobs_* when the outcome was last set
     published: tuple[int, ...] = ()  # the jobs_* watchers were last woken for
@@ -109,33 +114,6 @@ def mark_reconciled(result: pb.ComputerResult, job: pb.Job) -> None:
     result.delivery = pb.DELIVERY_RECEIVED
     result.reconciled = True
     result.detail = f"OK: reconciled: the agent's job list has job {job.id} ({result.detail})"
-
-
-def note_reconciled(session: pb.PolicySession) -> None:
-    """The session's warning that counts its reconciled computers, set or updated."""
-    count = sum(1 for r in session.computer_results if r.reconciled)
-    note = (
-        f"{RECONCILED_WARNING}{count} computer(s) recorded not received had in fact "
-        "received the command (their agent's job list shows the job)"
-    )
-    for index, warning in enumerate(session.warnings):
-        if warning.startswith(RECONCILED_WARNING):
-            session.warnings[index] = note
-            break
-    else:
-        session.warnings.append(note)
-
-
-def apply_row(result: pb.ComputerResult, change: ResultChange) -> None:
-    """Sets a computer's result as a stored row has it (written by another replica)."""
-    result.delivery, result.detail, result.job_id = change.delivery, change.detail, change.job_id
-    if change.job:
-        result.job.ParseFromString(change.job)
-    else:
-        result.ClearField("job")
-    result.reconciled, result.job_unknown = change.reconciled, change.job_unknown
-    if change.contact_ns:
-        result.last_contact_time.FromNanoseconds(change.contact_ns)
 
 
 class OutcomeTracker:
@@ -198,9 +176,23 @@ class OutcomeTracker:
         self.follower.stop_session(session_id)
 
     def elsewhere(self, session_id: str) -> list[int]:
-        """The positions of the session other replicas still follow, in order."""
+        """The positions of the session other replicas still follow, and those of their
+        jobs lost (or seen again still running) whose rows are read on, in order."""
         tracked = self._sessions.get(session_id)
-        return sorted(tracked.elsewhere) if tracked is not None else []
+        return sorted(tracked.elsewhere | tracked.late) if tracked is not None else []
+
+    def storage_corrects(self, session_id: str) -> None:
+        """The session's final outcome is being stored: from now on its corrections are
+        the storage's recount (`run_correction`), not settled here."""
+        tracked = self._sessions.get(session_id)
+        if tracked is not None:
+            tracked.storage_corrects = True
+
+    def corrected(self, session_id: str) -> None:
+        """The session's record in memory took a correction (`apply_correction`)."""
+        tracked = self._sessions.get(session_id)
+        if tracked is not None:
+            tracked.counted = tracked.published = _job_counts(tracked.live.session.statistics)
 
     def merge_followed(self, session_id: str, rows: Iterable[tuple[ResultChange, bool]]) -> None:
         """Records the rows other replicas' followers wrote (their job ends, losses and
@@ -227,6 +219,10 @@ class OutcomeTracker:
             changed |= before != (result.delivery, result.job.state, result.job_unknown)
             if done:
                 tracked.elsewhere.discard(change.position)
+                if result.job.id and (result.job_unknown or not ended_job(result.job)):
+                    tracked.late.add(change.position)  # lost, or answered late still running
+                else:
+                    tracked.late.discard(change.position)
         if changed:
             # The rows are stored already; the header's counts follow with the next batch.
             tracked.live.header_changed = True
@@ -366,10 +362,12 @@ class OutcomeTracker:
                     " (corrected)" if corrected else "",
                     extra={"session_id": session.id},
                 )
-                if not corrected and session.action == pb.SESSION_ACTION_START:
-                    self._count_missed(live)
-                for hook in self.on_outcome:
-                    hook(session, corrected)
+                # Once stored, the storage's recount corrects it, once (`run_correction`).
+                if not tracked.storage_corrects:
+                    if not corrected and session.action == pb.SESSION_ACTION_START:
+                        self._count_missed(live)
+                    for hook in self.on_outcome:
+                        hook(session, corrected)
         if wake:
             live.publish()
 

@@ -23,6 +23,7 @@ from backup_server.sessions import (
     JobEnd,
     LiveSession,
     Progress,
+    ResultChange,
     SessionWriter,
     Target,
     new_session,
@@ -648,6 +649,111 @@ async def test_a_followed_share_writes_its_rows_statuses_and_done_marks(storage:
     assert await storage.claim_followed_shares("r-c") == {}
     with pytest.raises(NotFound):
         await storage.shared_positions("absent")
+
+
+async def a_settled_session(storage: Storage, session_id: str, outcome: pb.SessionState) -> LiveSession:
+    """Two computers received: c0's job succeeded, c1's lost (unknown); the header stored
+    with `outcome` (WARNING: final, or RUNNING) and those counts."""
+    live = LiveSession(a_session(session_id, computers=2))
+    await storage.insert_session(live.snapshot(), owner="r-me")
+    live.record(0, pb.DELIVERY_RECEIVED, "OK", job=a_job("j-0", pb.JOB_STATE_SUCCEEDED))
+    live.record(1, pb.DELIVERY_RECEIVED, "OK", job=a_job("j-1", pb.JOB_STATE_RUNNING))
+    live.finish()
+    live.session.computer_results[1].job_unknown = True
+    live.session.statistics.jobs_succeeded, live.session.statistics.jobs_unknown = 1, 1
+    live.session.outcome = outcome
+    if outcome != pb.SESSION_STATE_RUNNING:
+        live.session.outcome_time.FromNanoseconds(1_750_000_000_000_000_000)
+    await storage.save_progress(live.take_progress())
+    return live
+
+
+def answered(live: LiveSession) -> tuple[ResultChange, ...]:
+    """c1's row once its agent answered late: its job succeeded."""
+    result = live.session.computer_results[1]
+    result.job.CopyFrom(a_job("j-1", pb.JOB_STATE_SUCCEEDED))
+    result.job_unknown = False
+    live.dirty.append(1)
+    return live.take_progress().results
+
+
+async def test_a_late_followed_row_corrects_a_final_outcome_from_the_rows_once(storage: Storage) -> None:
+    """correct_followed writes a row whose job was lost and, the stored outcome being final, recounts the header from every row: WARNING with one unknown becomes SUCCESS with two succeeded, once; while the outcome is RUNNING it writes the row only."""
+    live = await a_settled_session(storage, "late", pb.SESSION_STATE_WARNING)
+    late = answered(live)
+    correction = await storage.correct_followed("late", late, [], [1])
+    assert correction is not None
+    before, after = correction.before, correction.after
+    assert (before.outcome, before.statistics.jobs_unknown) == (pb.SESSION_STATE_WARNING, 1)
+    assert after.outcome == pb.SESSION_STATE_SUCCESS
+    assert (after.statistics.jobs_succeeded, after.statistics.jobs_unknown) == (2, 0)
+    assert after.outcome_time.ToNanoseconds() > before.outcome_time.ToNanoseconds()
+    header = await storage.get_session_header("late")
+    assert (header.outcome, header.statistics) == (after.outcome, after.statistics)
+    assert header.outcome_time == after.outcome_time
+    assert await storage.correct_followed("late", late, [], [1]) is None  # counted once
+    running = await a_settled_session(storage, "running", pb.SESSION_STATE_RUNNING)
+    assert await storage.correct_followed("running", answered(running), [], [1]) is None
+    stored = await storage.get_session("running")
+    assert (stored.outcome, stored.statistics.jobs_unknown) == (pb.SESSION_STATE_RUNNING, 1)
+    assert not stored.computer_results[1].job_unknown  # the row is written
+    with pytest.raises(NotFound):
+        await storage.correct_followed("absent", [], [], [])
+
+
+async def test_a_late_reconciliation_corrects_the_delivery_counts_state_and_warning(storage: Storage) -> None:
+    """correct_followed of a computer recorded not received whose agent later showed the job (reconciled, succeeded) recounts the delivery counts, the state, the reconciled warning and the outcome as one server does."""
+    live = LiveSession(a_session("reconciled", computers=2))
+    await storage.insert_session(live.snapshot(), owner="r-me")
+    live.record(0, pb.DELIVERY_RECEIVED, "OK", job=a_job("j-0", pb.JOB_STATE_SUCCEEDED))
+    live.record(1, pb.DELIVERY_NOT_RECEIVED, "DEADLINE_EXCEEDED: no answer")
+    live.finish()
+    live.session.statistics.jobs_succeeded = 1
+    live.session.outcome = pb.SESSION_STATE_WARNING
+    live.session.outcome_time.FromNanoseconds(1_750_000_000_000_000_000)
+    await storage.save_progress(live.take_progress())
+    result = live.session.computer_results[1]
+    result.delivery, result.reconciled = pb.DELIVERY_RECEIVED, True
+    result.job.CopyFrom(a_job("j-1", pb.JOB_STATE_SUCCEEDED))
+    live.dirty.append(1)
+    correction = await storage.correct_followed("reconciled", live.take_progress().results, [], [1])
+    assert correction is not None
+    after = correction.after
+    assert (after.statistics.received, after.statistics.not_received) == (2, 0)
+    assert (after.state, after.outcome) == (pb.SESSION_STATE_SUCCESS, pb.SESSION_STATE_SUCCESS)
+    assert [w for w in after.warnings if w.startswith("reconciled: 1 computer(s)")]
+    header = await storage.get_session_header("reconciled")
+    assert (header.state, header.statistics, list(header.warnings)) == (
+        after.state,
+        after.statistics,
+        list(after.warnings),
+    )
+
+
+async def test_a_shared_sessions_final_batch_is_recounted_from_its_rows(storage: Storage) -> None:
+    """save_shared_progress of the first final batch recounts it from the rows (another replica's late row included) and returns that correction against the batch; a later stale batch writes nothing over the stored final header; before any final outcome it is save_progress."""
+    live = await a_settled_session(storage, "shared", pb.SESSION_STATE_RUNNING)
+    other = LiveSession(await storage.get_session("shared"))
+    await storage.save_followed("shared", answered(other), [], [1])  # in the owner's back
+    assert await storage.save_shared_progress(live.take_progress()) == (
+        None,
+        (pb.SESSION_STATE_RUNNING, 0),
+    )
+    live.session.outcome = pb.SESSION_STATE_WARNING
+    live.session.outcome_time.FromNanoseconds(1_750_000_000_000_000_000)
+    correction, stored = await storage.save_shared_progress(live.take_progress())
+    assert correction is not None
+    assert correction.before.outcome == pb.SESSION_STATE_WARNING
+    assert correction.before.statistics.jobs_unknown == 1
+    assert correction.after.outcome == pb.SESSION_STATE_SUCCESS
+    assert correction.after.statistics.jobs_succeeded == 2
+    assert stored == (pb.SESSION_STATE_SUCCESS, correction.after.outcome_time.ToNanoseconds())
+    # The owner's record in memory still says WARNING, one unknown: its next batch.
+    again, still = await storage.save_shared_progress(live.take_progress())
+    assert (again, still) == (None, stored)
+    header = await storage.get_session_header("shared")
+    assert (header.outcome, header.statistics.jobs_succeeded) == (pb.SESSION_STATE_SUCCESS, 2)
+    assert header.statistics.jobs_unknown == 0
 
 
 async def test_a_stop_finds_the_computers_still_pending_in_earlier_starts_of_its_policy(storage: Storage) -> None:

@@ -18,7 +18,8 @@ from typing import Protocol
 
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import JobEnd, Progress, ResultChange
+from ..outcomes import Correction
+from ..sessions import JobEnd, Progress, ResultChange, StoredOutcome
 
 # Checks a policy against the groups it names, inside the unit of work that stores it;
 # raises a `backup.errors` error to refuse it.
@@ -273,6 +274,35 @@ class Storage(Protocol):
         statuses, and marks the rows at `done` done, in one unit of work (never the
         session's header); returns the seconds the write took. NotFound if no session.
         With `share`, fenced as `save_share` is (the rows of `changes` and `done`)."""
+        ...
+
+    async def correct_followed(
+        self,
+        session_id: str,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+        share: str = "",
+    ) -> Correction | None:
+        """`save_followed` of rows whose follower was done with them already (an agent
+        that answered after its job was marked lost) and, in the same unit of work, with
+        the session's header locked: if its stored outcome is final, its job counts and
+        outcome recounted from all its rows (`outcomes.recounted`) and written; returns
+        that correction, or None (nothing changed, or the outcome is not final yet: its
+        owner's final write recounts). NotFound if no session. With `share`, fenced as
+        `save_followed` is."""
+        ...
+
+    async def save_shared_progress(
+        self, progress: Progress, owner: str = ""
+    ) -> tuple[Correction | None, StoredOutcome]:
+        """`save_progress` of a session whose computers other replicas follow, once its
+        outcome is final (stored, or in `progress`): in the same unit of work, with the
+        header locked, its job counts and outcome recounted from all its rows and written
+        instead of the batch's (which may not know another replica's late correction).
+        Returns the correction, against the stored final header or the batch's when this
+        is the first final one (None if the rows agree), and the (outcome, outcome_ns)
+        now stored. With `owner`, fenced as `save_progress` is."""
         ...
 
     async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:

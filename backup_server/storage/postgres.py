@@ -19,7 +19,8 @@ from backup.errors import (
 )
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress
+from ..outcomes import Correction
+from ..sessions import Progress, StoredOutcome
 from . import postgres_statements as statements
 from . import rows
 from .interface import GroupChange, PolicyChange, PolicyCheck
@@ -179,29 +180,48 @@ class PostgresStorage(ReplicaRows, ShareRows, FollowRows):
         started = time.perf_counter()
         async with self._unit() as cur:
             seq = await self._seq(cur, progress.session_id)
-            # The header first, on the owner's condition: its row lock orders this write
-            # against a claim of the session (`claim_sessions` updates the same row), so
-            # either the write commits before the claim, or it finds the new owner and
-            # the transaction is rolled back with nothing of it written.
-            header = rows.progress_header(progress)
-            fence = sql.SQL(" and owner = %s" if owner else "")
-            await cur.execute(
-                sql.SQL("update sessions set {} where seq = %s{}").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{} = %s").format(sql.Identifier(name)) for name in header
-                    ),
-                    fence,
-                ),
-                [*header.values(), seq, *([owner] if owner else [])],
-            )
-            if owner and cur.rowcount == 0:
-                raise Fenced(
-                    f"another replica owns session {progress.session_id!r} now: the lease of"
-                    f" replica {owner} lapsed and the session was claimed"
-                )
-            await statements.save_results(cur, seq, progress.results)
-            await statements.apply_job_ends(cur, progress.job_ends)
+            await self._write_progress(cur, seq, progress, owner)
         return time.perf_counter() - started
+
+    @staticmethod
+    async def _write_progress(
+        cur: statements.Cursor, seq: int, progress: Progress, owner: str = ""
+    ) -> None:
+        # The header first, on the owner's condition: its row lock orders this write
+        # against a claim of the session (`claim_sessions` updates the same row), so
+        # either the write commits before the claim, or it finds the new owner and
+        # the transaction is rolled back with nothing of it written.
+        header = rows.progress_header(progress)
+        fence = sql.SQL(" and owner = %s" if owner else "")
+        await cur.execute(
+            sql.SQL("update sessions set {} where seq = %s{}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = %s").format(sql.Identifier(name)) for name in header
+                ),
+                fence,
+            ),
+            [*header.values(), seq, *([owner] if owner else [])],
+        )
+        if owner and cur.rowcount == 0:
+            raise Fenced(
+                f"another replica owns session {progress.session_id!r} now: the lease of"
+                f" replica {owner} lapsed and the session was claimed"
+            )
+        await statements.save_results(cur, seq, progress.results)
+        await statements.apply_job_ends(cur, progress.job_ends)
+
+    async def save_shared_progress(
+        self, progress: Progress, owner: str = ""
+    ) -> tuple[Correction | None, StoredOutcome]:
+        async with self._unit() as cur:
+            stored = await statements.locked_session(cur, progress.session_id)
+            seq = int(stored["seq"])
+            await self._write_progress(cur, seq, progress, owner)
+            before = rows.outcome_seen(rows.session_from_row(stored), progress)
+            correction = None
+            if before is not None:
+                correction = await statements.recount_outcome(cur, seq, before)
+            return rows.outcome_stored(progress, before, correction)
 
     async def get_session(self, session_id: str, with_results: bool = True) -> pb.PolicySession:
         async with self._unit() as cur:

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 from backup.v1 import resources_pb2 as pb
 
+from ..outcomes import Correction, is_final
 from ..sessions import JobEnd, ResultChange
 from . import postgres_statements as statements
+from . import rows
 from .postgres_pool import PostgresPool
 from .rows import CHANGE_FIELDS
 from .share_rows import by_key, changes_from_rows
@@ -62,19 +64,47 @@ class FollowRows(PostgresPool):
         started = time.perf_counter()
         async with self._unit() as cur:
             seq = await statements.seq(cur, session_id)
-            if share and (changes or done):
-                # Before any write: the rows' locks order it against a claim of them.
-                positions = sorted({change.position for change in changes} | set(done))
-                await statements.fence_rows(cur, seq, positions, share)
-            await statements.save_results(cur, seq, changes)
-            await statements.apply_job_ends(cur, job_ends)
-            if done:
-                await cur.execute(
-                    "update computer_results set follow_done = 1"
-                    " where session_seq = %s and position = any(%s)",
-                    [seq, list(done)],
-                )
+            await self._write_followed(cur, seq, changes, job_ends, done, share)
         return time.perf_counter() - started
+
+    @staticmethod
+    async def _write_followed(
+        cur: statements.Cursor,
+        seq: int,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+        share: str = "",
+    ) -> None:
+        if share and (changes or done):
+            # Before any write: the rows' locks order it against a claim of them.
+            positions = sorted({change.position for change in changes} | set(done))
+            await statements.fence_rows(cur, seq, positions, share)
+        await statements.save_results(cur, seq, changes)
+        await statements.apply_job_ends(cur, job_ends)
+        if done:
+            await cur.execute(
+                "update computer_results set follow_done = 1"
+                " where session_seq = %s and position = any(%s)",
+                [seq, list(done)],
+            )
+
+    async def correct_followed(
+        self,
+        session_id: str,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+        share: str = "",
+    ) -> Correction | None:
+        async with self._unit() as cur:
+            stored = await statements.locked_session(cur, session_id)
+            seq = int(stored["seq"])
+            await self._write_followed(cur, seq, changes, job_ends, done, share)
+            before = rows.session_from_row(stored)
+            if not is_final(before.outcome):
+                return None  # its owner's first final write recounts the rows
+            return await statements.recount_outcome(cur, seq, before)
 
     async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:
         async with self._unit() as cur:

@@ -9,6 +9,7 @@ from psycopg import AsyncCursor, errors, sql
 from backup.errors import AlreadyExists, Fenced, NotFound
 from backup.v1 import resources_pb2 as pb
 
+from ..outcomes import Correction, recounted
 from ..sessions import JobEnd, ResultChange
 from . import rows
 from .interface import PolicyCheck
@@ -95,6 +96,33 @@ async def session_from_row(
             )
             rows.add_results(session, await results.fetchall())
     return session
+
+
+async def locked_session(cur: Cursor, session_id: str) -> dict[str, Any]:
+    """The session's header row, locked until the unit of work ends (a header recount
+    and the writes that race it take their turns); NotFound if there is none."""
+    await cur.execute("select * from sessions where id = %s for update", [session_id])
+    row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"session {session_id!r} not found")
+    return row
+
+
+async def recount_outcome(cur: Cursor, seq: int, before: pb.PolicySession) -> Correction | None:
+    """Recounts a session's final outcome and job counts from its rows as they are now in
+    this unit of work, and writes them (`before`'s when they stand)."""
+    await cur.execute("select * from sessions where seq = %s", [seq])
+    row = await cur.fetchone()
+    assert row is not None  # locked by the caller's unit of work
+    final, correction = recounted(await session_from_row(cur, row, with_results=True), before)
+    columns = rows.recount_columns(final)
+    await cur.execute(
+        sql.SQL("update sessions set {} where seq = %s").format(
+            sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in columns)
+        ),
+        [*columns.values(), seq],
+    )
+    return correction
 
 
 async def save_results(

@@ -12,7 +12,8 @@ from typing import Any
 
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress, ResultChange
+from ..outcomes import Correction, is_final
+from ..sessions import Progress, ResultChange, StoredOutcome
 from .interface import INTERRUPTED
 
 STAT_FIELDS = (
@@ -121,6 +122,42 @@ def progress_header(progress: Progress) -> dict[str, Any]:
         progress.outcome,
         progress.outcome_ns,
     )
+
+
+def recount_columns(session: pb.PolicySession) -> dict[str, Any]:
+    """The header columns a recount from the rows writes (`outcomes.recounted`)."""
+    return {
+        "state": session.state,
+        "warnings": json.dumps(list(session.warnings)),
+        "outcome": session.outcome,
+        "outcome_ns": session.outcome_time.ToNanoseconds(),
+        **{name: getattr(session.statistics, name) for name in STAT_FIELDS},
+    }
+
+
+def outcome_seen(stored: pb.PolicySession, progress: Progress) -> pb.PolicySession | None:
+    """The final outcome the hooks last saw of a shared session a batch is written for
+    (`Storage.save_shared_progress`): the stored one, or the batch's when it is the first
+    final one; None while neither is final (nothing to recount)."""
+    if is_final(stored.outcome):
+        return stored
+    if not is_final(progress.outcome):
+        return None
+    stored.state, stored.outcome = progress.state, progress.outcome
+    stored.outcome_time.FromNanoseconds(progress.outcome_ns)
+    stored.statistics.CopyFrom(progress.statistics)
+    return stored
+
+
+def outcome_stored(
+    progress: Progress, before: pb.PolicySession | None, correction: Correction | None
+) -> tuple[Correction | None, StoredOutcome]:
+    """What `Storage.save_shared_progress` returns, from `outcome_seen` and the recount
+    (whose header keeps `before`'s outcome when it finds no correction)."""
+    if before is None:
+        return None, (progress.outcome, progress.outcome_ns)
+    final = before if correction is None else correction.after
+    return correction, (final.outcome, final.outcome_time.ToNanoseconds())
 
 
 def change_row(change: ResultChange) -> tuple[Any, ...]:

@@ -17,7 +17,8 @@ from typing import ParamSpec, TypeVar
 from backup.errors import BackupError, LocalFault, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import JobEnd, Progress, ResultChange
+from ..outcomes import Correction
+from ..sessions import JobEnd, Progress, ResultChange, StoredOutcome
 from .interface import GroupChange, PolicyChange, PolicyCheck
 from .sqlite_file import SqliteFile
 
@@ -233,6 +234,21 @@ class SqliteStorage:
     ) -> float:
         call = self.file.save_followed
         return (await self._run_timed(call, session_id, changes, job_ends, done))[1]
+
+    async def correct_followed(
+        self,
+        session_id: str,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+        share: str = "",
+    ) -> Correction | None:
+        return await self._run(self.file.correct_followed, session_id, changes, job_ends, done)
+
+    async def save_shared_progress(
+        self, progress: Progress, owner: str = ""
+    ) -> tuple[Correction | None, StoredOutcome]:
+        return await self._run(self.file.save_shared_progress, progress)
 
     async def claim_followed_shares(self, replica_id: str) -> dict[str, list[int]]:
         return {}  # one server per file: no other replica's followed share to take over

@@ -16,7 +16,8 @@ import sqlite_utils
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound
 from backup.v1 import resources_pb2 as pb
 
-from ..sessions import Progress
+from ..outcomes import Correction, is_final, recounted
+from ..sessions import JobEnd, Progress, ResultChange, StoredOutcome
 from . import rows
 from .interface import OUTCOME_UNKNOWN, GroupChange, PolicyChange, PolicyCheck
 from .migrations import migrate
@@ -208,6 +209,35 @@ class SqliteFile(FollowFile):
             )
             self.db.table("sessions").update(seq, rows.progress_header(progress))
             apply_job_ends(self.db, progress.job_ends)
+
+    def save_shared_progress(self, progress: Progress) -> tuple[Correction | None, StoredOutcome]:
+        """As PostgreSQL's (one server has no shared session, but the suite runs both)."""
+        with self.db.atomic():
+            before = rows.outcome_seen(self.get_session_header(progress.session_id), progress)
+            self.save_progress(progress)
+            correction = None
+            if before is not None:
+                correction = self._recount_outcome(progress.session_id, before)
+            return rows.outcome_stored(progress, before, correction)
+
+    def correct_followed(
+        self,
+        session_id: str,
+        changes: Sequence[ResultChange],
+        job_ends: Sequence[JobEnd],
+        done: Sequence[int],
+    ) -> Correction | None:
+        with self.db.atomic():
+            before = self.get_session_header(session_id)
+            self.save_followed(session_id, changes, job_ends, done)
+            if not is_final(before.outcome):
+                return None
+            return self._recount_outcome(session_id, before)
+
+    def _recount_outcome(self, session_id: str, before: pb.PolicySession) -> Correction | None:
+        final, correction = recounted(self.get_session(session_id), before)
+        self.db.table("sessions").update(self._seq(session_id), rows.recount_columns(final))
+        return correction
 
     def _session_from_row(self, row: dict[str, object], with_results: bool) -> pb.PolicySession:
         session = rows.session_from_row(row)
