@@ -76,7 +76,10 @@ class ShareRows(PostgresPool):
 
     async def save_share(self, session_id: str, changes: Sequence[ResultChange]) -> float:
         started = time.perf_counter()
-        async with self._unit() as cur:
+        # One statement (atomic alone), so outside a transaction: two round trips fewer
+        # every 0.25 s on a replica busy sending its share.
+        async with self._read() as conn:
+            cur = conn.cursor(row_factory=dict_row)
             await statements.save_results(cur, await self._seq(cur, session_id), changes)
         return time.perf_counter() - started
 
