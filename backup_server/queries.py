@@ -6,6 +6,7 @@ watcher here lags the replica running it by at most a second.
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from backup import paging, validation
@@ -23,7 +24,8 @@ LIST_LIMIT_FULL = 10
 # The running replica writes progress every 0.25 s, and so does a replica sending a share.
 # While the delivery runs, a watcher on another replica polls the header and the computers
 # newly delivered (a row changes only from pending then), cheap enough to do every 0.1 s:
-# it lags a computer's row by at most 0.25 + 0.1 s and two queries, inside the 1 s rule.
+# it lags a computer's row by at most 0.25 + 0.1 s and one round trip (both read at
+# once), inside the 1 s rule.
 # Then (the jobs followed) it reads the whole session every 0.25 s.
 DELIVERY_POLL_SECONDS = 0.1
 STORED_POLL_SECONDS = 0.25
@@ -100,11 +102,17 @@ async def watch(
         live = running.get(session_id)
         if live is None:
             yield stored
+            polled = time.monotonic()
             while not ended(stored):
                 delivering = stored.state == pb.SESSION_STATE_RUNNING
-                await asyncio.sleep(DELIVERY_POLL_SECONDS if delivering else STORED_POLL_SECONDS)
+                # Counted from the last poll's start, not its end: on a replica whose loop
+                # is busy sending its own share, the read and the send of a snapshot take
+                # a good part of the interval themselves.
+                interval = DELIVERY_POLL_SECONDS if delivering else STORED_POLL_SECONDS
+                await asyncio.sleep(max(0.0, polled + interval - time.monotonic()))
+                polled = time.monotonic()
                 latest = (
-                    await _delivered_since(storage, stored)
+                    await _delivered_since(storage, stored, delivery_only)
                     if delivering
                     else await storage.get_session(session_id)
                 )
@@ -128,16 +136,23 @@ async def watch(
         await change.wait()
 
 
-async def _delivered_since(storage: Storage, stored: pb.PolicySession) -> pb.PolicySession:
+async def _delivered_since(
+    storage: Storage, stored: pb.PolicySession, final: bool
+) -> pb.PolicySession:
     """The session as stored now, read as its header and the rows delivered since `stored`
-    (not every row again: 10,000 of them take a while to read). Once the header says the
-    delivery ended, the whole session is read, as stored with its end."""
-    header = await storage.get_session_header(stored.id)
-    if header.state != pb.SESSION_STATE_RUNNING:
-        return await storage.get_session(stored.id)
+    (not every row again: 10,000 of them take a while to read, and the watcher's loop
+    reads and builds them while its replica sends its own share). The header is read
+    first: once it says the delivery ended, every row read after it is delivered, so the
+    snapshot that says so is built the same way. Only a final one (`final`: the delivery
+    is all the caller waits for; or the outcome final too) is the whole session as
+    stored, read again: the jobs' followers may have rewritten delivered rows since."""
     results = stored.computer_results
     pending = [p for p, result in enumerate(results) if result.delivery == pb.DELIVERY_PENDING]
-    changes = await storage.delivered_results(stored.id, pending) if pending else []
+    header, changes = await storage.header_and_delivered(stored.id, pending)
+    if header.state != pb.SESSION_STATE_RUNNING and (
+        final or header.outcome != pb.SESSION_STATE_RUNNING
+    ):
+        return await storage.get_session(stored.id)
     header.computer_results.extend(results)
     for change in changes:
         result = header.computer_results[change.position]

@@ -607,6 +607,30 @@ async def test_shares_are_assigned_polled_written_and_read_back_by_position(stor
         await storage.assign_shares("absent", {"r-b": [0]})
 
 
+async def test_a_watchers_poll_reads_the_header_then_the_rows_delivered(storage: Storage) -> None:
+    """header_and_delivered answers as get_session_header and delivered_results do (the rows written by the owner and by a share alike); NotFound for an unknown id."""
+    await storage.insert_session(a_session("polled", computers=4), owner="r-me")
+    await storage.assign_shares("polled", {"r-b": [1, 3]})
+    owner = LiveSession(await storage.get_session("polled"))
+    share = LiveSession(await storage.get_session("polled"))
+    owner.record(0, pb.DELIVERY_RECEIVED, "OK: started", 5, job_id="j0")
+    share.record(3, pb.DELIVERY_NOT_RECEIVED, "unreachable", 7)
+    await storage.save_progress(owner.take_progress())
+    await storage.save_share("polled", share.take_progress().results)
+    header, delivered = await storage.header_and_delivered("polled", [0, 1, 2, 3])
+    assert header == await storage.get_session_header("polled")
+    assert header.statistics.received == 1 and not header.computer_results
+    assert delivered == await storage.delivered_results("polled", [0, 1, 2, 3])
+    assert [(c.position, c.delivery) for c in delivered] == [
+        (0, pb.DELIVERY_RECEIVED),
+        (3, pb.DELIVERY_NOT_RECEIVED),
+    ]
+    assert (await storage.header_and_delivered("polled", [1, 2]))[1] == []
+    assert (await storage.header_and_delivered("polled", []))[1] == []
+    with pytest.raises(NotFound):
+        await storage.header_and_delivered("absent", [0])
+
+
 async def test_the_share_members_always_include_the_caller(storage: Storage) -> None:
     """share_members names the caller even before its lease is stored, in id order with any other live replica."""
     members = await storage.share_members("r-m")

@@ -22,11 +22,16 @@ Seen = list[tuple[float, pb.PolicySession]]
 async def watched(service: api_grpc.PolicyServiceStub, session_id: str) -> Seen:
     """Each snapshot WatchSession streams until the delivery ends, with its arrival time."""
     seen: Seen = []
-    request = api.WatchSessionRequest(session_id=session_id)
-    async for snapshot in service.WatchSession(request, timeout=120):
-        seen.append((time.time(), snapshot))
-        if snapshot.state != pb.SESSION_STATE_RUNNING:
-            break
+    call = service.WatchSession(api.WatchSessionRequest(session_id=session_id), timeout=120)
+    try:
+        async for snapshot in call:
+            seen.append((time.time(), snapshot))
+            if snapshot.state != pb.SESSION_STATE_RUNNING:
+                break
+    finally:
+        # At once: a call left to the garbage collector goes on streaming (a full read of
+        # the session every 0.25 s while its jobs are followed) into the next session.
+        call.cancel()
     return seen
 
 

@@ -246,6 +246,15 @@ class Storage(Protocol):
         position order: what other replicas delivered, for the owner to merge."""
         ...
 
+    async def header_and_delivered(
+        self, session_id: str, positions: Sequence[int]
+    ) -> tuple[pb.PolicySession, list[ResultChange]]:
+        """`get_session_header` and then, read after it, `delivered_results` for
+        `positions`, in one call (one round trip on PostgreSQL): a watcher's poll of a
+        session another replica runs. Read in that order, a header that says the delivery
+        ended comes with every row of `positions` delivered. NotFound if no session."""
+        ...
+
     # Followed shares (backup_server.share_following): after delivery, the replica of a
     # computer's share follows its job, writes its row and the statuses its job ends
     # change, and marks the row done; the session's owner reads those rows.

@@ -147,6 +147,19 @@ class PostgresPool:
             self._log_failure(translated, error)
             raise translated from None
 
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection in autocommit, errors translated: for reads of one
+        statement each (or a pipeline of them), which a transaction's BEGIN and COMMIT
+        would cost two more round trips."""
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.Error, PoolTimeout) as error:
+            translated = storage_error(error)
+            self._log_failure(translated, error)
+            raise translated from None
+
     async def _seq(self, cur: AsyncCursor[dict[str, Any]], session_id: str) -> int:
         """The session's row number (NotFound if there is none), looked up once: a running
         session's every progress write, share write and merge poll would otherwise spend a

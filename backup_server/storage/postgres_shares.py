@@ -8,7 +8,12 @@ sweeping at once take different rows and never one twice.
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from psycopg import AsyncCursor
+from psycopg.rows import dict_row
+
+from backup.errors import NotFound
 from backup.v1 import resources_pb2 as pb
 
 from ..sessions import ResultChange
@@ -81,18 +86,27 @@ class ShareRows(PostgresPool):
     async def delivered_results(
         self, session_id: str, positions: Sequence[int]
     ) -> list[ResultChange]:
-        async with self._unit() as cur:
-            seq = await self._seq(cur, session_id)
-            await cur.execute(
-                f"select position, {', '.join(CHANGE_FIELDS)} from computer_results"
-                " where session_seq = %s and position = any(%s) and delivery <> %s"
-                " order by position",
-                [seq, list(positions), pb.DELIVERY_PENDING],
-            )
-            found = await cur.fetchall()
-        return changes_from_rows(
-            (row["position"], *(row[name] for name in CHANGE_FIELDS)) for row in found
-        )
+        # Outside a transaction: one statement, polled every 0.1 s by a session's owner.
+        async with self._read() as conn:
+            seq = await self._seq(conn.cursor(row_factory=dict_row), session_id)  # or NotFound
+            found = await _delivered(conn.cursor(), seq, positions)
+            return changes_from_rows(await found.fetchall())
+
+    async def header_and_delivered(
+        self, session_id: str, positions: Sequence[int]
+    ) -> tuple[pb.PolicySession, list[ResultChange]]:
+        # Both statements in one pipeline: one round trip (and one turn of a busy event
+        # loop) where a unit of work each took four. The header's comes first: a row's
+        # delivery only ever leaves pending, so rows read after it are as new or newer.
+        async with self._read() as conn, conn.pipeline():
+            header = conn.cursor(row_factory=dict_row)
+            await header.execute("select * from sessions where id = %s", [session_id])
+            found = await _delivered(conn.cursor(), session_id, positions)
+            row = await header.fetchone()
+            changes = changes_from_rows(await found.fetchall())
+        if row is None:
+            raise NotFound(f"session {session_id!r} not found")
+        return await statements.session_from_row(header, row, False), changes
 
     async def pending_earlier_starts(self, session_id: str) -> list[tuple[str, int, str]]:
         sql, parameters = earlier_starts_query("%s")
@@ -101,3 +115,18 @@ class ShareRows(PostgresPool):
             await cur.execute(sql, [seq, seq, *parameters])
             found = await cur.fetchall()
         return [(str(row["id"]), int(row["position"]), str(row["address"])) for row in found]
+
+
+async def _delivered(
+    cur: AsyncCursor[tuple[Any, ...]], session: int | str, positions: Sequence[int]
+) -> AsyncCursor[tuple[Any, ...]]:
+    """`cur`, having selected the rows among `positions` no longer pending of the session
+    (its row number, or its id), as (position, *CHANGE_FIELDS) in position order."""
+    seq = "%s" if isinstance(session, int) else "(select seq from sessions where id = %s)"
+    await cur.execute(
+        f"select position, {', '.join(CHANGE_FIELDS)} from computer_results"
+        f" where session_seq = {seq} and position = any(%s) and delivery <> %s"
+        " order by position",
+        [session, list(positions), pb.DELIVERY_PENDING],
+    )
+    return cur

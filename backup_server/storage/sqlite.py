@@ -214,6 +214,11 @@ class SqliteStorage:
     ) -> list[ResultChange]:
         return await self._run(self.file.delivered_results, session_id, positions)
 
+    async def header_and_delivered(
+        self, session_id: str, positions: Sequence[int]
+    ) -> tuple[pb.PolicySession, list[ResultChange]]:
+        return await self._run(self.file.header_and_delivered, session_id, positions)
+
     # Followed shares: one server per file, so no computer is another replica's.
 
     async def shared_positions(self, session_id: str) -> list[int]:

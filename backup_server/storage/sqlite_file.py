@@ -258,6 +258,12 @@ class SqliteFile(FollowFile):
     def get_session_header(self, session_id: str) -> pb.PolicySession:
         return self.get_session(session_id, with_results=False)
 
+    def header_and_delivered(
+        self, session_id: str, positions: Sequence[int]
+    ) -> tuple[pb.PolicySession, list[ResultChange]]:
+        # One trip to the storage thread; the header first, as on PostgreSQL.
+        return self.get_session_header(session_id), self.delivered_results(session_id, positions)
+
     def list_sessions(
         self, policy_id: str, before: int, limit: int, with_results: bool
     ) -> list[tuple[int, pb.PolicySession]]:
