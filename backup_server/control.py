@@ -21,7 +21,8 @@ from .monitoring import NoObserver, SessionObserver
 from .origins import Origin, check_computer_names, narrow, operator_retry, reachable
 from .queries import delivered
 from .running import RunningSessions
-from .sessions import LiveSession, SessionWriter, new_session, resolve_targets
+from .session_writer import SessionWriter
+from .sessions import LiveSession, new_session, resolve_targets
 from .shares import Shares, recount
 from .storage.interface import Storage
 

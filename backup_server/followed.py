@@ -29,7 +29,8 @@ from backup.v1 import resources_pb2 as pb
 from .following import AGENT_LOST_AFTER, AgentStreams
 from .outcomes import awaits_reconciliation, follows, is_final
 from .running import RunningSessions
-from .sessions import PROGRESS_INTERVAL, LiveSession, Progress, SessionWriter, StoredOutcome
+from .session_writer import SessionWriter
+from .sessions import PROGRESS_INTERVAL, LiveSession, Progress, StoredOutcome
 from .share_following import FollowedShares
 from .shared_records import OutcomeHook, apply_correction, run_correction
 from .storage.interface import Storage

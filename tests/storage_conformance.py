@@ -19,12 +19,12 @@ import pytest
 
 from backup.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from backup.v1 import resources_pb2 as pb
+from backup_server.session_writer import SessionWriter
 from backup_server.sessions import (
     JobEnd,
     LiveSession,
     Progress,
     ResultChange,
-    SessionWriter,
     Target,
     new_session,
 )
