@@ -23,9 +23,15 @@ class RunningSessions:
     def held(self) -> "Callable[[str], LiveSession | None]":
         """For a read of stored sessions: call before its first await; the lookup it
         returns finds a session live now, or live when the read began (it left memory
-        during the read, after its end was stored, which the read may have missed)."""
+        during the read, after its end was stored, which the read may have missed) unless
+        this replica stood down from it then (fenced: the stored session is newer)."""
         before = dict(self.live)
-        return lambda session_id: self.live.get(session_id) or before.get(session_id)
+
+        def lookup(session_id: str) -> LiveSession | None:
+            live = self.live.get(session_id) or before.get(session_id)
+            return None if live is None or live.stood_down else live
+
+        return lookup
 
     def keep(self, task: "asyncio.Task[pb.PolicySession] | asyncio.Task[None]") -> None:
         """Holds `task` until it ends, so shutdown can wait for it."""

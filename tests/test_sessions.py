@@ -11,6 +11,8 @@ from outcome_support import watch_outcome
 from backup.v1 import policy_service_pb2 as api
 from backup.v1 import policy_service_pb2_grpc as api_grpc
 from backup.v1 import resources_pb2 as pb
+from backup_server.running import RunningSessions
+from backup_server.sessions import LiveSession
 
 from conftest import policy_over, wait_for
 
@@ -233,3 +235,20 @@ async def test_forged_page_tokens_are_invalid_argument(policy_service, token: st
             await call
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "page_token" in raised.value.details()
+
+
+def test_a_read_spanning_a_session_leaving_memory_finds_it_unless_stood_down() -> None:
+    """RunningSessions.held: a session that left memory during a storage read is still
+    found (its end was stored first), one this replica stood down from is not (the stored
+    one, the claimer's, is newer)."""
+    running = RunningSessions()
+    ended, fenced = (
+        LiveSession(pb.PolicySession(id="ended")),
+        LiveSession(pb.PolicySession(id="fenced")),
+    )
+    running.live.update({"ended": ended, "fenced": fenced})
+    held = running.held()
+    del running.live["ended"], running.live["fenced"]
+    fenced.stood_down = True
+    assert held("ended") is ended
+    assert held("fenced") is None and held("unknown") is None
