@@ -239,7 +239,11 @@ class Shares:
             if reason:
                 fanout.cancel_queued(reason)
             self._lives.setdefault(session_id, []).append(live)
-            writing = asyncio.create_task(self._write(live, fanout))
+            # One write of the share at a time: the last one below waits for a periodic
+            # one still in flight (shielded from the cancel), so the rows are all stored
+            # before the poll may find them pending again and send them a second time.
+            saving = asyncio.Lock()
+            writing = asyncio.create_task(self._write(live, fanout, saving))
             try:
                 await fanout.run()
             finally:
@@ -249,10 +253,7 @@ class Shares:
                 with contextlib.suppress(asyncio.CancelledError):
                     await writing
                 try:
-                    if not live.stood_down:
-                        await asyncio.shield(self._save(live))
-                except Fenced as error:
-                    self._stand_down(live, fanout, error)
+                    await asyncio.shield(self._save(live, fanout, saving))
                 finally:
                     self._forget(session_id, live)
                     if not live.stood_down:
@@ -339,7 +340,7 @@ class Shares:
         if not lives:
             self._lives.pop(session_id, None)
 
-    async def _write(self, live: LiveSession, fanout: FanOut) -> None:
+    async def _write(self, live: LiveSession, fanout: FanOut, saving: asyncio.Lock) -> None:
         written = time.monotonic()
         while True:
             # Every interval from the last write's start (a write on a busy loop takes a
@@ -347,27 +348,27 @@ class Shares:
             await asyncio.sleep(max(0.0, written + PROGRESS_INTERVAL - time.monotonic()))
             written = time.monotonic()
             if live.dirty:
-                try:
-                    await asyncio.shield(self._save(live))
-                except Fenced as error:
-                    self._stand_down(live, fanout, error)
+                with contextlib.suppress(BackupError):  # the rows wait for the next batch
+                    await asyncio.shield(self._save(live, fanout, saving))
+                if live.stood_down:
                     return
-                except BackupError:
-                    pass  # the rows wait for the next batch
 
-    async def _save(self, live: LiveSession) -> None:
-        """Writes the share's changed rows; raises the storage's error, the rows having
-        gone back to be written with the next batch (not when Fenced: they are not ours)."""
-        if not live.dirty:
-            return
-        progress = live.take_progress()
-        try:
-            await self._storage.save_share(live.session.id, progress.results, self.replica_id)
-        except Fenced:
-            raise
-        except BackupError:
-            live.give_back(progress)
-            raise
+    async def _save(self, live: LiveSession, fanout: FanOut, saving: asyncio.Lock) -> None:
+        """Writes the share's changed rows, after any write of them still in flight;
+        raises the storage's error, the rows having gone back to be written with the next
+        batch. A refusal (Fenced: they are not ours) stands the share down here, in the
+        write itself: its caller may have been cancelled while it was in flight."""
+        async with saving:
+            if not live.dirty or live.stood_down:
+                return
+            progress = live.take_progress()
+            try:
+                await self._storage.save_share(live.session.id, progress.results, self.replica_id)
+            except Fenced as error:
+                self._stand_down(live, fanout, error)
+            except BackupError:
+                live.give_back(progress)
+                raise
 
     @staticmethod
     def _stand_down(live: LiveSession, fanout: FanOut, error: Fenced) -> None:
