@@ -137,16 +137,27 @@ class Follower:
         """The positions of the session followed or reconciled here now, in order."""
         return sorted(key.position for key in self._tasks if key.session_id == session_id)
 
-    def follow(self, key: JobKey, address: str, job: pb.Job, after: float = 0.0) -> None:
+    def follow(
+        self,
+        key: JobKey,
+        address: str,
+        job: pb.Job,
+        after: float = 0.0,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         """Follows `job` on the agent at `address` until it ends (or long after it is lost),
-        opening its stream `after` seconds from now."""
+        opening its stream `after` seconds from now, or from when `gate` is set."""
         lost = self._recorder.job_lost
-        self._start(key, self._settling(key, self._follow(key, address, job, after), lost))
+        work = self._follow(key, address, job, after, gate)
+        self._start(key, self._settling(key, work, lost))
 
-    def reconcile(self, key: JobKey, address: str, policy_id: str) -> None:
-        """Asks the agent whether session `key.session_id` started a job of the policy."""
+    def reconcile(
+        self, key: JobKey, address: str, policy_id: str, gate: asyncio.Event | None = None
+    ) -> None:
+        """Asks the agent (once `gate` is set) whether session `key.session_id` started a
+        job of the policy."""
         settled = self._recorder.reconcile_settled
-        work = self._reconcile(key, address, policy_id)
+        work = self._reconcile(key, address, policy_id, gate)
         self._start(key, self._settling(key, work, lambda key, _why: settled(key)))
 
     async def _settling(
@@ -222,7 +233,16 @@ class Follower:
                 retry.heard()
         return False
 
-    async def _follow(self, key: JobKey, address: str, job: pb.Job, after: float = 0.0) -> None:
+    async def _follow(
+        self,
+        key: JobKey,
+        address: str,
+        job: pb.Job,
+        after: float = 0.0,
+        gate: asyncio.Event | None = None,
+    ) -> None:
+        if gate is not None:
+            await gate.wait()
         if after:
             await asyncio.sleep(after)
         retry = _Retry(self._clock)
@@ -268,7 +288,11 @@ class Follower:
                 wait = min(wait, max(self._lost_after - silent, 0.0))
             await asyncio.sleep(wait)
 
-    async def _reconcile(self, key: JobKey, address: str, policy_id: str) -> None:
+    async def _reconcile(
+        self, key: JobKey, address: str, policy_id: str, gate: asyncio.Event | None = None
+    ) -> None:
+        if gate is not None:
+            await gate.wait()
         retry = _Retry(self._clock)
         settled = False
         while True:
