@@ -116,7 +116,7 @@ async def watch(
                     if delivering
                     else await storage.get_session(session_id)
                 )
-                if latest != stored:
+                if latest is not stored and latest != stored:
                     stored = latest
                     yield stored
             return
@@ -153,6 +153,10 @@ async def _delivered_since(
         final or header.outcome != pb.SESSION_STATE_RUNNING
     ):
         return await storage.get_session(stored.id)
+    if not changes and _header_fields(header) == _header_fields(stored):
+        # Nothing new: `stored` itself, not a copy of its 5,000 rows (7 ms) compared with
+        # them, on a loop that sends this replica's own share meanwhile.
+        return stored
     header.computer_results.extend(results)
     for change in changes:
         result = header.computer_results[change.position]
@@ -166,6 +170,10 @@ async def _delivered_since(
         if change.latency_ns:
             result.latency.FromNanoseconds(change.latency_ns)
     return header
+
+
+def _header_fields(session: pb.PolicySession) -> list[tuple[str, object]]:
+    return [(f.name, value) for f, value in session.ListFields() if f.name != "computer_results"]
 
 
 async def delivered(
