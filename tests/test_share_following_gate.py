@@ -82,7 +82,7 @@ async def following(
 async def test_a_shares_jobs_are_followed_once_the_sessions_delivery_has_ended(
     postgres_url: str,
 ) -> None:
-    """No stream opens while the stored session is still being delivered (by other replicas); every job's opens within a second of the owner storing its end, and the jobs' ends are stored."""
+    """No stream opens while the stored session is still being delivered (by other replicas); every job's opens within 2 s of the owner storing its end (one 0.25 s poll, loaded machine), and the jobs' ends are stored."""
     async with following(postgres_url, 5.0, 30.0) as (storage, streams, followed, _):
         await asyncio.sleep(1.5)
         assert streams.opened == {}
@@ -94,7 +94,7 @@ async def test_a_shares_jobs_are_followed_once_the_sessions_delivery_has_ended(
             if len(streams.opened) == COMPUTERS:
                 break
         assert len(streams.opened) == COMPUTERS
-        assert max(streams.opened.values()) - ended < 1.0
+        assert max(streams.opened.values()) - ended < 2.0
         for _ in range(30):
             await asyncio.sleep(0.1)
             stored = await storage.get_session("s")

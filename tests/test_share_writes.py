@@ -13,8 +13,10 @@ from backup_server.storage.postgres import PostgresStorage
 
 COMPUTERS = 10
 EARLY = 5  # these answer at once, the others after LATE_ANSWER
-LATE_ANSWER = 0.4
-SLOW_WRITE = 0.8
+# Wide apart, so that a loaded machine's late loop cannot fold the periodic write (every
+# 0.25 s) into the last one: the first write is due well before the late answers come.
+LATE_ANSWER = 1.0
+SLOW_WRITE = 1.5
 
 
 class SlowFirstShareWrite:
@@ -81,7 +83,7 @@ async def share_sent(
         await storage.insert_session(session, owner="r-owner")
         await storage.assign_shares("s", {"r-me": list(range(COMPUTERS))})
         shares.start()
-        for _ in range(20):
+        for _ in range(40):
             await asyncio.sleep(0.1)
             stored = await storage.get_session("s")
             if all(r.delivery != pb.DELIVERY_PENDING for r in stored.computer_results):

@@ -136,7 +136,11 @@ async def save_results(
     finds another share there and leaves it (the write is then refused, and its unit of
     work rolled back whole), or skips the row, which stays this share's with the write. One
     statement where a locking read and the update were two: a 5,000-computer share is
-    written every 0.25 s while watchers on other replicas wait for its rows."""
+    written every 0.25 s while watchers on other replicas wait for its rows. The update
+    locks rows in its plan's order, not by position as `fence_rows` does: only writers of
+    the same rows can wait on each other, a claim skips locked rows, and should a lapsed
+    writer and its claimer ever deadlock, PostgreSQL aborts one, whose rows are written
+    again (or refused) with the next batch."""
     if not changes:
         return
     ordered = sorted(changes, key=lambda change: change.position)
