@@ -22,8 +22,8 @@ from .origins import Origin, check_computer_names, narrow, operator_retry, reach
 from .queries import delivered
 from .running import RunningSessions
 from .session_writer import SessionWriter
-from .sessions import LiveSession, new_session, resolve_targets
-from .shares import Shares, recount
+from .sessions import LiveSession, new_session, recount, resolve_targets
+from .shares import Shares
 from .storage.interface import Storage
 
 log = logging.getLogger("backup_server.control")

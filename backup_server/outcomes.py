@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from backup.v1 import resources_pb2 as pb
 
-from .sessions import STATISTIC_OF_DELIVERY, state_of
+from .sessions import recount
 
 JOB_STATISTIC = {
     pb.JOB_STATE_RUNNING: "jobs_running",
@@ -176,14 +176,7 @@ def recounted(
     corrects it again."""
     after = pb.PolicySession()
     after.CopyFrom(rows)
-    stats = after.statistics
-    for name in STATISTIC_OF_DELIVERY.values():
-        setattr(stats, name, 0)
-    for result in after.computer_results:
-        name = STATISTIC_OF_DELIVERY[result.delivery]
-        setattr(stats, name, getattr(stats, name) + 1)
-    stats.total = len(after.computer_results)
-    after.state = state_of(stats)
+    recount(after)
     if any(result.reconciled for result in after.computer_results):
         note_reconciled(after)
     count_jobs(after)

@@ -122,6 +122,19 @@ def state_of(stats: pb.SessionStatistics) -> pb.SessionState:
     return pb.SESSION_STATE_WARNING
 
 
+def recount(session: pb.PolicySession) -> None:
+    """Sets the delivery counts and state from the results (the rows), not from a header
+    another replica last wrote."""
+    stats = session.statistics
+    for name in STATISTIC_OF_DELIVERY.values():
+        setattr(stats, name, 0)
+    for result in session.computer_results:
+        name = STATISTIC_OF_DELIVERY[result.delivery]
+        setattr(stats, name, getattr(stats, name) + 1)
+    stats.total = len(session.computer_results)
+    session.state = state_of(stats)
+
+
 def new_session(
     session_id: str, policy_id: str, action: pb.SessionAction, targets: Iterable[Target]
 ) -> pb.PolicySession:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from backup.errors import BackupError, Fenced, NotFound
+from backup.errors import BackupError, Fenced
 from backup.v1 import resources_pb2 as pb
 
 from .following import AGENT_LOST_AFTER, AgentStreams, Follower, JobKey
@@ -229,13 +229,10 @@ class FollowedShares:
         if time.monotonic() - share.since < self._delivery_wait:
             try:
                 header = await self._storage.get_session_header(session_id)
-            except NotFound:
-                pass  # deleted: nothing waits for its delivery any more
             except BackupError:
                 return  # read again at the next round
-            else:
-                if header.state == pb.SESSION_STATE_RUNNING:
-                    return
+            if header.state == pb.SESSION_STATE_RUNNING:
+                return
         share.delivered.set()
 
     async def _claim(self) -> None:

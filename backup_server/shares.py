@@ -26,7 +26,7 @@ from backup.v1 import resources_pb2 as pb
 from .commands import COMMAND_OF_ACTION, Command
 from .fanout import AgentTransport, FanOut, Followed, ShareFanOut
 from .running import RunningSessions
-from .sessions import PROGRESS_INTERVAL, STATISTIC_OF_DELIVERY, LiveSession, ResultChange, state_of
+from .sessions import PROGRESS_INTERVAL, LiveSession, ResultChange, recount
 from .share_owners import split
 from .stop_order import EarlierStarts, wait_bound
 from .storage.interface import Storage
@@ -39,19 +39,6 @@ POLL_SECONDS = 0.2
 STOP_WAIT_SECONDS = 10.0
 MERGE_SECONDS = 0.1
 POLICY_GONE = "cancelled: the policy was deleted before this replica sent its share"
-
-
-def recount(session: pb.PolicySession) -> None:
-    """Sets the delivery counts and state from the results (the rows), not from a header
-    another replica last wrote."""
-    stats = session.statistics
-    for name in STATISTIC_OF_DELIVERY.values():
-        setattr(stats, name, 0)
-    for result in session.computer_results:
-        name = STATISTIC_OF_DELIVERY[result.delivery]
-        setattr(stats, name, getattr(stats, name) + 1)
-    stats.total = len(session.computer_results)
-    session.state = state_of(stats)
 
 
 def merge(live: LiveSession, changes: Iterable[ResultChange]) -> int:

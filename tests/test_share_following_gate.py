@@ -11,9 +11,8 @@ from storage_conformance import a_policy, a_session
 
 from backup.v1 import resources_pb2 as pb
 from backup_server.fanout import AgentCallError
-from backup_server.sessions import LiveSession
+from backup_server.sessions import LiveSession, recount
 from backup_server.share_following import FollowedShares
-from backup_server.shares import recount
 from backup_server.storage.postgres import PostgresStorage
 
 COMPUTERS = 4

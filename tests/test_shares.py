@@ -7,8 +7,8 @@ from collections import Counter
 from storage_conformance import a_session
 
 from backup.v1 import resources_pb2 as pb
+from backup_server.sessions import recount
 from backup_server.share_owners import owner_of, split
-from backup_server.shares import recount
 from backup_server.storage.postgres import PostgresStorage
 
 ADDRESSES = [f"10.0.{index // 250}.{index % 250}:50051" for index in range(10_000)]
